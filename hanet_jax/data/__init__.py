@@ -1,0 +1,1 @@
+"""Dataset readers, validation, tf.data pipeline, synthetic phantoms and the leak audit."""

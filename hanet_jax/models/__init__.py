@@ -1,0 +1,1 @@
+"""Flax Linen modules: the DenseNet-121 encoder, TAM attention, SFEB and the assembled HA-Net."""

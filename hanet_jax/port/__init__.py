@@ -1,0 +1,1 @@
+"""Foreign checkpoints (Keras, torchvision) -> Flax variables -> Orbax."""

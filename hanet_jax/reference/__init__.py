@@ -1,0 +1,1 @@
+"""Our Keras 3 rebuild of the released HA-Net notebook, for parity tests and benchmarks."""
