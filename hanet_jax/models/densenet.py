@@ -1,0 +1,72 @@
+"""DenseNet-121 encoder, named exactly like `keras.applications.DenseNet121`.
+
+Every submodule carries the Keras layer name (`conv1_conv`, `conv2_block1_0_bn`,
+`pool2_conv`, `bn`, ...), so porting Keras weights is the identity on names and porting
+torchvision weights is one table (see `hanet_jax.port`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hanet_jax.models.layers import Conv, batch_norm
+
+DENSENET_EPS = 1.001e-5  # every BatchNorm in Keras' DenseNet
+BLOCKS_121 = (6, 12, 24, 16)
+SKIP_NAMES = ("conv1_bn", "pool1", "pool2_pool", "pool3_pool", "pool4_pool")
+
+
+class DenseNet121(nn.Module):
+    """`__call__(x, *, train) -> (features, skips)`.
+
+    `features` is the final `relu` output (1024 channels at 1/32 resolution); `skips` maps
+    the Keras layer names `conv1_bn` (the BN output *before* its ReLU, 1/2), `pool1` (1/4),
+    `pool2_pool` (1/8), `pool3_pool` (1/16) and `pool4_pool` (1/32) to their tensors.
+    Input: any (B, H, W, C) with H and W divisible by 32.
+    """
+
+    blocks: Sequence[int] = BLOCKS_121
+    growth_rate: int = 32
+    epsilon: float = DENSENET_EPS  # torchvision weights carry 1e-5
+    dtype: Any = None
+
+    def _bn_relu(self, x, name, train):
+        x = batch_norm(name, train=train, epsilon=self.epsilon, dtype=self.dtype)(x)
+        return nn.relu(x)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool):
+        if x.shape[1] % 32 or x.shape[2] % 32:
+            raise ValueError(f"DenseNet121 input height and width must be multiples of 32, got {x.shape[1:3]}")
+        skips = {}
+        # Stem: ZeroPadding2D(3) + valid 7x7/2 conv, BN, ReLU, ZeroPadding2D(1) + valid 3x3/2 max-pool.
+        x = jnp.pad(x, ((0, 0), (3, 3), (3, 3), (0, 0)))
+        x = Conv(64, 7, strides=2, padding="VALID", use_bias=False, dtype=self.dtype, name="conv1_conv")(x)
+        x = batch_norm("conv1_bn", train=train, epsilon=self.epsilon, dtype=self.dtype)(x)
+        skips["conv1_bn"] = x
+        x = nn.relu(x)
+        # Zero padding equals -inf padding here because the input is a ReLU output (>= 0).
+        x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+        skips["pool1"] = x
+
+        for stage, n_layers in enumerate(self.blocks, start=2):
+            for i in range(1, n_layers + 1):
+                prefix = f"conv{stage}_block{i}"
+                y = self._bn_relu(x, f"{prefix}_0_bn", train)
+                y = Conv(4 * self.growth_rate, 1, use_bias=False, dtype=self.dtype, name=f"{prefix}_1_conv")(y)
+                y = self._bn_relu(y, f"{prefix}_1_bn", train)
+                y = Conv(self.growth_rate, 3, use_bias=False, dtype=self.dtype, name=f"{prefix}_2_conv")(y)
+                x = jnp.concatenate([x, y], axis=-1)
+            if stage < 1 + len(self.blocks):
+                x = self._bn_relu(x, f"pool{stage}_bn", train)
+                x = Conv(x.shape[-1] // 2, 1, use_bias=False, dtype=self.dtype, name=f"pool{stage}_conv")(x)
+                x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+                skips[f"pool{stage}_pool"] = x
+
+        features = self._bn_relu(x, "bn", train)
+        return features, skips
