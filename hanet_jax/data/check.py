@@ -1,0 +1,172 @@
+"""Validates a dataset folder and reports every problem, each naming its file.
+
+Usage: ``python -m hanet_jax.data.check ROOT --layout processed --split train``
+(exit status 1 when there is any error, 0 otherwise).
+
+Speed: image sizes come from file headers. Images are checked for corruption without a
+full decode where the format allows (PNG: chunk CRCs; JPEG: the end-of-image marker that a
+truncated file lacks); other formats, and every mask (its values are needed), are decoded.
+``deep=True`` decodes every image fully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+
+from hanet_jax.data import layouts
+from hanet_jax.data.layouts import DatasetError, Example, Problem
+
+_JPEG_EOI = b"\xff\xd9"
+
+
+@dataclasses.dataclass
+class Report:
+    """Outcome of ``validate``: the examples found and every problem."""
+    root: str
+    layout: str
+    split: str | None
+    examples: list[Example]
+    problems: list[Problem]
+    num_empty_masks: int = 0
+    seconds: float = 0.0
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def summary(self) -> str:
+        return (f"{self.root} (layout={self.layout}, split={self.split}): "
+                f"{len(self.examples)} pairs, {self.num_empty_masks} empty masks, "
+                f"{len(self.errors)} errors, {len(self.warnings)} warnings "
+                f"[{self.seconds:.1f} s]")
+
+    def format(self) -> str:
+        """The summary line, then one line per problem."""
+        return layouts.format_problems(self.problems, self.summary())
+
+
+def check_image_file(path: str, *, deep: bool = False) -> tuple[int, int]:
+    """Returns (height, width); raises ``DatasetError`` for an unreadable or corrupt file."""
+    try:
+        with Image.open(path) as image:
+            (width, height), fmt = image.size, image.format
+            if deep or fmt not in ("PNG", "JPEG"):
+                image.load()
+            elif fmt == "PNG":
+                image.verify()  # reads every chunk and checks its CRC, without inflating
+    except FileNotFoundError as e:
+        raise DatasetError(f"{path}: file not found") from e
+    except layouts.DECODE_ERRORS as e:
+        raise DatasetError(f"{path}: corrupt or unreadable image: {e}") from e
+    if fmt == "JPEG" and not deep:
+        # A truncated JPEG lacks its end-of-image marker; some writers pad after it.
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - 1024))
+            if _JPEG_EOI not in f.read():
+                raise DatasetError(
+                    f"{path}: corrupt or truncated image: no JPEG end-of-image marker")
+    return height, width
+
+
+def _check_example(example: Example, *, binarize_masks: bool, deep: bool,
+                   problems: list[Problem]) -> bool:
+    """Checks one pair, appending problems; returns True when the merged mask is empty."""
+    try:
+        size = check_image_file(example.image_path, deep=deep)
+    except DatasetError as e:
+        problems.append(Problem(example.image_path, _strip_path(e, example.image_path)))
+        size = None
+    empty = True
+    for path in example.mask_paths:
+        try:
+            if path.lower().endswith(".png"):
+                check_image_file(path)  # CRCs catch damage the decoder tolerates
+            plane = layouts.mask_plane(path)
+        except DatasetError as e:
+            problems.append(Problem(path, _strip_path(e, path)))
+            continue
+        if size is not None and plane.shape != size:
+            (mask_h, mask_w), (height, width) = plane.shape, size
+            problems.append(Problem(path, f"mask size {mask_w}x{mask_h} differs from image "
+                                          f"{width}x{height} ({example.image_path})"))
+        if not layouts.is_binary(plane):
+            values = np.unique(plane)
+            detail = f"mask is not binary ({len(values)} values, {values.min()}..{values.max()})"
+            if binarize_masks:
+                problems.append(Problem(path, detail + "; binarised as value > 0", "warning"))
+            else:
+                problems.append(Problem(path, detail))
+        empty = empty and not plane.any()
+    return empty
+
+
+def _strip_path(error: DatasetError, path: str) -> str:
+    """The error text without its leading "path: " (``Problem`` prints the path itself)."""
+    text = str(error)
+    return text[len(path) + 2:] if text.startswith(path + ": ") else text
+
+
+def validate(root: str, layout: str, split: str | None = "train", *, include_normal: bool = False,
+             binarize_masks: bool = True, deep: bool = False) -> Report:
+    """Checks every pair of a split and collects every problem (see the module docstring)."""
+    start = time.perf_counter()
+    examples, problems = layouts.scan(root, layout, split, include_normal=include_normal)
+    num_empty = 0
+    for example in examples:
+        num_empty += _check_example(example, binarize_masks=binarize_masks, deep=deep,
+                                    problems=problems)
+    return Report(os.fspath(root), layout, split, examples, problems, num_empty,
+                  time.perf_counter() - start)
+
+
+def require_valid(root: str, layout: str, split: str | None = "train", *,
+                  include_normal: bool = False, binarize_masks: bool = True,
+                  deep: bool = False) -> list[Example]:
+    """Validates and returns the examples; raises ``DatasetError`` listing every error."""
+    report = validate(root, layout, split, include_normal=include_normal,
+                      binarize_masks=binarize_masks, deep=deep)
+    if not report.ok:
+        raise DatasetError(layouts.format_problems(report.errors, report.summary()))
+    return report.examples
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hanet_jax.data.check",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("root", help="dataset folder (for 'processed': the one holding <split>/)")
+    parser.add_argument("--layout", choices=layouts.LAYOUTS, default="processed")
+    parser.add_argument("--split", default="train",
+                        help="split folder for 'processed'; 'train' (= all) for busi/udiat")
+    parser.add_argument("--include_normal", action="store_true",
+                        help="busi: also read the 'normal' class (empty masks)")
+    parser.add_argument("--strict_masks", action="store_true",
+                        help="report non-binary masks as errors instead of binarising them")
+    parser.add_argument("--deep", action="store_true", help="fully decode every image")
+    args = parser.parse_args(argv)
+    try:
+        report = validate(args.root, args.layout, args.split, include_normal=args.include_normal,
+                          binarize_masks=not args.strict_masks, deep=args.deep)
+    except DatasetError as e:  # bad arguments for the layout
+        print(f"ERROR: {e}", file=sys.stderr)
+        return 2
+    print(report.format())
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""TFDS builders for the three layouts, reading a manual download through ``layouts``.
+
+    builder = HanetProcessed(config="busi", data_dir="~/tensorflow_datasets")
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir="/data/hanet-processed"))
+    train = builder.as_dataset(split="train")
+
+Prepared data (original image size, PNG-encoded) is cached under ``data_dir`` and later
+``download_and_prepare`` calls reuse it. Every split is validated with ``check.require_valid``
+before anything is written, so a broken folder fails with the full list of problems.
+Features: ``image`` uint8 (H, W, 3), ``mask`` uint8 0/1 (H, W, 1), ``stem``, ``label``
+(BUSI class; "" where the layout has none).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+from etils import epath
+
+from hanet_jax.data import check, layouts, pipeline
+
+_CITATION_BUSI = """@article{aldhabyani2020busi, title={Dataset of breast ultrasound images},
+author={Al-Dhabyani, Walid and Gomaa, Mohammed and Khaled, Hussien and Fahmy, Aly},
+journal={Data in Brief}, volume={28}, pages={104863}, year={2020}}"""
+_CITATION_UDIAT = """@article{yap2018udiat, title={Automated breast ultrasound lesions detection
+using convolutional neural networks}, author={Yap, Moi Hoon and others}, journal={IEEE Journal
+of Biomedical and Health Informatics}, volume={22}, number={4}, pages={1218--1226}, year={2018}}"""
+
+
+@dataclasses.dataclass
+class HanetConfig(tfds.core.BuilderConfig):
+    """``subdir``: folder under manual_dir to read, when present (else manual_dir itself)."""
+    subdir: str | None = None
+    include_normal: bool = False
+
+
+class _LayoutBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Shared body: one TFDS split per split of the layout."""
+    LAYOUT = ""
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "First release."}
+    CITATION = ""
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:
+        # TFDS 4.9.10's own version imports `importlib_resources`, which it only declares as a
+        # dependency for Python < 3.9; the plain file path is all it needs.
+        return epath.Path(inspect.getfile(cls))
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        return self.dataset_info_from_configs(
+            features=tfds.features.FeaturesDict({
+                "image": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8,
+                                             encoding_format="png"),
+                "mask": tfds.features.Image(shape=(None, None, 1), dtype=np.uint8,
+                                            encoding_format="png"),
+                "stem": tfds.features.Text(),
+                "label": tfds.features.Text(),
+            }),
+            supervised_keys=("image", "mask"),
+            citation=self.CITATION,
+        )
+
+    def _root(self, dl_manager) -> str:
+        root = os.fspath(dl_manager.manual_dir)
+        subdir = self.builder_config.subdir
+        if subdir and os.path.isdir(os.path.join(root, subdir)):
+            return os.path.join(root, subdir)
+        return root
+
+    def _splits(self, root: str) -> list[str]:
+        del root
+        return ["train"]  # busi/udiat ship without splits
+
+    def _split_generators(self, dl_manager):
+        root = self._root(dl_manager)
+        generators = {}
+        for split in self._splits(root):
+            examples = check.require_valid(root, self.LAYOUT, split,
+                                           include_normal=self.builder_config.include_normal)
+            generators[split] = self._generate_examples(examples)
+        return generators
+
+    def _generate_examples(self, examples: Sequence[layouts.Example]):
+        for example in examples:
+            image = layouts.read_image(example.image_path)
+            mask = layouts.read_mask(example.mask_paths)
+            if mask.shape != image.shape[:2]:
+                raise layouts.DatasetError(f"{example.mask_paths[0]}: mask size differs from image "
+                                           f"{example.image_path}")
+            yield example.stem, {"image": image, "mask": mask[..., None].astype(np.uint8),
+                                 "stem": example.stem, "label": example.label or ""}
+
+
+class HanetProcessed(_LayoutBuilder):
+    """The HA-Net authors' release: ``<split>/images`` + ``<split>/masks`` (or images/masks)."""
+    LAYOUT = "processed"
+    BUILDER_CONFIGS = [
+        HanetConfig(name="busi", subdir="BUSI", description="BUSI from the HA-Net release."),
+        HanetConfig(name="udiat", subdir="UDIAT", description="UDIAT from the HA-Net release."),
+    ]
+    MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+    Point manual_dir at the release folder that holds BUSI/ and UDIAT/ (or directly at one
+    dataset folder): <DATASET>/<split>/images/<stem>.<ext> with masks of the same stem in
+    <DATASET>/<split>/masks/ or <DATASET>/<split>/images/masks/. Every split folder found
+    becomes a TFDS split."""
+
+    def _splits(self, root: str) -> list[str]:
+        splits = sorted(name for name in os.listdir(root)
+                        if os.path.isdir(os.path.join(root, name, "images")))
+        if not splits:
+            raise layouts.DatasetError(f"{root}: no <split>/images folder found")
+        return splits
+
+
+class HanetBusi(_LayoutBuilder):
+    """BUSI as distributed on Kaggle ("Dataset_BUSI_with_GT"); one split, ``train``."""
+    LAYOUT = "busi"
+    CITATION = _CITATION_BUSI
+    BUILDER_CONFIGS = [
+        HanetConfig(name="lesions", description="benign and malignant images"),
+        HanetConfig(name="with_normal", include_normal=True,
+                    description="benign, malignant and normal (empty masks)"),
+    ]
+    MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+    Point manual_dir at Dataset_BUSI_with_GT/, the folder holding benign/, malignant/ and
+    normal/ ("<class> (N).png" with "<class> (N)_mask*.png")."""
+
+
+class HanetUdiat(_LayoutBuilder):
+    """UDIAT "Dataset B" as distributed by its authors; one split, ``train``."""
+    LAYOUT = "udiat"
+    CITATION = _CITATION_UDIAT
+    BUILDER_CONFIGS = [HanetConfig(name="dataset_b", description="UDIAT Dataset B")]
+    MANUAL_DOWNLOAD_INSTRUCTIONS = """\
+    Point manual_dir at the folder holding original/ and GT/ (NNNNNN.png in each)."""
+
+
+def decoded_from_tfds(dataset: tf.data.Dataset, image_size: int | Sequence[int]
+                      ) -> pipeline.DecodedDataset:
+    """Decodes a prepared split (``builder.as_dataset(split=...)``) for ``make_dataset``."""
+    images, masks, stems = [], [], []
+    for record in tfds.as_numpy(dataset):
+        image, mask = pipeline.resize_pair(record["image"], record["mask"][..., 0], image_size)
+        images.append(image)
+        masks.append(mask)
+        stems.append(record["stem"].decode())
+    if not images:
+        raise layouts.DatasetError("decoded_from_tfds: the split is empty")
+    # TFDS stores records in hashed-key order; restore the layouts' natural order of stems.
+    order = sorted(range(len(stems)), key=lambda i: layouts.natural_key(stems[i]))
+    return pipeline.DecodedDataset(np.stack(images)[order], np.stack(masks)[order],
+                                   tuple(stems[i] for i in order))
