@@ -88,17 +88,24 @@ def _hw(image_size: int | Sequence[int]) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def resize_pair(image: np.ndarray, mask: np.ndarray, image_size: int | Sequence[int]
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Resizes uint8 (H, W, 3) bilinearly and a 0/1 mask (H, W) by nearest neighbour.
+def resize_image(image: np.ndarray, image_size: int | Sequence[int]) -> np.ndarray:
+    """Resizes uint8 (H, W, 3) bilinearly; training and inference share this one resize.
 
     PIL's bilinear filter widens its support when shrinking (anti-aliasing), which matters for
-    500-pixel originals going to 256. Returns the mask as uint8 (h, w, 1).
+    500-pixel originals going to 256.
     """
     height, width = _hw(image_size)
-    mask = np.asarray(mask, np.uint8)
     if image.shape[:2] != (height, width):
         image = np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+    return image
+
+
+def resize_pair(image: np.ndarray, mask: np.ndarray, image_size: int | Sequence[int]
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """`resize_image` for the image, nearest neighbour for the 0/1 mask (returned uint8 (h, w, 1))."""
+    height, width = _hw(image_size)
+    mask = np.asarray(mask, np.uint8)
+    image = resize_image(image, (height, width))
     if mask.shape[:2] != (height, width):
         mask = np.asarray(Image.fromarray(mask).resize((width, height), Image.NEAREST))
     return image, mask[..., None]

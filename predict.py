@@ -1,0 +1,77 @@
+"""Segment every image in a folder with a ported checkpoint or a training workdir.
+
+    python predict.py --checkpoint DIR --input FOLDER --output FOLDER [--probabilities]
+
+Writes `<stem>.png` (binary mask, 0/255, threshold 0.5, at the image's original size) and with
+`--probabilities` also `<stem>.npy` (float32 probabilities at the original size). Unreadable
+files are reported by name and skipped; the exit code is 1 if any failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="ported checkpoint dir or training workdir")
+    p.add_argument("--input", required=True, help="folder of png/jpg/tif/bmp images")
+    p.add_argument("--output", required=True, help="folder for <stem>.png (and <stem>.npy)")
+    p.add_argument("--probabilities", action="store_true", help="also write float32 <stem>.npy")
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--tta", action="store_true", help="average with the horizontally flipped prediction")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from hanet_jax.checkpoints import CheckpointError, load_bundle
+    from hanet_jax.data.layouts import IMAGE_EXTENSIONS, DatasetError, natural_key, read_image
+    from hanet_jax.inference import Predictor
+
+    src, dst = Path(args.input), Path(args.output)
+    if not src.is_dir():
+        print(f"error: --input {src} is not a folder", file=sys.stderr)
+        return 2
+    files = sorted((f for f in src.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()),
+                   key=lambda f: natural_key(f.name))
+    if not files:
+        print(f"error: no images ({', '.join(IMAGE_EXTENSIONS)}) in {src}", file=sys.stderr)
+        return 2
+    try:
+        bundle = load_bundle(args.checkpoint)
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    predictor = Predictor(bundle, batch_size=args.batch_size, tta=args.tta)
+    dst.mkdir(parents=True, exist_ok=True)
+
+    failed, done = [], 0
+    for start in range(0, len(files), args.batch_size):
+        chunk, images = [], []
+        for f in files[start:start + args.batch_size]:
+            try:
+                images.append(read_image(str(f)))
+                chunk.append(f)
+            except DatasetError as e:
+                failed.append(f)
+                print(f"skipped {f}: {e}", file=sys.stderr)
+        if not images:
+            continue
+        for f, prob in zip(chunk, predictor(images)):
+            Image.fromarray(((prob >= args.threshold) * 255).astype(np.uint8)).save(dst / f"{f.stem}.png")
+            if args.probabilities:
+                np.save(dst / f"{f.stem}.npy", prob.astype(np.float32))
+            done += 1
+    print(f"wrote {done} mask(s) to {dst}" + (f"; {len(failed)} file(s) failed" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
