@@ -1,0 +1,113 @@
+"""Train/validation splits: leak-free by near-duplicate group, or the release's file-name split.
+
+The HA-Net release validates on the first 20% of its training files in sorted file-name order.
+Its training folders hold each image several times (flipped, shifted, rotated copies), so that
+split puts copies of validation images in train. `grouped_split` keeps every group of
+near-duplicates (see `audit.group_ids`) on one side instead.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+
+from hanet_jax.data import audit, layouts
+
+METHODS = ("grouped", "release")
+
+
+def _check_fraction(val_fraction: float) -> None:
+    if not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+
+
+def _grouped_indices(
+    group_ids: Sequence[Hashable], val_fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+    """Indices (train, val), ascending: groups in a seeded random order go to val while that
+    brings its size closer to val_fraction of the total; each group lands on one side only."""
+    _check_fraction(val_fraction)
+    members: dict[Hashable, list[int]] = {}
+    for i, g in enumerate(group_ids):
+        members.setdefault(g, []).append(i)
+    groups = list(members.values())  # in order of first appearance: deterministic
+    target = val_fraction * len(group_ids)
+    in_val = np.zeros(len(group_ids), bool)
+    for k in np.random.default_rng(seed).permutation(len(groups)):
+        if abs(in_val.sum() + len(groups[k]) - target) < abs(in_val.sum() - target):
+            in_val[groups[k]] = True
+    if in_val.all() or not in_val.any():
+        raise ValueError(
+            f"cannot split {len(group_ids)} items in {len(groups)} near-duplicate groups into "
+            f"two non-empty sides with val_fraction={val_fraction}"
+        )
+    return np.flatnonzero(~in_val).tolist(), np.flatnonzero(in_val).tolist()
+
+
+def grouped_split(
+    stems: Sequence[str],
+    group_ids: Sequence[Hashable],
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> tuple[list[str], list[str]]:
+    """(train_stems, val_stems) with each group wholly on one side, in the input order.
+
+    Groups are visited in an order drawn from `seed`; the validation side gets about
+    val_fraction of the stems (as close as whole groups allow). Same inputs, same split.
+    """
+    if len(stems) != len(group_ids):
+        raise ValueError(f"{len(stems)} stems but {len(group_ids)} group ids")
+    train, val = _grouped_indices(group_ids, val_fraction, seed)
+    return [stems[i] for i in train], [stems[i] for i in val]
+
+
+def release_split(names: Sequence[str], val_fraction: float = 0.2) -> tuple[list[str], list[str]]:
+    """The release's split: validation is the first int(N * val_fraction) names in Python's
+    plain string order ("1.jpg" < "10.jpg" < "100.jpg" < "2.jpg"); train is the rest.
+
+    Both lists come back in that sorted order. Pass file names (with extension) to match the
+    release exactly: "1-2.jpg" sorts before "1.jpg", though stem "1" sorts before "1-2".
+    """
+    _check_fraction(val_fraction)
+    ordered = sorted(names)
+    n_val = int(len(ordered) * val_fraction)
+    return ordered[n_val:], ordered[:n_val]
+
+
+def split_examples(
+    examples: Sequence[layouts.Example],
+    *,
+    method: str = "grouped",
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    threshold: float = audit.DEFAULT_THRESHOLD,
+    smooth: float = audit.DEFAULT_SMOOTH,
+    group_by: str = "content",
+    release: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[list[layouts.Example], list[layouts.Example]]:
+    """(train_examples, val_examples) by `method`, each in the input order.
+
+    "grouped": near-duplicate groups from the images' content (read with `layouts.read_image`;
+    fingerprints cached in `cache_dir` when given), joined with the release's copy numbering
+    when group_by="processed_release" (then `release` is "busi" or "udiat"), kept whole.
+    "release": the release's sorted file-name split (`release_split`), which leaks.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown split method {method!r}; choose from {METHODS}")
+    examples = list(examples)
+    if method == "release":
+        names = [os.path.basename(e.image_path) for e in examples]
+        val_names = set(release_split(names, val_fraction)[1])
+        train = [i for i, n in enumerate(names) if n not in val_names]
+        val = [i for i, n in enumerate(names) if n in val_names]
+    else:
+        paths = [e.image_path for e in examples]
+        fps = audit.fingerprints(paths, smooth=smooth, cache_dir=cache_dir)
+        ids = audit.group_ids(
+            [e.stem for e in examples], fps, threshold=threshold, group_by=group_by, release=release
+        )
+        train, val = _grouped_indices(ids, val_fraction, seed)
+    return [examples[i] for i in train], [examples[i] for i in val]
