@@ -109,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("a_csv", help="per-image CSV of model A")
     parser.add_argument("b_csv", help="per-image CSV of model B")
     parser.add_argument("--metric", default="dice", choices=METRIC_NAMES)
-    parser.add_argument("--protocol", default="fixed", choices=PROTOCOLS)
+    parser.add_argument("--protocol", default="fixed", choices=PROTOCOLS + tuple(f"{p}+tta" for p in PROTOCOLS),
+                        help="eval.py writes '+tta' rows for test-time-augmented predictions")
     parser.add_argument("--n-resamples", type=int, default=2000, help="bootstrap resamples")
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     parser.add_argument("--json", metavar="OUT", help="also write the result as JSON here")

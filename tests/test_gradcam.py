@@ -3,7 +3,6 @@ and the maps of a random HA-Net have the image's size, are finite, non-negative,
 
 from __future__ import annotations
 
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
