@@ -1,7 +1,13 @@
 """`python -m hanet_jax.port KIND --weights FILE --out DIR`: foreign weights -> an Orbax checkpoint.
 
 KIND:
-  keras-hanet   a Keras 3 `.weights.h5` of the released HA-Net (`--variant`, `--image_size`)
+  keras-hanet     a Keras 3 `.weights.h5` of the released HA-Net (`--variant`, `--image_size`)
+  keras-densenet  Keras DenseNet-121 ImageNet weights (legacy `.h5` download or Keras 3
+                  `.weights.h5`) -> an encoder checkpoint (BN eps 1.001e-5)
+  torch-densenet  torchvision `densenet121-*.pth` -> an encoder checkpoint (BN eps 1e-5)
+
+An encoder checkpoint initialises HA-Net's encoder: `--config.init_from=DIR
+--config.init_scope=encoder` in training.
 """
 
 from __future__ import annotations
@@ -25,6 +31,20 @@ def _keras_hanet(args) -> int:
     return 0
 
 
+def _densenet(args) -> int:
+    """keras-densenet / torch-densenet: DenseNet-121 weights -> an encoder checkpoint."""
+    from hanet_jax.models.densenet import DENSENET_EPS
+    from hanet_jax.port.keras_densenet import load_densenet121, save_encoder_checkpoint
+    from hanet_jax.port.torch_densenet import TORCH_EPS, load_torch_densenet121
+
+    load, eps = {"keras-densenet": (load_densenet121, DENSENET_EPS),
+                 "torch-densenet": (load_torch_densenet121, TORCH_EPS)}[args.kind]
+    out = save_encoder_checkpoint(args.out, load(args.weights), epsilon=eps,
+                                  source={"kind": args.kind, "weights": str(args.weights)})
+    print(f"ported {args.weights} (DenseNet-121, BN eps {eps}) -> encoder checkpoint {out}")
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m hanet_jax.port", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,6 +55,14 @@ def main(argv=None) -> int:
     p.add_argument("--image_size", type=int, nargs="+", default=[256], help="H [W], multiples of 32")
     p.add_argument("--out", required=True)
     p.set_defaults(run=_keras_hanet)
+    for kind, help_text in (
+        ("keras-densenet", "Keras DenseNet-121 weights (.h5 or .weights.h5) -> encoder checkpoint"),
+        ("torch-densenet", "torchvision densenet121-*.pth -> encoder checkpoint"),
+    ):
+        p = sub.add_parser(kind, help=help_text)
+        p.add_argument("--weights", required=True)
+        p.add_argument("--out", required=True)
+        p.set_defaults(run=_densenet)
     args = parser.parse_args(argv)
     from hanet_jax.port.keras import PortError
 

@@ -165,3 +165,6 @@ def load_keras_hanet(weights: str | os.PathLike, variant: str = "full", image_si
                         f"{_summarise(problems)}{hint}")
     keras_model.load_weights(weights)
     return keras_to_flax(keras_model, HANet(variant=variant), image_size)
+
+
+from hanet_jax.port.keras_densenet import load_densenet121  # noqa: E402,F401  (DenseNet-121 ImageNet weights)

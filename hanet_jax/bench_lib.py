@@ -1,0 +1,295 @@
+"""One benchmark run: parameters, FLOPs, memory and throughput of our HA-Net beside the Keras original.
+
+`run(...)` measures everything in one process, so the ratios compare like with like:
+
+* `params`: trainable and non-trainable (BN statistics) counts. Ours come from `jax.eval_shape`
+  and the Keras rebuild's from `count_params`.
+* `flops`:
+  - `jax_forward_gflops`: XLA's cost analysis of the compiled forward pass at batch 1.
+  - `jax_train_step_gflops`: XLA's cost analysis of the compiled train step (forward, backward,
+    Adam) at the bench batch, divided by the batch.
+  - the Keras side at batch 1 (see `hanet_jax.flops`): the TF profiler's count on a frozen
+    graph and the release's own conv MAC count. The paper's 8.01 G is reconstructed in
+    `paper_style_g`, and the `hanet_jax.flops` docstring explains the 7.93 G / 8.01 G gap.
+* `memory`: parameter storage in float32 (`params_mb`). `train_step_peak_mb` is argument +
+  output + temp bytes of the compiled train step. With the donated state the outputs alias the
+  arguments (`train_step_alias_mb`), so the true peak is nearer that figure minus the alias.
+* `throughput`: images/s of the train step and of inference, for ours and for Keras
+  (`train_on_batch` with the release's compile; `tf.function(model, jit_compile=False)`).
+  Each is warmed up, then timed interleaved (J, K, J, K, ...), and the median of `repeats` is
+  taken.
+* `peak_matmul_gflops` is this device's float32 matmul rate, measured in the same run.
+  `mfu_train` is the train step's achieved FLOP/s divided by that rate.
+
+The JAX train step is the real one: jitted, with the state donated, the release loss
+(`losses.make_loss("bce_jaccard")`), `optax.adam(1e-3, eps=1e-9)`, BN statistics updated and a
+fresh dropout key each step.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import time
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from hanet_jax import flops as flops_lib
+from hanet_jax.losses import make_loss
+from hanet_jax.models.hanet import HANet
+
+MB = 1024 * 1024
+# `run(fast_compile=True)`: LLVM optimisation off. Compiles ~1/3 faster on the CPU, with the same
+# HLO (so the same cost analysis), but slower code. For tests only: its timings mean nothing.
+FAST_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
+LEARNING_RATE, ADAM_EPS = 1e-3, 1e-9  # the release's Adam
+
+
+# --------------------------------------------------------------------------- JAX side
+
+def make_train_step(model: HANet, tx: optax.GradientTransformation, loss_fn) -> Callable:
+    """`step(state, batch) -> (state, loss)`. `state` is {params, batch_stats, opt_state, rng}."""
+
+    def step(state, batch):
+        rng, dropout_rng = jax.random.split(state["rng"])
+
+        def objective(params):
+            logits, updates = model.apply({"params": params, "batch_stats": state["batch_stats"]}, batch["image"],
+                                          train=True, mutable=["batch_stats"], rngs={"dropout": dropout_rng})
+            return loss_fn(logits, batch["mask"]), updates["batch_stats"]
+
+        (loss, batch_stats), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        return {"params": params, "batch_stats": batch_stats, "opt_state": opt_state, "rng": rng}, loss
+
+    return step
+
+
+def count_leaves(tree) -> int:
+    return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def fast_init(model: HANet, x_shape: Sequence[int], seed: int = 0) -> dict:
+    """Variables with the model's tree and realistic scales, without compiling `model.init`.
+
+    Compiling `init` on the CPU takes about as long as compiling the forward pass (~10 s), and
+    benchmark numbers do not depend on the values. So the tree comes from `jax.eval_shape`, and
+    the leaves are filled in NumPy: kernels are He-normal (fan-in), BN scale and var are 1, biases
+    and means are 0, and anything else is N(0, 0.05).
+    """
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros(x_shape), train=False))
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        name = path[-1].key
+        if name == "kernel":
+            value = rng.normal(0.0, np.sqrt(2.0 / np.prod(leaf.shape[:-1])), leaf.shape)
+        elif name in ("scale", "var"):
+            value = np.ones(leaf.shape)
+        elif name in ("bias", "mean"):
+            value = np.zeros(leaf.shape)
+        else:
+            value = rng.normal(0.0, 0.05, leaf.shape)
+        return jnp.asarray(value, leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def synthetic_batch(batch_size: int, image_size: Sequence[int], seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    image = rng.uniform(size=(batch_size, *image_size, 3)).astype(np.float32)
+    mask = (rng.uniform(size=(batch_size, *image_size, 1)) < 0.3).astype(np.float32)
+    return {"image": image, "mask": mask}
+
+
+class _JaxSide:
+    """Our model: compiled forward (batch 1 and bench batch) and train step, and their costs."""
+
+    def __init__(self, variant: str, batch: dict, compiler_options: dict | None = None):
+        self.model = HANet(variant=variant)
+        x = batch["image"]
+        variables = fast_init(self.model, x[:1].shape)
+        self.params = (count_leaves(variables["params"]), count_leaves(variables["batch_stats"]))
+
+        forward = jax.jit(lambda v, x: self.model.apply(v, x, train=False))
+        self.forward_flops = flops_lib.xla_flops(forward.lower(variables, x[:1]).compile(compiler_options))
+        self.infer = forward.lower(variables, x).compile(compiler_options)
+        self.variables, self.x = variables, jnp.asarray(x)
+
+        tx = optax.adam(LEARNING_RATE, eps=ADAM_EPS)
+        own = lambda tree: jax.tree_util.tree_map(jnp.copy, tree)  # noqa: E731  (the state is donated)
+        self.state = {"params": own(variables["params"]), "batch_stats": own(variables["batch_stats"]),
+                      "opt_state": tx.init(variables["params"]), "rng": jax.random.key(1)}
+        self.batch = jax.tree_util.tree_map(jnp.asarray, batch)
+        step = jax.jit(make_train_step(self.model, tx, make_loss("bce_jaccard")), donate_argnums=0)
+        self.train = step.lower(self.state, self.batch).compile(compiler_options)
+        self.train_flops = flops_lib.xla_flops(self.train)
+        self.memory = flops_lib.memory_bytes(self.train)
+
+    def train_once(self):
+        self.state, loss = self.train(self.state, self.batch)
+        jax.block_until_ready((self.state, loss))
+
+    def infer_once(self):
+        self.infer(self.variables, self.x).block_until_ready()
+
+
+# --------------------------------------------------------------------------- Keras side
+
+def keras_release_loss(y_true, y_pred):
+    """The release's loss: Keras `binary_crossentropy` + Jaccard over the whole batch flattened."""
+    from keras import losses, ops
+
+    inter = ops.sum(y_true * y_pred)
+    jaccard = 1.0 - inter / (ops.sum(y_true) + ops.sum(y_pred) - inter)
+    return losses.binary_crossentropy(y_true, y_pred) + jaccard
+
+
+class _KerasSide:
+    """Our Keras rebuild of the release, compiled as the release compiles it."""
+
+    def __init__(self, variant: str, batch: dict):
+        os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+        import keras
+        import tensorflow as tf
+
+        from hanet_jax.reference.keras_original import build_keras_hanet, count_params
+
+        size = batch["image"].shape[1:]
+        self.model = build_keras_hanet(variant, size)
+        self.params = count_params(self.model)
+        self.costs = flops_lib.keras_cost_breakdown(self.model, size)
+        self.model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE, epsilon=ADAM_EPS), loss=keras_release_loss)
+        self.x, self.y = tf.constant(batch["image"]), tf.constant(batch["mask"])
+        self.forward = tf.function(self.model, jit_compile=False)
+
+    def train_once(self):
+        self.model.train_on_batch(self.x, self.y)
+
+    def infer_once(self):
+        self.forward(self.x, training=False).numpy()
+
+
+# --------------------------------------------------------------------------- timing and report
+
+def _time(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def interleaved_medians(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds per call of each fn, timed in turns (a, b, a, b, ...) after `warmup` calls."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(max(1, repeats)):
+        for name, fn in fns.items():
+            times[name].append(_time(fn))
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def _ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def device_info() -> dict[str, Any]:
+    dev = jax.devices()[0]
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"platform": dev.platform, "device_kind": dev.device_kind, "device_count": jax.device_count(),
+            "cpu_count": cpus, "machine": platform.machine(), "jax": jax.__version__}
+
+
+def run(variant: str = "full", batch_size: int = 8, image_size: int | Sequence[int] = 256, repeats: int = 5,
+        keras: bool = True, matmul_n: int = 2048, command: str = "", fast_compile: bool = False) -> dict[str, Any]:
+    """Measure one setting; returns the JSON-able result (see the module doc for the fields)."""
+    size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    batch = synthetic_batch(batch_size, size)
+    ours = _JaxSide(variant, batch, FAST_COMPILE_OPTIONS if fast_compile else None)
+    theirs = _KerasSide(variant, batch) if keras else None
+
+    fns = {"jax_train": ours.train_once}
+    if theirs:
+        fns["keras_train"] = theirs.train_once
+    fns["jax_infer"] = ours.infer_once
+    if theirs:
+        fns["keras_infer"] = theirs.infer_once
+    seconds = interleaved_medians(fns, repeats)
+    img_s = {k: batch_size / v for k, v in seconds.items()}
+    peak = flops_lib.peak_matmul_gflops(matmul_n, repeats=max(3, repeats))
+
+    train_gflops = ours.train_flops / batch_size / 1e9
+    costs = theirs.costs if theirs else {}
+    mem = ours.memory
+    throughput = {
+        "jax_train_img_s": img_s["jax_train"], "keras_train_img_s": img_s.get("keras_train"),
+        "jax_infer_img_s": img_s["jax_infer"], "keras_infer_img_s": img_s.get("keras_infer"),
+    }
+    throughput["ratio_train"] = _ratio(throughput["jax_train_img_s"], throughput["keras_train_img_s"])
+    throughput["ratio_infer"] = _ratio(throughput["jax_infer_img_s"], throughput["keras_infer_img_s"])
+    return {
+        "setting": {"variant": variant, "batch_size": batch_size, "image_size": list(size), "repeats": repeats,
+                    "keras": keras, "fast_compile": fast_compile},
+        "params": {"trainable": ours.params[0], "non_trainable": ours.params[1]},
+        "params_keras": ({"trainable": theirs.params[0], "non_trainable": theirs.params[1]} if theirs else None),
+        "flops": {
+            "jax_forward_gflops": ours.forward_flops / 1e9,
+            "jax_train_step_gflops": train_gflops,
+            "keras_profiler_forward_gflops": costs.get("keras_profiler_forward_gflops"),
+            "keras_conv_macs_g": costs.get("keras_conv_macs_g"),
+            "keras_breakdown": costs or None,
+        },
+        "memory": {
+            "params_mb": 4 * (ours.params[0] + ours.params[1]) / MB,
+            "train_step_peak_mb": (mem["argument"] + mem["output"] + mem["temp"]) / MB if mem else None,
+            "train_step_alias_mb": mem["alias"] / MB if mem else None,
+            "train_step_bytes": mem,
+        },
+        "throughput": throughput,
+        "seconds_per_batch": seconds,
+        "peak_matmul_gflops": peak,
+        "matmul_n": matmul_n,
+        "mfu_train": train_gflops * img_s["jax_train"] / peak,
+        "device": device_info(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": command,
+    }
+
+
+def _fmt(value, spec: str = ".2f") -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def markdown_table(r: dict) -> str:
+    """The result as a markdown table (ours | Keras original | ours / Keras)."""
+    s, f, m, t = r["setting"], r["flops"], r["memory"], r["throughput"]
+    pk = r["params_keras"] or {}
+    rows = [
+        ("trainable params", f"{r['params']['trainable']:,}", _fmt(pk.get("trainable"), ","), ""),
+        ("non-trainable params", f"{r['params']['non_trainable']:,}", _fmt(pk.get("non_trainable"), ","), ""),
+        ("forward GFLOPs (batch 1)", f"{f['jax_forward_gflops']:.2f} (XLA)",
+         f"{_fmt(f['keras_profiler_forward_gflops'])} (TF profiler)", ""),
+        ("conv GMACs, release count", "", _fmt(f["keras_conv_macs_g"]), ""),
+        ("train step GFLOPs / image", f"{f['jax_train_step_gflops']:.2f} (XLA)", "", ""),
+        ("params MB (float32)", f"{m['params_mb']:.2f}", "", ""),
+        ("train step peak MB (arg+out+temp)", _fmt(m["train_step_peak_mb"], ".0f"), "", ""),
+        (f"train images/s (batch {s['batch_size']})", f"{t['jax_train_img_s']:.2f}", _fmt(t["keras_train_img_s"]),
+         _fmt(t["ratio_train"])),
+        (f"inference images/s (batch {s['batch_size']})", f"{t['jax_infer_img_s']:.2f}",
+         _fmt(t["keras_infer_img_s"]), _fmt(t["ratio_infer"])),
+        ("peak matmul GFLOP/s (f32)", f"{r['peak_matmul_gflops']:.1f}", "", ""),
+        ("train MFU", f"{100 * r['mfu_train']:.1f}%", "", ""),
+    ]
+    d = r["device"]
+    head = (f"HA-Net `{s['variant']}` at {s['image_size'][0]}x{s['image_size'][1]}, batch {s['batch_size']}, "
+            f"median of {s['repeats']}; {d['platform']} ({d['device_kind']}, {d['cpu_count']} CPUs), {r['date']}")
+    lines = [head, "", "| metric | ours (JAX) | Keras original | ours / Keras |", "|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {e} |" for a, b, c, e in rows]
+    return "\n".join(lines)

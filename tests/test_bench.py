@@ -1,0 +1,34 @@
+"""bench_lib.run on a tiny setting: the result has every field, with sane values (not timings)."""
+
+import json
+import math
+
+from hanet_jax import bench_lib
+
+
+def test_bench_tiny_result_shape(tmp_path):
+    r = bench_lib.run("baseline", batch_size=2, image_size=64, repeats=1, keras=False, matmul_n=256, fast_compile=True,
+                      command="python bench.py --variant baseline --image_size 64 --batch_size 2 --repeats 1 --no_keras")
+    json.loads(json.dumps(r))  # JSON-able
+    assert set(r) >= {"setting", "params", "params_keras", "flops", "memory", "throughput", "peak_matmul_gflops",
+                      "mfu_train", "device", "date", "command"}
+    assert r["params"] == {"trainable": 10_498_945, "non_trainable": 84_672}  # the spec's baseline row
+    assert r["params_keras"] is None
+    f = r["flops"]
+    assert set(f) >= {"jax_forward_gflops", "jax_train_step_gflops", "keras_profiler_forward_gflops",
+                      "keras_conv_macs_g"}
+    # baseline at 64x64 is about (64/256)^2 of ~7 GMACs of convs: ~0.9 GFLOPs forward; backward ~2x more
+    assert 0.3 < f["jax_forward_gflops"] < 3
+    assert 2 * f["jax_forward_gflops"] < f["jax_train_step_gflops"] < 6 * f["jax_forward_gflops"]
+    m = r["memory"]
+    assert math.isclose(m["params_mb"], 4 * (10_498_945 + 84_672) / 2**20)
+    assert m["train_step_peak_mb"] is None or m["train_step_peak_mb"] > m["params_mb"]
+    t = r["throughput"]
+    assert set(t) == {"jax_train_img_s", "keras_train_img_s", "jax_infer_img_s", "keras_infer_img_s",
+                      "ratio_train", "ratio_infer"}
+    assert t["jax_train_img_s"] > 0 and t["jax_infer_img_s"] > t["jax_train_img_s"]
+    assert t["keras_train_img_s"] is None and t["ratio_train"] is None
+    assert r["peak_matmul_gflops"] > 0 and 0 < r["mfu_train"] < 1.5
+    assert r["device"]["platform"] == "cpu" and r["device"]["cpu_count"] >= 1
+    table = bench_lib.markdown_table(r)
+    assert "| train images/s (batch 2) |" in table and "10,498,945" in table
