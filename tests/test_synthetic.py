@@ -120,3 +120,15 @@ def test_write_processed_layout_round_trip(tmp_path):
         "a.jpg", "b.jpg", "c.jpg"]
     with pytest.raises(ValueError, match="3 images but 2 masks"):
         synthetic.write_processed_layout(tmp_path, "x", images, masks[:2])
+
+
+def test_cli_writes_the_held_out_split(tmp_path):
+    from hanet_jax.data.layouts import list_examples, read_image, read_mask
+
+    assert synthetic.main(["--out", str(tmp_path), "--split", "test", "--n", "3", "--size", "32", "--seed", "7"]) == 0
+    images, masks = synthetic.make_split("test", 3, 32, 7)
+    examples = list_examples(tmp_path, "processed", "test")
+    assert [e.stem for e in examples] == ["1", "2", "3"]
+    for e, image, mask in zip(examples, images, masks):
+        np.testing.assert_array_equal(read_image(e.image_path), image)
+        np.testing.assert_array_equal(read_mask(e.mask_paths), mask)
