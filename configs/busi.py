@@ -1,0 +1,32 @@
+r"""BUSI, the HA-Net release's recipe, on the authors' processed layout.
+
+    python train.py --config=configs/busi.py --workdir=/tmp/hanet_busi \
+        --config.data.root=/work/shared/data/hanet-processed/BUSI
+
+The release's training: 256x256 inputs, global batch 32 (the release's code; the paper says
+10: add --config.batch_size=10), Adam lr 1e-3 eps 1e-9, ReduceLROnPlateau on val_loss (factor
+0.25, patience 4, min_delta 1e-4 absolute, min_lr 1e-9), EarlyStopping (patience 9, min_delta
+1e-3, best weights kept), at most 155 epochs, random horizontal flips, BCE + batch Jaccard.
+
+Validation: a leak-free 20% split by default: images are grouped by content (near-duplicates,
+flipped and shifted copies) joined with the release's copy numbering (file i + 647k copies
+original i), and each group lands on one side. The release's own split, the first 20% of
+the files in sorted name order (which puts copies of validation images in train), is
+--config.data.val_split=release.
+
+Variants (the paper's ablation): --config.model.variant=no_tam | no_tam_no_sfeb | baseline.
+From an ImageNet encoder: --config.init_from=DIR --config.init_scope=encoder (and usually
+--config.model.input_normalization=imagenet).
+"""
+
+from configs import common
+
+
+def get_config():
+    config = common.get_config()
+    config.data.source = "folder"
+    config.data.layout = "processed"
+    config.data.split = "train"
+    config.data.group_by = "processed_release"
+    config.data.release = "busi"
+    return config

@@ -1,0 +1,93 @@
+"""The shared base of every training config: the HA-Net release's recipe, every key documented.
+
+Not a config to launch by itself; `configs/busi.py`, `udiat.py`, `default.py` and `smoke.py`
+start from `get_config()` here and change what they need. Every key below exists in every config
+(`hanet_jax.config_utils.validate_config` checks the values and rejects unknown keys), and any
+of them can be overridden on the command line: `--config.optimizer.learning_rate=3e-4`.
+
+Step counts (steps per epoch, total steps) are derived by the trainer from the data and
+`batch_size`, never stored here, so overriding `batch_size` or `data.n_train` is always honoured.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+
+    # HANet fields (hanet_jax.models.hanet.HANet) plus the input size. The defaults are the
+    # release's model; the other values are the paper-only options.
+    config.model = ml_collections.ConfigDict(dict(
+        variant="full",                   # full | no_tam | no_tam_no_sfeb | baseline
+        upsampling="nearest",             # nearest (release) | bilinear
+        conv_order="conv_relu_bn",        # conv_relu_bn (release) | conv_bn_relu
+        sdpa_learned_projections=False,   # paper: learned W_q, W_k, W_v
+        tam_merge="sum",                  # sum (release) | concat
+        input_normalization="none",       # none (release) | imagenet
+        dropout_rate=0.1,                 # SDPA dropout
+        encoder_epsilon=1.001e-5,         # encoder BatchNorm eps (Keras); 1e-5 for torchvision ports
+        dtype="float32",                  # compute dtype: float32 | bfloat16 (params stay float32)
+        image_size=256,                   # square input side, a multiple of 32
+    ))
+
+    config.data = ml_collections.ConfigDict(dict(
+        source="folder",          # folder: a dataset on disk | synthetic: generated phantoms
+        # source=folder
+        root="",                  # dataset folder (for layout=processed: the one holding <split>/)
+        layout="processed",       # processed | busi | udiat (hanet_jax.data.layouts)
+        split="train",            # sub-folder for layout=processed
+        include_normal=False,     # busi layout: also read the 'normal' class (empty masks)
+        val_split="grouped",      # grouped: near-duplicates kept on one side | release: first
+                                  # val_fraction of the files in sorted name order (leaks)
+        val_fraction=0.2,
+        group_by="content",       # grouped split: content | processed_release (content plus
+                                  # the release's copy numbering; needs `release`)
+        release="",               # busi | udiat, for group_by=processed_release
+        # source=synthetic (hanet_jax.data.synthetic.make_split)
+        n_train=200,
+        n_val=50,
+        seed=0,                   # phantoms and the grouped split; training randomness is `seed`
+        # Online augmentation of training batches (hanet_jax.data.pipeline.AugmentConfig).
+        augment=ml_collections.ConfigDict(dict(
+            hflip=True,           # the release's only augmentation
+            vflip=False,
+            affine=False,
+            brightness_contrast=False,
+            speckle=False,
+        )),
+    ))
+
+    config.batch_size = 32        # global, over all devices and processes (the paper says 10)
+    config.num_epochs = 155       # at most; early stopping usually ends training sooner
+    config.loss = "bce_jaccard"   # hanet_jax.losses.LOSS_NAMES
+    config.seed = 0               # parameters, dropout and the order of training batches
+
+    # Keras Adam + ReduceLROnPlateau + EarlyStopping as in the release (hanet_jax.plateau).
+    config.optimizer = ml_collections.ConfigDict(dict(
+        learning_rate=1e-3,
+        b1=0.9,
+        b2=0.999,
+        eps=1e-9,
+        plateau_factor=0.25,      # lr *= factor after `plateau_patience` epochs without
+        plateau_patience=4,       # a val_loss improvement larger than plateau_min_delta
+        plateau_min_delta=1e-4,   # absolute
+        plateau_cooldown=0,
+        min_lr=1e-9,
+        early_stopping_patience=9,
+        early_stopping_min_delta=1e-3,
+    ))
+
+    # Start from other weights (a fresh run only; a resumed run continues its own state).
+    config.init_from = ""         # an exported/ported checkpoint dir or a training workdir
+    config.init_scope = "all"     # all: the whole model | encoder: params/batch_stats["encoder"]
+
+    config.checkpoint = ml_collections.ConfigDict(dict(
+        every_steps=0,            # also save every N steps inside an epoch (0: epoch ends only)
+        keep_latest=1,            # newest checkpoints kept (resume)
+        keep_best=1,              # best-by-validation checkpoints kept (restore_best_weights)
+        async_save=True,          # write checkpoints in a background thread
+    ))
+
+    config.log_every_steps = 50   # training scalars and progress lines
+    config.num_overlays = 3       # validation overlays written as images each epoch
+    return config

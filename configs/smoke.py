@@ -1,0 +1,33 @@
+r"""A smoke test of the whole training loop: tiny phantoms, two steps, about two minutes on CPU.
+
+    python train.py --config=configs/smoke.py --workdir=/tmp/hanet_smoke
+
+The full HA-Net (TAM with dropout, SFEB) at 64x64 on synthetic phantoms; the global batch (8)
+divides by 1, 2, 4 and 8 devices, so the same run can be repeated on simulated devices:
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=4 \
+        python train.py --config=configs/smoke.py --workdir=/tmp/hanet_smoke4
+
+Both end with the same `final_train_loss` in WORKDIR/summary.json to about 1e-3 (relative).
+Only the first step is the same to float rounding on any device count: sharding changes the
+order of floating-point sums (BatchNorm moments, gradients), and training amplifies those
+last-bit differences (Adam moves every weight by about the learning rate whatever its gradient's
+size, so a near-zero gradient of the other sign moves it the other way); after a few more steps
+runs on different device counts differ by ~1e-2. Hence two steps here (one per epoch, so the
+end-of-epoch path, validation, schedule and checkpoints, runs twice).
+"""
+
+from configs import common
+
+
+def get_config():
+    config = common.get_config()
+    config.model.image_size = 64
+    config.data.source = "synthetic"
+    config.data.n_train = 8
+    config.data.n_val = 8
+    config.batch_size = 8
+    config.num_epochs = 2        # 1 step per epoch
+    config.log_every_steps = 1
+    config.num_overlays = 2
+    return config

@@ -1,0 +1,29 @@
+r"""UDIAT (Dataset B), the HA-Net release's recipe, on the authors' processed layout.
+
+    python train.py --config=configs/udiat.py --workdir=/tmp/hanet_udiat \
+        --config.data.root=/work/shared/data/hanet-processed/UDIAT
+
+The release's training: 256x256 inputs, global batch 32 (the release's code; the paper says
+10: add --config.batch_size=10), Adam lr 1e-3 eps 1e-9, ReduceLROnPlateau on val_loss (factor
+0.25, patience 4, min_delta 1e-4 absolute, min_lr 1e-9), EarlyStopping (patience 9, min_delta
+1e-3, best weights kept), at most 155 epochs, random horizontal flips, BCE + batch Jaccard.
+
+Validation: a leak-free 20% split by default: images are grouped by content joined with the
+release's copy numbering (files 361..2700 are 18 rotated/flipped/cropped copies of originals
+1..130, which correlation alone cannot see), and each group lands on one side. The release's
+own split, the first 20% of the files in sorted name order, is --config.data.val_split=release.
+
+Variants (the paper's ablation): --config.model.variant=no_tam | no_tam_no_sfeb | baseline.
+"""
+
+from configs import common
+
+
+def get_config():
+    config = common.get_config()
+    config.data.source = "folder"
+    config.data.layout = "processed"
+    config.data.split = "train"
+    config.data.group_by = "processed_release"
+    config.data.release = "udiat"
+    return config

@@ -1,0 +1,76 @@
+"""Training and validation data from a config: synthetic phantoms or a validated dataset folder.
+
+Every process builds the same two decoded datasets (they are small: uint8 at the model size);
+`pipeline.make_dataset` then gives each process only its slice of every global batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from absl import logging
+
+from hanet_jax.data import check, pipeline, splits, synthetic
+from hanet_jax.data.layouts import DatasetError
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainData:
+    train: pipeline.DecodedDataset
+    val: pipeline.DecodedDataset
+    augment: pipeline.AugmentConfig
+    description: str
+
+
+def augment_config(data_cfg) -> pipeline.AugmentConfig:
+    a = data_cfg.augment
+    return pipeline.AugmentConfig(hflip=a.hflip, vflip=a.vflip, affine=a.affine,
+                                  brightness_contrast=a.brightness_contrast, speckle=a.speckle)
+
+
+def _synthetic(data_cfg, image_size: int) -> tuple[pipeline.DecodedDataset, ...]:
+    out = []
+    for split, n in (("train", data_cfg.n_train), ("val", data_cfg.n_val)):
+        images, masks = synthetic.make_split(split, n, image_size, seed=data_cfg.seed)
+        out.append(pipeline.from_arrays(images, masks,
+                                        stems=[f"{split}_{i}" for i in range(n)]))
+    return tuple(out)
+
+
+def _folder(data_cfg, image_size: int, cache_dir: str | None):
+    root = data_cfg.root
+    if not os.path.isdir(root):
+        raise DatasetError(f"config.data.root: dataset folder {root} does not exist")
+    # Every file is checked (and every problem reported) before any training work.
+    examples = check.require_valid(root, data_cfg.layout, data_cfg.split,
+                                   include_normal=data_cfg.include_normal)
+    train, val = splits.split_examples(
+        examples, method=data_cfg.val_split, val_fraction=data_cfg.val_fraction,
+        seed=data_cfg.seed, group_by=data_cfg.group_by, release=data_cfg.release or None,
+        cache_dir=cache_dir)
+    if not train or not val:
+        raise DatasetError(f"{root}: the {data_cfg.val_split} split of {len(examples)} examples "
+                           f"left {len(train)} for training and {len(val)} for validation "
+                           f"(config.data.val_fraction={data_cfg.val_fraction})")
+    return (pipeline.decode_examples(train, image_size),
+            pipeline.decode_examples(val, image_size))
+
+
+def build_data(config, workdir: str | None = None) -> TrainData:
+    """Decoded train and validation sets for `config` (raises DatasetError naming the path)."""
+    data_cfg, size = config.data, config.model.image_size
+    if data_cfg.source == "synthetic":
+        train, val = _synthetic(data_cfg, size)
+        what = f"synthetic phantoms (seed {data_cfg.seed})"
+    else:
+        # The grouped split's image fingerprints, cached (atomic writes: safe for many processes).
+        cache = os.path.join(workdir, "fingerprints") if workdir is not None else None
+        train, val = _folder(data_cfg, size, cache)
+        what = f"{data_cfg.root} ({data_cfg.layout}/{data_cfg.split}, {data_cfg.val_split} split)"
+    if len(train) < config.batch_size:
+        raise DatasetError(f"{what}: {len(train)} training examples do not fill one global batch "
+                           f"(config.batch_size={config.batch_size})")
+    description = f"{what}: {len(train)} train / {len(val)} val at {size}x{size}"
+    logging.info("data: %s", description)
+    return TrainData(train, val, augment_config(data_cfg), description)

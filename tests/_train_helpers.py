@@ -1,0 +1,177 @@
+"""Shared kit of the training tests: the tiny config, one reference run, subprocess plumbing.
+
+Compilation dominates these tests (the full DenseNet-121 is always built), so:
+- every test trains the same tiny config (the smoke config at 32x32: batch 8, 2 epochs of 2
+  steps), and the jitted steps are cached in-process by `train_lib.compiled_steps`;
+- `reference_run` trains it once per pytest session (memoised here, shared by test modules);
+- XLA executables go to a persistent compilation cache (`.pytest_cache/d/hanet_xla`), shared
+  with the subprocesses, so a subprocess that compiles what the test process already compiled
+  loads it instead, and a second test session compiles nothing.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+WORKER = Path(__file__).resolve().parent / "_train_worker.py"
+
+# The smoke config, made smaller: 32x32 inputs, so a 1x1 bottleneck grid; the full variant
+# keeps the TAM's dropout (device-count invariance of the dropout masks is tested).
+TINY = {"model.image_size": 32, "num_epochs": 2, "data.n_train": 16, "data.n_val": 8,
+        "batch_size": 8, "log_every_steps": 1, "num_overlays": 2}
+
+
+def load_config(name: str):
+    spec = importlib.util.spec_from_file_location(f"_cfg_{name}", ROOT / "configs" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def set_key(config, dotted: str, value):
+    *parents, leaf = dotted.split(".")
+    node = config
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+
+
+def tiny_config(**overrides):
+    """The smoke config with TINY applied, then `overrides` ("a__b" means "a.b")."""
+    config = load_config("smoke")
+    for key, value in {**TINY, **{k.replace("__", "."): v for k, v in overrides.items()}}.items():
+        set_key(config, key, value)
+    return config
+
+
+# ------------------------------------------------------------------------ compilation cache
+_CACHE_DIR: str | None = None
+
+
+def enable_compilation_cache(pytest_config, tmp_path_factory) -> str:
+    """Points this process's JAX at the shared persistent cache (returns its path)."""
+    global _CACHE_DIR
+    if _CACHE_DIR is None:
+        import jax
+        from jax.experimental.compilation_cache import compilation_cache
+
+        cache = getattr(pytest_config, "cache", None)
+        path = cache.mkdir("hanet_xla") if cache is not None else tmp_path_factory.mktemp("xla")
+        _CACHE_DIR = str(path)
+        jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+        compilation_cache.reset_cache()  # re-read the setting even if JAX compiled already
+    return _CACHE_DIR
+
+
+def subprocess_env(devices: int = 1) -> dict:
+    env = dict(os.environ)
+    env.update(PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
+               CUDA_VISIBLE_DEVICES="")
+    flags = [f for f in env.get("XLA_FLAGS", "").split()
+             if not f.startswith("--xla_force_host_platform_device_count")]
+    env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
+    if _CACHE_DIR:
+        env["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR
+    return env
+
+
+def worker_command(workdir, out, **options) -> list[str]:
+    """`python tests/_train_worker.py` with its options (see that file)."""
+    cmd = [sys.executable, str(WORKER), "--workdir", str(workdir), "--out", str(out)]
+    for key, value in options.items():
+        if value is not None:
+            cmd += [f"--{key}", str(value)]
+    return cmd
+
+
+def run_worker(workdir, out, *, devices: int = 1, timeout: float = 400, **options):
+    proc = subprocess.run(worker_command(workdir, out, **options), env=subprocess_env(devices),
+                          capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"worker failed ({proc.returncode}):\n{proc.stderr[-6000:]}"
+    return load_result(out)
+
+
+# ------------------------------------------------------------------------------ results
+def flat_params(variables) -> dict[str, np.ndarray]:
+    from flax import traverse_util
+
+    flat = traverse_util.flatten_dict({"params": variables["params"],
+                                       "batch_stats": variables["batch_stats"]})
+    return {"/".join(k): np.asarray(v) for k, v in flat.items()}
+
+
+def save_result(out, state, summary) -> None:
+    from hanet_jax.train_state import to_host
+
+    np.savez(out, **flat_params(to_host(state.variables)))
+    Path(f"{out}.json").write_text(json.dumps(summary))
+
+
+def load_result(out):
+    with np.load(out) as f:
+        params = {k: f[k] for k in f.files}
+    return params, json.loads(Path(f"{out}.json").read_text())
+
+
+def run_steps(config, num_steps: int):
+    """`num_steps` training steps of `config` through the library's own pieces (state, jitted
+    step, input pipeline, global batches) on every device: (per-step losses, final params)."""
+    from hanet_jax import train_data, train_lib
+    from hanet_jax.data import pipeline
+    from hanet_jax.models.hanet import model_from_config
+    from hanet_jax.train_state import (create_train_state, make_mesh, optimizer_from_config,
+                                       to_host)
+
+    import jax
+
+    data = train_data.build_data(config)
+    model = model_from_config(config.model)
+    tx, plateau, _ = optimizer_from_config(config.optimizer)
+    mesh = make_mesh()
+    state = create_train_state(model, config.model.image_size, tx, plateau, config.seed, mesh)
+    steps = train_lib.compiled_steps(model, config.loss, tx, mesh)
+    losses = []
+    for step, local in pipeline.iterate_batches(
+            data.train, global_batch_size=config.batch_size, seed=config.seed,
+            augment=data.augment, process_index=jax.process_index(),
+            process_count=jax.process_count()):
+        if step == num_steps:
+            break
+        state, metrics = steps.train(state, pipeline.to_global_batch(local, mesh))
+        losses.append(float(metrics.loss.total))
+    return losses, flat_params(to_host(state.variables))
+
+
+_REFERENCE: dict = {}
+
+
+def reference_run(tmp_path_factory):
+    """The tiny config trained once, uninterrupted, in this process: (workdir, params, summary)."""
+    if not _REFERENCE:
+        from hanet_jax import train_lib
+
+        workdir = tmp_path_factory.mktemp("reference")
+        result = train_lib.train_and_evaluate(tiny_config(), str(workdir))
+        from hanet_jax.train_state import to_host
+
+        _REFERENCE.update(workdir=workdir, params=flat_params(to_host(result.state.variables)),
+                          summary=result.summary, result=result)
+    return _REFERENCE
+
+
+def assert_params_close(a: dict, b: dict, *, atol: float, stats_rtol: float) -> None:
+    """Weights within `atol`; BatchNorm running statistics within `atol` + `stats_rtol`·|b|."""
+    assert a.keys() == b.keys()
+    for key in a:
+        tol = atol if key.startswith("params/") else stats_rtol * np.abs(b[key]) + atol
+        excess = float(np.max(np.abs(a[key] - b[key]) - tol))
+        assert excess <= 0, f"{key} differs beyond tolerance by {excess}"

@@ -1,0 +1,76 @@
+"""Runs `train_and_evaluate` on the tests' tiny config in a fresh process (started by the tests).
+
+    python tests/_train_worker.py --workdir W --out OUT.npz [--overrides JSON]
+        [--num_processes N --process_id I --port P]   # jax.distributed on 127.0.0.1 (gloo)
+        [--sigterm_handshake PREFIX]                  # for the SIGTERM test, see below
+        [--steps_only N]                              # N bare training steps instead
+
+The device count comes from XLA_FLAGS, set by the parent. Writes the final state's params and
+batch_stats to OUT.npz and the run's summary to OUT.npz.json.
+
+--sigterm_handshake: before the first training step the worker writes PREFIX.ready and waits
+until PREFIX.sent exists; the test sends SIGTERM in between, so the signal arrives while
+training, at a known step, after the handler is installed.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--overrides", default="{}")
+    parser.add_argument("--num_processes", type=int)
+    parser.add_argument("--process_id", type=int)
+    parser.add_argument("--port", type=int)
+    parser.add_argument("--sigterm_handshake")
+    parser.add_argument("--steps_only", type=int, default=0,
+                        help="only run this many training steps (no train_and_evaluate)")
+    args = parser.parse_args()
+
+    import jax
+
+    if args.num_processes:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(f"127.0.0.1:{args.port}", num_processes=args.num_processes,
+                                   process_id=args.process_id)
+
+    import _train_helpers as helpers
+    from hanet_jax import train_lib
+
+    hook = None
+    if args.sigterm_handshake:
+        prefix = args.sigterm_handshake
+
+        def hook(step, batch):
+            if step == 0:
+                Path(f"{prefix}.ready").touch()
+                deadline = time.time() + 300
+                while not os.path.exists(f"{prefix}.sent") and time.time() < deadline:
+                    time.sleep(0.05)
+            return batch
+
+    config = helpers.tiny_config(**json.loads(args.overrides))
+    if args.steps_only:
+        losses, params = helpers.run_steps(config, args.steps_only)
+        np.savez(args.out, **params)
+        Path(f"{args.out}.json").write_text(json.dumps({"losses": losses,
+                                                         "devices": jax.device_count()}))
+        return
+    result = train_lib.train_and_evaluate(config, args.workdir, batch_hook=hook)
+    helpers.save_result(args.out, result.state, {**result.summary, "preempted": result.preempted,
+                                                 "process_index": jax.process_index()})
+
+
+if __name__ == "__main__":
+    main()

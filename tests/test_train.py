@@ -1,0 +1,205 @@
+"""The trainer end to end on the tiny config: outputs, best checkpoint, SIGTERM to a subprocess
+then an exact resume past an incomplete save, NaN, init_from, bfloat16.
+
+Everything reuses one compiled model (see _train_helpers); only the SIGTERM test starts a
+subprocess, and it loads the executables this process compiled from the persistent cache.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import _train_helpers as helpers
+from hanet_jax import checkpoints, train_checkpoints, train_lib
+from hanet_jax.checkpoints import CheckpointError
+from hanet_jax.data import pipeline
+from hanet_jax.models.hanet import model_config, model_from_config
+from hanet_jax.train_state import (apply_init_from, create_train_state, make_mesh,
+                                   optimizer_from_config, to_host)
+
+SUMMARY_KEYS = {"final_train_loss", "best_val_loss", "best_val_dice", "best_step", "epochs",
+                "stopped_early", "images_per_second", "devices", "processes", "wall_seconds"}
+
+
+@pytest.fixture(scope="module")
+def ref(request, tmp_path_factory):
+    helpers.enable_compilation_cache(request.config, tmp_path_factory)
+    return helpers.reference_run(tmp_path_factory)
+
+
+def _fresh_state(config):
+    model = model_from_config(config.model)
+    tx, plateau, _ = optimizer_from_config(config.optimizer)
+    mesh = make_mesh()
+    return model, create_train_state(model, config.model.image_size, tx, plateau, config.seed,
+                                     mesh), mesh
+
+
+def test_run_writes_summary_meta_config_logs_and_checkpoints(ref):
+    workdir, summary = ref["workdir"], ref["summary"]
+    on_disk = json.loads((workdir / "summary.json").read_text())
+    assert SUMMARY_KEYS <= on_disk.keys()
+    assert on_disk["epochs"] == 2 and on_disk["steps"] == 4 and not on_disk["stopped_early"]
+    assert on_disk["devices"] == jax.device_count() and on_disk["processes"] == 1
+    assert np.isfinite(on_disk["final_train_loss"]) and on_disk["images_per_second"] > 0
+    assert on_disk["final_train_loss"] == summary["final_train_loss"]
+    assert on_disk["final_train_loss"] == on_disk["history"][-1]["train_loss"]
+    assert on_disk["best_val_loss"] == min(r["val_loss"] for r in on_disk["history"]
+                                           if r["improved"])
+    assert all(r["learning_rate"] == pytest.approx(1e-3) for r in on_disk["history"])
+    meta = checkpoints.read_meta(workdir)
+    assert meta["kind"] == "workdir" and meta["image_size"] == [32, 32]
+    assert meta["model"]["variant"] == "full"
+    config = json.loads((workdir / "config.json").read_text())
+    assert config == helpers.tiny_config().to_dict()
+    assert any(p.name.startswith("events.out.tfevents") for p in workdir.iterdir())
+    steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps[-1] == 4 and summary["best_step"] in steps
+
+
+def test_best_checkpoint_is_what_load_bundle_and_the_result_hold(ref):
+    bundle = checkpoints.load_bundle(ref["workdir"])
+    assert bundle.image_size == (32, 32)
+    assert model_config(bundle.model) == model_config(model_from_config(helpers.tiny_config().model))
+    best = helpers.flat_params(ref["result"].variables)
+    loaded = helpers.flat_params(bundle.variables)
+    assert best.keys() == loaded.keys()
+    assert all(np.array_equal(best[k], loaded[k]) for k in best)
+    # the best is the early-stopping best epoch's checkpoint
+    history = ref["summary"]["history"]
+    assert ref["summary"]["best_step"] == history[ref["summary"]["best_epoch"]]["step"]
+
+
+def test_sigterm_to_a_subprocess_saves_and_exits_cleanly_then_resumes_exactly(ref, tmp_path):
+    workdir, prefix = tmp_path / "w", tmp_path / "handshake"
+    cmd = helpers.worker_command(workdir, tmp_path / "out.npz", sigterm_handshake=prefix)
+    proc = subprocess.Popen(cmd, env=helpers.subprocess_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 400
+        while not os.path.exists(f"{prefix}.ready"):
+            assert proc.poll() is None, proc.communicate()[1][-4000:]
+            assert time.time() < deadline, "worker never reached its first step"
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGTERM)
+        open(f"{prefix}.sent", "w").close()
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-4000:]
+    assert "preempted: checkpoint at step 1" in err
+    _, summary = helpers.load_result(tmp_path / "out.npz")
+    assert summary["preempted"] and summary["preempted_at_step"] == 1
+    assert not (workdir / "summary.json").exists()
+    with train_checkpoints.make_manager(workdir, read_only=True) as manager:
+        assert manager.all_steps() == [1]  # mid-epoch: step 0 ran, then the boundary save
+    # A run killed while saving leaves a temporary step directory: it must be ignored.
+    partial = workdir / "checkpoints" / "2.orbax-checkpoint-tmp-1234"
+    (partial / "variables").mkdir(parents=True)
+    (partial / "variables" / "junk").write_bytes(b"\0" * 100)
+    resumed = train_lib.train_and_evaluate(helpers.tiny_config(), str(workdir))
+    assert not partial.exists()
+    params = helpers.flat_params(to_host(resumed.state.variables))
+    assert all(np.array_equal(params[k], ref["params"][k]) for k in params)
+    assert resumed.summary["final_train_loss"] == ref["summary"]["final_train_loss"]
+    for got, want in zip(resumed.summary["history"], ref["summary"]["history"], strict=True):
+        assert {**got, "images_per_second": 0} == {**want, "images_per_second": 0}
+
+
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(ref, tmp_path):
+    def poison(step, batch):
+        if step == 2:
+            batch = {**batch, "image": np.full_like(batch["image"], np.nan)}
+        return batch
+
+    with pytest.raises(FloatingPointError, match=r"loss nan at step 2 .*last good checkpoint "
+                                                 r"is step 2"):
+        train_lib.train_and_evaluate(helpers.tiny_config(), str(tmp_path), batch_hook=poison)
+    with train_checkpoints.make_manager(tmp_path, read_only=True) as manager:
+        assert manager.all_steps() == [2]
+    variables = train_checkpoints.restore_best_variables(tmp_path)
+    assert all(np.isfinite(v).all() for v in helpers.flat_params(variables).values())
+
+
+def test_init_from_workdir_all_loads_the_best_weights(ref):
+    config = helpers.tiny_config()
+    _, state, mesh = _fresh_state(config)
+    state = apply_init_from(state, str(ref["workdir"]), "all", mesh)
+    loaded = helpers.flat_params(to_host(state.variables))
+    best = helpers.flat_params(ref["result"].variables)
+    assert all(np.array_equal(loaded[k], best[k]) for k in best)
+
+
+def _export(directory, variables, config):
+    model = model_from_config(config.model)
+    checkpoints.save_variables(directory, variables, model_cfg=model_config(model),
+                               image_size=(32, 32))
+    return str(directory)
+
+
+def test_init_from_encoder_only_checkpoint(ref, tmp_path):
+    config = helpers.tiny_config()
+    _, state, mesh = _fresh_state(config)
+    fresh = to_host(state.variables)
+    best = ref["result"].variables
+    encoder_only = {"params": {"encoder": best["params"]["encoder"]},
+                    "batch_stats": {"encoder": best["batch_stats"]["encoder"]}}
+    source = _export(tmp_path / "enc", encoder_only, config)
+    loaded = helpers.flat_params(to_host(apply_init_from(state, source, "encoder", mesh).variables))
+    want_encoder, want_fresh = helpers.flat_params(best), helpers.flat_params(fresh)
+    for key, value in loaded.items():
+        want = want_encoder if "/encoder/" in f"/{key}" else want_fresh
+        assert np.array_equal(value, np.asarray(want[key])), key
+    with pytest.raises(CheckpointError, match="init_scope=encoder"):
+        apply_init_from(state, source, "all", mesh)
+
+
+def test_init_from_mismatched_shapes_names_the_paths(ref, tmp_path):
+    config = helpers.tiny_config()
+    _, state, mesh = _fresh_state(config)
+    variables = jax.tree.map(np.asarray, ref["result"].variables)
+    variables["params"]["head"]["out_conv"]["kernel"] = np.zeros((1, 1, 16, 2), np.float32)
+    del variables["params"]["dec1"]
+    source = _export(tmp_path / "bad", variables, config)
+    with pytest.raises(CheckpointError) as error:
+        apply_init_from(state, source, "all", mesh)
+    message = str(error.value)
+    assert "params/head/out_conv/kernel" in message and "(1, 1, 16, 1)" in message
+    assert "missing from the checkpoint: params/dec1/" in message
+    with pytest.raises(CheckpointError, match="does not exist"):
+        apply_init_from(state, str(tmp_path / "nowhere"), "all", mesh)
+
+
+def test_init_from_through_the_config(ref, tmp_path):
+    config = helpers.tiny_config(num_epochs=1, init_from=str(ref["workdir"]))
+    result = train_lib.train_and_evaluate(config, str(tmp_path))
+    scratch = ref["summary"]["history"][0]["train_loss"]
+    assert result.summary["history"][0]["train_loss"] < scratch
+    missing = helpers.tiny_config(init_from=str(tmp_path / "missing"))
+    with pytest.raises(CheckpointError, match="missing"):
+        train_lib.train_and_evaluate(missing, str(tmp_path / "never"))
+    assert not (tmp_path / "never").exists()
+
+
+def test_bfloat16_step_keeps_float32_params_and_batch_stats(ref):
+    config = helpers.tiny_config(model__dtype="bfloat16")
+    model, state, mesh = _fresh_state(helpers.tiny_config())  # same tree as float32
+    model = model_from_config(config.model)
+    tx, _, _ = optimizer_from_config(config.optimizer)
+    steps = train_lib.compiled_steps(model, config.loss, tx, mesh)
+    images, masks = np.zeros((8, 32, 32, 3), np.float32), np.zeros((8, 32, 32, 1), np.float32)
+    images[:, 8:24, 8:24] = 0.8
+    masks[:, 8:24, 8:24] = 1
+    batch = pipeline.to_global_batch({"image": images, "mask": masks}, mesh)
+    new_state, metrics = steps.train(state, batch)
+    assert np.isfinite(float(metrics.loss.total)) and int(new_state.step) == 1
+    dtypes = {x.dtype for x in jax.tree.leaves(new_state.variables)}
+    assert dtypes == {jnp.dtype("float32")}
