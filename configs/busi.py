@@ -16,7 +16,7 @@ the files in sorted name order (which puts copies of validation images in train)
 
 Variants (the paper's ablation): --config.model.variant=no_tam | no_tam_no_sfeb | baseline.
 From an ImageNet encoder: --config.init_from=DIR --config.init_scope=encoder (and usually
---config.model.input_normalization=imagenet).
+ImageNet normalisation then switches on by itself: model.input_normalization=auto).
 """
 
 from configs import common

@@ -23,7 +23,8 @@ def get_config() -> ml_collections.ConfigDict:
         conv_order="conv_relu_bn",        # conv_relu_bn (release) | conv_bn_relu
         sdpa_learned_projections=False,   # paper: learned W_q, W_k, W_v
         tam_merge="sum",                  # sum (release) | concat
-        input_normalization="none",       # none (release) | imagenet
+        input_normalization="auto",       # auto: imagenet when init_from is an ImageNet encoder
+                                          # checkpoint, else none (the release) | none | imagenet
         dropout_rate=0.1,                 # SDPA dropout
         encoder_epsilon=1.001e-5,         # encoder BatchNorm eps (Keras); 1e-5 for torchvision ports
         dtype="float32",                  # compute dtype: float32 | bfloat16 (params stay float32)

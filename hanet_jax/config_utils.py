@@ -74,7 +74,7 @@ RULES: dict[str, Check] = {
     "model.conv_order": _choice("conv_relu_bn", "conv_bn_relu"),
     "model.sdpa_learned_projections": _bool,
     "model.tam_merge": _choice("sum", "concat"),
-    "model.input_normalization": _choice("none", "imagenet"),
+    "model.input_normalization": _choice("auto", "none", "imagenet"),
     "model.dropout_rate": _float(0.0, 1.0, open_high=True),
     "model.encoder_epsilon": _float(0.0, open_low=True),
     "model.dtype": _choice(*DTYPES),

@@ -43,7 +43,7 @@ from hanet_jax.models.hanet import model_config, model_from_config
 from hanet_jax.plateau import EarlyStopping, scale_updates
 from hanet_jax.train_state import (TrainState, apply_init_from, batch_sharded, create_train_state,
                                    make_loss_fn, make_mesh, optimizer_from_config, replicate,
-                                   replicated, to_host)
+                                   replicated, resolve_model_config, to_host)
 
 
 # ------------------------------------------------------------------------------------ metrics
@@ -229,7 +229,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if config.init_from:
         checkpoints.read_meta(config.init_from)  # fail early, naming the path
     data = train_data.build_data(config, workdir)
-    model = model_from_config(config.model)
+    model = model_from_config(resolve_model_config(config.model.to_dict(), config.init_from))
     tx, plateau, stopper = optimizer_from_config(config.optimizer)
     spe = pipeline.steps_per_epoch(len(data.train), config.batch_size)
 

@@ -123,12 +123,29 @@ def load_variables(directory: str) -> dict:
     """{"params", "batch_stats"} of an exported/ported checkpoint dir or a training workdir."""
     meta = checkpoints.read_meta(directory)  # CheckpointError naming the path
     kind = meta.get("kind")
-    if kind == "variables":
+    if kind in ("variables", "encoder"):  # "encoder": a ported ImageNet DenseNet-121
         return checkpoints.restore_variables(directory)
     if kind == "workdir":
         from hanet_jax.train_checkpoints import restore_best_variables
         return restore_best_variables(directory)
     raise CheckpointError(f"{directory}/{checkpoints.META_FILE}: unknown checkpoint kind {kind!r}")
+
+
+def resolve_model_config(model_cfg: Mapping[str, Any], init_from: str) -> dict:
+    """The model fields with `input_normalization="auto"` resolved, and the encoder's BatchNorm
+    epsilon taken from an encoder checkpoint (it belongs to the weights: torchvision's is 1e-5).
+
+    "auto" means ImageNet mean/std normalisation when starting from an ImageNet encoder
+    checkpoint (what those weights expect), and none otherwise (the release's raw [0, 1] input).
+    """
+    cfg = dict(model_cfg)
+    meta = checkpoints.read_meta(init_from) if init_from else {}
+    encoder = meta.get("model", {}) if meta.get("kind") == "encoder" else {}
+    if cfg.get("input_normalization") == "auto":
+        cfg["input_normalization"] = encoder.get("input_normalization", "none")
+    if "encoder_epsilon" in encoder:
+        cfg["encoder_epsilon"] = encoder["encoder_epsilon"]
+    return cfg
 
 
 def _flat(tree: Mapping) -> dict[str, Any]:

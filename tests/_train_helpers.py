@@ -129,12 +129,12 @@ def run_steps(config, num_steps: int):
     from hanet_jax.data import pipeline
     from hanet_jax.models.hanet import model_from_config
     from hanet_jax.train_state import (create_train_state, make_mesh, optimizer_from_config,
-                                       to_host)
+                                       resolve_model_config, to_host)
 
     import jax
 
     data = train_data.build_data(config)
-    model = model_from_config(config.model)
+    model = model_from_config(resolve_model_config(config.model.to_dict(), config.init_from))
     tx, plateau, _ = optimizer_from_config(config.optimizer)
     mesh = make_mesh()
     state = create_train_state(model, config.model.image_size, tx, plateau, config.seed, mesh)

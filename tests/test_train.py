@@ -22,7 +22,7 @@ from hanet_jax.checkpoints import CheckpointError
 from hanet_jax.data import pipeline
 from hanet_jax.models.hanet import model_config, model_from_config
 from hanet_jax.train_state import (apply_init_from, create_train_state, make_mesh,
-                                   optimizer_from_config, to_host)
+                                   optimizer_from_config, resolve_model_config, to_host)
 
 SUMMARY_KEYS = {"final_train_loss", "best_val_loss", "best_val_dice", "best_step", "epochs",
                 "stopped_early", "images_per_second", "devices", "processes", "wall_seconds"}
@@ -35,7 +35,7 @@ def ref(request, tmp_path_factory):
 
 
 def _fresh_state(config):
-    model = model_from_config(config.model)
+    model = model_from_config(resolve_model_config(config.model.to_dict(), config.init_from))
     tx, plateau, _ = optimizer_from_config(config.optimizer)
     mesh = make_mesh()
     return model, create_train_state(model, config.model.image_size, tx, plateau, config.seed,
@@ -67,7 +67,7 @@ def test_run_writes_summary_meta_config_logs_and_checkpoints(ref):
 def test_best_checkpoint_is_what_load_bundle_and_the_result_hold(ref):
     bundle = checkpoints.load_bundle(ref["workdir"])
     assert bundle.image_size == (32, 32)
-    assert model_config(bundle.model) == model_config(model_from_config(helpers.tiny_config().model))
+    assert model_config(bundle.model) == model_config(model_from_config(resolve_model_config(helpers.tiny_config().model.to_dict(), "")))
     best = helpers.flat_params(ref["result"].variables)
     loaded = helpers.flat_params(bundle.variables)
     assert best.keys() == loaded.keys()
@@ -139,7 +139,7 @@ def test_init_from_workdir_all_loads_the_best_weights(ref):
 
 
 def _export(directory, variables, config):
-    model = model_from_config(config.model)
+    model = model_from_config(resolve_model_config(config.model.to_dict(), config.init_from))
     checkpoints.save_variables(directory, variables, model_cfg=model_config(model),
                                image_size=(32, 32))
     return str(directory)
@@ -160,6 +160,29 @@ def test_init_from_encoder_only_checkpoint(ref, tmp_path):
         assert np.array_equal(value, np.asarray(want[key])), key
     with pytest.raises(CheckpointError, match="init_scope=encoder"):
         apply_init_from(state, source, "all", mesh)
+
+
+def test_training_from_a_ported_imagenet_encoder(ref, tmp_path):
+    """A torchvision-style encoder checkpoint: its BN eps and ImageNet normalisation come along
+    (input_normalization "auto"), the encoder is loaded, and training runs."""
+    from hanet_jax.port.keras_densenet import save_encoder_checkpoint
+
+    best = ref["result"].variables
+    densenet = {c: jax.tree.map(np.asarray, best[c]["encoder"]) for c in ("params", "batch_stats")}
+    source = str(save_encoder_checkpoint(tmp_path / "enc", densenet, epsilon=1e-5))
+    config = helpers.tiny_config(num_epochs=1, init_from=source, init_scope="encoder")
+    resolved = resolve_model_config(config.model.to_dict(), source)
+    assert resolved["input_normalization"] == "imagenet" and resolved["encoder_epsilon"] == 1e-5
+    _, state, mesh = _fresh_state(config)
+    loaded = apply_init_from(state, source, "encoder", mesh).variables
+    for c in ("params", "batch_stats"):
+        assert jax.tree.all(jax.tree.map(np.array_equal, to_host(loaded)[c]["encoder"], densenet[c]))
+    result = train_lib.train_and_evaluate(config, str(tmp_path / "w"))
+    assert np.isfinite(result.summary["final_train_loss"])
+    meta = checkpoints.read_meta(tmp_path / "w")["model"]
+    assert meta["input_normalization"] == "imagenet" and meta["encoder_epsilon"] == 1e-5
+    opted_out = helpers.tiny_config(init_from=source, model__input_normalization="none")
+    assert resolve_model_config(opted_out.model.to_dict(), source)["input_normalization"] == "none"
 
 
 def test_init_from_mismatched_shapes_names_the_paths(ref, tmp_path):
@@ -192,7 +215,7 @@ def test_init_from_through_the_config(ref, tmp_path):
 def test_bfloat16_step_keeps_float32_params_and_batch_stats(ref):
     config = helpers.tiny_config(model__dtype="bfloat16")
     model, state, mesh = _fresh_state(helpers.tiny_config())  # same tree as float32
-    model = model_from_config(config.model)
+    model = model_from_config(resolve_model_config(config.model.to_dict(), config.init_from))
     tx, _, _ = optimizer_from_config(config.optimizer)
     steps = train_lib.compiled_steps(model, config.loss, tx, mesh)
     images, masks = np.zeros((8, 32, 32, 3), np.float32), np.zeros((8, 32, 32, 1), np.float32)
