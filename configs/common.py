@@ -92,3 +92,15 @@ def get_config() -> ml_collections.ConfigDict:
     config.log_every_steps = 50   # training scalars and progress lines
     config.num_overlays = 3       # validation overlays written as images each epoch
     return config
+
+
+def release_recipe(release: str) -> ml_collections.ConfigDict:
+    """The release's recipe on the authors' processed layout of `release` ("busi" | "udiat"),
+    with validation groups from content plus the release's own copy numbering."""
+    config = get_config()
+    config.data.source = "folder"
+    config.data.layout = "processed"
+    config.data.split = "train"
+    config.data.group_by = "processed_release"
+    config.data.release = release
+    return config

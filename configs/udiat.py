@@ -20,10 +20,4 @@ from configs import common
 
 
 def get_config():
-    config = common.get_config()
-    config.data.source = "folder"
-    config.data.layout = "processed"
-    config.data.split = "train"
-    config.data.group_by = "processed_release"
-    config.data.release = "udiat"
-    return config
+    return common.release_recipe("udiat")

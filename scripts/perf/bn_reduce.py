@@ -10,6 +10,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import report_interleaved
 
 
 def stats_reduce(x):
@@ -42,11 +43,4 @@ for name, st in (("reduce", stats_reduce), ("matvec", stats_matvec)):
     fns[name + " bn_relu fwd"] = lambda f=fb: jax.block_until_ready(f(x, s, b))
     fns[name + " bn_relu grad"] = lambda g=g: jax.block_until_ready(g(x, s, b))
 print("stats diff", [float(jnp.abs(a - c).max()) for a, c in zip(stats_reduce(x), stats_matvec(x))])
-for f in fns.values():
-    f()
-t = {k: [] for k in fns}
-for _ in range(7):
-    for k, f in fns.items():
-        t0 = time.perf_counter(); f(); t[k].append(time.perf_counter() - t0)
-for k in fns:
-    print(f"{k:24s} {1e3 * np.median(t[k]):8.1f} ms")
+report_interleaved(fns, repeats=7, width=24)

@@ -12,6 +12,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import report_interleaved
 
 
 def bn_relu(x, scale, bias):
@@ -58,11 +59,4 @@ if __name__ == "__main__":
             g = jax.jit(jax.grad(lambda p, x, form=form: jnp.sum(stage(p, x, form) ** 2), argnums=(0, 1)))
             fns[f"{h}x{h} n={n} {form} fwd"] = lambda f=f, p=params, x=x: jax.block_until_ready(f(p, x))
             fns[f"{h}x{h} n={n} {form} grad"] = lambda g=g, p=params, x=x: jax.block_until_ready(g(p, x))
-    for f in fns.values():
-        f()
-    t = {k: [] for k in fns}
-    for _ in range(5):
-        for k, f in fns.items():
-            t0 = time.perf_counter(); f(); t[k].append(time.perf_counter() - t0)
-    for k in fns:
-        print(f"{k:30s} {1e3 * np.median(t[k]):9.1f} ms")
+    report_interleaved(fns, repeats=5, width=30)

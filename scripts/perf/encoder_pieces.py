@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import report_interleaved
 
 rng = np.random.default_rng(0)
 r = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)
@@ -58,11 +59,4 @@ for n, (f, args, argnum) in cases.items():
     fns[n + " fwd"] = lambda jf=jf, args=args: jax.block_until_ready(jf(*args))
     fns[n + " grad"] = lambda jg=jg, args=args: jax.block_until_ready(jg(*args))
 print("maxpool slices == maxpool:", bool(jnp.all(maxpool(cases["maxpool"][1][0]) == maxpool_slices(cases["maxpool"][1][0]))))
-for f in fns.values():
-    f()
-t = {n: [] for n in fns}
-for _ in range(5):
-    for n, f in fns.items():
-        t0 = time.perf_counter(); f(); t[n].append(time.perf_counter() - t0)
-for n in fns:
-    print(f"{n:28s} {1e3 * np.median(t[n]):9.1f} ms")
+report_interleaved(fns, repeats=5, width=28)

@@ -8,6 +8,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import report_interleaved
 
 rng = np.random.default_rng(0)
 r = lambda *s: jnp.asarray(rng.normal(size=s), jnp.float32)
@@ -44,11 +45,4 @@ for name, (ks, xs, s, pad, argnums) in cases.items():
         print(f"{name} {form}: rel fwd err {err:.1e}")
         fns[f"{name} {form} fwd"] = lambda f=f, k=k, x=x: jax.block_until_ready(f(k, x))
         fns[f"{name} {form} grad{argnums}"] = lambda g=g, k=k, x=x: jax.block_until_ready(g(k, x))
-for f in fns.values():
-    f()
-t = {n: [] for n in fns}
-for _ in range(5):
-    for n, f in fns.items():
-        t0 = time.perf_counter(); f(); t[n].append(time.perf_counter() - t0)
-for n in fns:
-    print(f"{n:28s} {1e3 * np.median(t[n]):9.1f} ms")
+report_interleaved(fns, repeats=5, width=28)

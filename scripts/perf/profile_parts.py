@@ -12,6 +12,7 @@ import numpy as np
 
 from hanet_jax.models.densenet import DenseNet121
 from hanet_jax.models.hanet import DecoderStage, Head, HANet
+from _timing import report_interleaved
 
 B = int(sys.argv[1]) if len(sys.argv) > 1 else 8
 rng = np.random.default_rng(0)
@@ -45,11 +46,4 @@ fns = {}
 for n, (f, g) in parts.items():
     fns[n + " fwd"] = f
     fns[n + " fwd+bwd"] = g
-for f in fns.values():
-    f()
-t = {n: [] for n in fns}
-for _ in range(3):
-    for n, f in fns.items():
-        t0 = time.perf_counter(); f(); t[n].append(time.perf_counter() - t0)
-for n in fns:
-    print(f"{n:22s} {1e3 * np.median(t[n]):9.1f} ms")
+report_interleaved(fns, repeats=3, width=22)
