@@ -88,7 +88,7 @@ def small_full():
     """A `full` model at 64x64 with random BN statistics, and its logits."""
     model = HANet()
     x = jax.random.uniform(jax.random.key(3), (2, 64, 64, 3))
-    v = model.init(RNGS, x, train=False)
+    v = jax.jit(lambda x: model.init(RNGS, x, train=False))(x)  # eager init of DenseNet is slow
     v = dict(v, batch_stats=randomize_stats(v["batch_stats"]))
     return model, v, x
 
