@@ -74,6 +74,9 @@ def parse_flags(argv):
     """absl flag parsing, with a clear error for overrides of keys the config does not have."""
     try:
         return flags.FLAGS(argv)
+    except flags.Error as e:  # a bad value: absl's own message, without a traceback
+        print(f"FATAL Flags parsing error: {e}", file=sys.stderr)
+        sys.exit(1)
     except (AttributeError, KeyError) as e:
         try:
             unknown = _unknown_overrides(argv)

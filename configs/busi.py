@@ -15,8 +15,8 @@ the files in sorted name order (which puts copies of validation images in train)
 --config.data.val_split=release.
 
 Variants (the paper's ablation): --config.model.variant=no_tam | no_tam_no_sfeb | baseline.
-From an ImageNet encoder: --config.init_from=DIR --config.init_scope=encoder (and usually
-ImageNet normalisation then switches on by itself: model.input_normalization=auto).
+From an ImageNet encoder: --config.init_from=DIR --config.init_scope=encoder (ImageNet
+normalisation then switches on by itself: model.input_normalization=auto).
 """
 
 from configs import common
