@@ -21,6 +21,9 @@ class TrainData:
     val: pipeline.DecodedDataset
     augment: pipeline.AugmentConfig
     description: str
+    # What `eval.py --threshold_from_split val` reads from WORKDIR/data_split.json: the
+    # validation stems under their root/layout/split folder. None for synthetic data.
+    split_record: dict | None = None
 
 
 def augment_config(data_cfg) -> pipeline.AugmentConfig:
@@ -53,8 +56,10 @@ def _folder(data_cfg, image_size: int, cache_dir: str | None):
         raise DatasetError(f"{root}: the {data_cfg.val_split} split of {len(examples)} examples "
                            f"left {len(train)} for training and {len(val)} for validation "
                            f"(config.data.val_fraction={data_cfg.val_fraction})")
+    record = {"root": os.path.abspath(root), "layout": data_cfg.layout, "split": data_cfg.split,
+              "val_split": data_cfg.val_split, "val": [ex.stem for ex in val]}
     return (pipeline.decode_examples(train, image_size),
-            pipeline.decode_examples(val, image_size))
+            pipeline.decode_examples(val, image_size), record)
 
 
 def build_data(config, workdir: str | None = None) -> TrainData:
@@ -62,15 +67,16 @@ def build_data(config, workdir: str | None = None) -> TrainData:
     data_cfg, size = config.data, config.model.image_size
     if data_cfg.source == "synthetic":
         train, val = _synthetic(data_cfg, size)
+        record = None
         what = f"synthetic phantoms (seed {data_cfg.seed})"
     else:
         # The grouped split's image fingerprints, cached (atomic writes: safe for many processes).
         cache = os.path.join(workdir, "fingerprints") if workdir is not None else None
-        train, val = _folder(data_cfg, size, cache)
+        train, val, record = _folder(data_cfg, size, cache)
         what = f"{data_cfg.root} ({data_cfg.layout}/{data_cfg.split}, {data_cfg.val_split} split)"
     if len(train) < config.batch_size:
         raise DatasetError(f"{what}: {len(train)} training examples do not fill one global batch "
                            f"(config.batch_size={config.batch_size})")
     description = f"{what}: {len(train)} train / {len(val)} val at {size}x{size}"
     logging.info("data: %s", description)
-    return TrainData(train, val, augment_config(data_cfg), description)
+    return TrainData(train, val, augment_config(data_cfg), description, record)

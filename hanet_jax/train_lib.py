@@ -38,6 +38,7 @@ from clu import metric_writers, metrics as clu_metrics, periodic_actions
 from jax.experimental import multihost_utils
 
 from hanet_jax import checkpoints, config_utils, train_checkpoints as ckpt, train_data, viz
+from hanet_jax.eval_lib import DATA_SPLIT_FILE
 from hanet_jax.data import pipeline
 from hanet_jax.models.hanet import model_config, model_from_config
 from hanet_jax.plateau import EarlyStopping, scale_updates
@@ -238,6 +239,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         config_utils.save_config(os.path.join(workdir, "config.json"), config)
         checkpoints.write_meta(workdir, kind="workdir", model_cfg=model_config(model),
                                image_size=(config.model.image_size,) * 2)
+        if data.split_record is not None:
+            config_utils.write_json(os.path.join(workdir, DATA_SPLIT_FILE),
+                                    data.split_record)
     c = config.checkpoint
     manager = ckpt.make_manager(workdir, keep_latest=c.keep_latest, keep_best=c.keep_best,
                                 async_save=c.async_save)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import traverse_util
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hanet_jax import checkpoints, plateau as plateau_lib
@@ -110,12 +111,18 @@ def create_train_state(model: HANet, image_size: int, tx, plateau, seed: int,
                        mesh: Mesh) -> TrainState:
     """A fresh state, replicated over `mesh`.
 
-    Initialised on this process's first device, then replicated: the init program is the same
-    for any mesh (compiled once per model, size and optimiser), and every process computes the
-    same values from `seed`.
+    Computed on one device (the init program is then the same for any mesh: compiled once per
+    model, size and optimiser), by process 0 only when there are several processes, which get
+    its values by a broadcast (no process compiles or runs init but the first).
     """
-    seed = jax.device_put(np.int32(seed), jax.local_devices()[0])
-    return replicate(to_host(_jit_init(model, image_size, tx, plateau)(seed)), mesh)
+    init = _jit_init(model, image_size, tx, plateau)
+    if jax.process_index() == 0:
+        host = to_host(init(jax.device_put(np.int32(seed), jax.local_devices()[0])))
+    else:
+        host = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), jax.eval_shape(init, seed))
+    if jax.process_count() > 1:
+        host = multihost_utils.broadcast_one_to_all(host)
+    return replicate(host, mesh)
 
 
 # ---------------------------------------------------------------------------------- init_from

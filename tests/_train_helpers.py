@@ -122,9 +122,13 @@ def load_result(out):
     return params, json.loads(Path(f"{out}.json").read_text())
 
 
-def run_steps(config, num_steps: int):
+def run_steps(config, num_steps: int, *, reverse_batches: bool = False):
     """`num_steps` training steps of `config` through the library's own pieces (state, jitted
-    step, input pipeline, global batches) on every device: (per-step losses, final params)."""
+    step, input pipeline, global batches) on every device: (per-step losses, final params).
+
+    `reverse_batches` feeds every batch in reverse order: the same mathematical step (the loss
+    and BatchNorm are invariant to it), only its floating-point reductions run in another order.
+    It measures how far rounding alone moves the run."""
     from hanet_jax import train_data, train_lib
     from hanet_jax.data import pipeline
     from hanet_jax.models.hanet import model_from_config
@@ -146,6 +150,8 @@ def run_steps(config, num_steps: int):
             process_count=jax.process_count()):
         if step == num_steps:
             break
+        if reverse_batches:
+            local = {k: v[::-1].copy() for k, v in local.items()}
         state, metrics = steps.train(state, pipeline.to_global_batch(local, mesh))
         losses.append(float(metrics.loss.total))
     return losses, flat_params(to_host(state.variables))
@@ -175,3 +181,8 @@ def assert_params_close(a: dict, b: dict, *, atol: float, stats_rtol: float) -> 
         tol = atol if key.startswith("params/") else stats_rtol * np.abs(b[key]) + atol
         excess = float(np.max(np.abs(a[key] - b[key]) - tol))
         assert excess <= 0, f"{key} differs beyond tolerance by {excess}"
+
+
+def max_param_difference(a: dict, b: dict) -> float:
+    """The largest absolute difference over every weight (not the BatchNorm statistics)."""
+    return max(float(np.max(np.abs(a[k] - b[k]))) for k in a if k.startswith("params/"))

@@ -226,3 +226,25 @@ def test_bfloat16_step_keeps_float32_params_and_batch_stats(ref):
     assert np.isfinite(float(metrics.loss.total)) and int(new_state.step) == 1
     dtypes = {x.dtype for x in jax.tree.leaves(new_state.variables)}
     assert dtypes == {jnp.dtype("float32")}
+
+
+def test_folder_run_records_its_validation_split_for_eval(ref, tmp_path):
+    import data_fixtures
+    from hanet_jax import eval_lib
+    from hanet_jax.data import check
+
+    data_fixtures.write_processed(str(tmp_path / "data"), n=20)
+    config = helpers.tiny_config(num_epochs=1, data__source="folder",
+                                 data__root=str(tmp_path / "data"), data__layout="processed")
+    train_lib.train_and_evaluate(config, str(tmp_path / "w"))
+    record = json.loads((tmp_path / "w" / eval_lib.DATA_SPLIT_FILE).read_text())
+    assert record["root"] == str(tmp_path / "data") and record["split"] == "train"
+    assert record["layout"] == "processed" and record["val_split"] == "grouped"
+    assert len(record["val"]) == 4 and set(record["val"]) <= {str(i) for i in range(1, 21)}
+    # eval.py --threshold_from_split val reads exactly those stems back.
+    test = check.require_valid(str(tmp_path / "data"), "processed", "train")
+    test = [ex for ex in test if ex.stem not in record["val"]]
+    examples, info = eval_lib.resolve_threshold_examples(tmp_path / "w", "unused", "processed",
+                                                         "val", test)
+    assert [ex.stem for ex in examples] == record["val"] and info["source"].endswith(
+        eval_lib.DATA_SPLIT_FILE)

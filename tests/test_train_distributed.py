@@ -1,0 +1,109 @@
+"""Data parallelism: 8 simulated devices, and two processes over jax.distributed (gloo), train
+the tiny config and must match this process's one-device run.
+
+"Within float tolerance" is measured, not guessed: the same one-device run fed every batch in
+reverse order is the same mathematical step (the loss and the batch-wide BatchNorm do not care
+about the order; dropout is off for this, its masks follow the batch position), so its distance from the plain run is what rounding alone does to this
+config. On the tiny config that distance is large (~3e-3 relative on step-1 gradients): 32x32
+inputs leave 1x1 maps from conv4 on, where BatchNorm normalises 8 values, and Adam (eps 1e-9)
+turns near-zero gradients into full-size steps of either sign. Sharding only reorders the
+reductions too, so the multi-device runs must stay within a small multiple of that distance.
+The first step's loss is tighter (1e-5): the forward pass is not chaotic. Two processes against
+each other: bitwise identical (replicated state, one program).
+"""
+
+import socket
+import subprocess
+
+import numpy as np
+import pytest
+
+import _train_helpers as helpers
+
+NUM_STEPS = 4
+
+
+@pytest.fixture(scope="module")
+def ref(request, tmp_path_factory):
+    helpers.enable_compilation_cache(request.config, tmp_path_factory)
+    return helpers.reference_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def ref_steps(ref):
+    return helpers.run_steps(helpers.tiny_config(), NUM_STEPS)
+
+
+@pytest.fixture(scope="module")
+def rounding(ref_steps):
+    """How far rounding alone moves the one-device run: (per-step |loss| gaps, max weight gap).
+
+    Without dropout: its masks follow the batch position, so a reversed batch would change them.
+    """
+    config = helpers.tiny_config(model__dropout_rate=0.0)
+    plain, plain_params = helpers.run_steps(config, NUM_STEPS)
+    losses, params = helpers.run_steps(config, NUM_STEPS, reverse_batches=True)
+    gaps = [abs(a - b) for a, b in zip(losses, plain, strict=True)]
+    return gaps, helpers.max_param_difference(params, plain_params)
+
+
+def _within_rounding(losses, ref_losses, params, ref_params, rounding, what, first_step=True):
+    gaps, weight_gap = rounding
+    got = [abs(a - b) for a, b in zip(losses, ref_losses, strict=True)]
+    got_weights = helpers.max_param_difference(params, ref_params)
+    print(f"\n{what}: loss gaps {['%.1e' % g for g in got]}, max weight gap {got_weights:.1e}; "
+          f"rounding alone (reversed batches): {['%.1e' % g for g in gaps]}, {weight_gap:.1e}")
+    if first_step:  # losses[0] is the first forward pass: no chaos yet
+        assert got[0] <= 1e-5 * abs(ref_losses[0])
+    # The later steps: within a few times what rounding alone does (the floor keeps a lucky
+    # near-zero rounding gap from failing the test).
+    assert max(got) <= 4 * max(gaps) + 1e-5 and got_weights <= 4 * weight_gap + 1e-6
+
+
+def test_eight_devices_match_one_device(ref_steps, rounding, tmp_path):
+    out = tmp_path / "out.npz"
+    subprocess.run(helpers.worker_command(tmp_path / "w", out, steps_only=NUM_STEPS), check=True,
+                   env=helpers.subprocess_env(devices=8), timeout=500)
+    params, info = helpers.load_result(out)
+    assert info["devices"] == 8 and len(info["losses"]) == NUM_STEPS
+    _within_rounding(info["losses"], ref_steps[0], params, ref_steps[1], rounding,
+                     "8 devices vs 1")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_train_together_and_match_one_process(ref, ref_steps, rounding, tmp_path):
+    port, workdir = _free_port(), tmp_path / "w"
+    procs = [subprocess.Popen(
+        helpers.worker_command(workdir, tmp_path / f"out{i}.npz", num_processes=2, process_id=i,
+                               port=port),
+        env=helpers.subprocess_env(devices=1), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True) for i in range(2)]
+    errors = []
+    try:
+        for proc in procs:
+            errors.append(proc.communicate(timeout=500)[1])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for proc, err in zip(procs, errors):
+        assert proc.returncode == 0, err[-6000:]
+    (p0, s0), (p1, s1) = (helpers.load_result(tmp_path / f"out{i}.npz") for i in range(2))
+    assert (s0["process_index"], s1["process_index"]) == (0, 1)
+    assert p0.keys() == p1.keys() and all(np.array_equal(p0[k], p1[k]) for k in p0)
+    assert s0["history"] == s1["history"] or all(
+        {**a, "images_per_second": 0} == {**b, "images_per_second": 0}
+        for a, b in zip(s0["history"], s1["history"], strict=True))
+    assert (s0["devices"], s0["processes"], s0["steps"]) == (2, 2, ref["summary"]["steps"])
+    # The reference run's 4 steps are run_steps' 4 steps (same programs, same batches).
+    assert helpers.max_param_difference(ref["params"], ref_steps[1]) == 0
+    train = [r["train_loss"] for r in s0["history"]]  # per epoch: means over 2 steps
+    ref_train = [r["train_loss"] for r in ref["summary"]["history"]]
+    _within_rounding(train, ref_train, p0, ref["params"], rounding, "2 processes vs 1",
+                     first_step=False)
+    assert (workdir / "summary.json").exists()  # written once, by process 0
