@@ -4,6 +4,8 @@
         --protocol both --out results.json [--per_image per_image.csv] [--overlays DIR] \\
         [--tta] [--threshold 0.5 | --threshold_from_split val] [--model_resolution] \\
         [--gradcam DIR [--gradcam_stems a,b,c]] [--bootstrap 2000 --seed 0]
+    python eval.py --checkpoint WORKDIR --run_split val --protocol both --out results.json
+        # the images the training run held out (WORKDIR/data_split.json)
 
 Protocols (spec: evaluation.md): "fixed" binarises every image at one threshold (0.5, or the
 one with the best mean Dice on the validation split: --threshold_from_split val, grid
@@ -26,9 +28,12 @@ import sys
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="ported checkpoint dir or training workdir")
-    p.add_argument("--data_dir", required=True, help="dataset root (for 'processed': holds <split>/images)")
-    p.add_argument("--layout", required=True, choices=("processed", "busi", "udiat"))
+    p.add_argument("--data_dir", default=None, help="dataset root (for 'processed': holds <split>/images)")
+    p.add_argument("--layout", default=None, choices=("processed", "busi", "udiat"))
     p.add_argument("--split", default="test", help="split folder ('processed'); 'train' = all for busi/udiat")
+    p.add_argument("--run_split", metavar="SPLIT", default=None, choices=("val",),
+                   help="instead of --data_dir/--layout/--split: the images a training workdir "
+                        "held out (CHECKPOINT/data_split.json)")
     p.add_argument("--protocol", default="fixed", choices=("fixed", "paper_oracle", "both"))
     p.add_argument("--threshold", type=float, default=None, help="fixed-protocol threshold (default 0.5)")
     p.add_argument("--threshold_from_split", metavar="SPLIT", default=None,
@@ -61,7 +66,7 @@ def main(argv=None) -> int:
         checkpoint=args.checkpoint, data_dir=args.data_dir, layout=args.layout, split=args.split,
         out=args.out, protocols=protocols, threshold=args.threshold, per_image=args.per_image,
         overlays=args.overlays, tta=args.tta, threshold_from_split=args.threshold_from_split,
-        model_resolution=args.model_resolution, gradcam=args.gradcam,
+        run_split=args.run_split, model_resolution=args.model_resolution, gradcam=args.gradcam,
         gradcam_stems=tuple(s.strip() for s in args.gradcam_stems.split(",") if s.strip()),
         bootstrap=args.bootstrap, seed=args.seed, batch_size=args.batch_size)
     try:

@@ -28,6 +28,7 @@ def get_config() -> ml_collections.ConfigDict:
         dropout_rate=0.1,                 # SDPA dropout
         encoder_epsilon=1.001e-5,         # encoder BatchNorm eps (Keras); 1e-5 for torchvision ports
         dtype="float32",                  # compute dtype: float32 | bfloat16 (params stay float32)
+        encoder_blocks=(6, 12, 24, 16),   # DenseNet-121's dense layers per block (fewer: tests)
         image_size=256,                   # square input side, a multiple of 32
     ))
 

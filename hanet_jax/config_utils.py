@@ -68,6 +68,13 @@ def _image_size(v) -> str | None:
     return None
 
 
+def _layer_counts(v) -> str | None:
+    if not (isinstance(v, (tuple, list)) and len(v) == 4
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in v)):
+        return f"must be 4 positive integers (DenseNet-121: (6, 12, 24, 16)), got {v!r}"
+    return None
+
+
 RULES: dict[str, Check] = {
     "model.variant": _choice(*VARIANTS),
     "model.upsampling": _choice("nearest", "bilinear"),
@@ -79,6 +86,7 @@ RULES: dict[str, Check] = {
     "model.encoder_epsilon": _float(0.0, open_low=True),
     "model.dtype": _choice(*DTYPES),
     "model.image_size": _image_size,
+    "model.encoder_blocks": _layer_counts,
     "data.source": _choice("synthetic", "folder"),
     "data.root": _str,
     "data.layout": _choice(*LAYOUTS),
@@ -196,6 +204,6 @@ def save_config(path: str | os.PathLike, config) -> list[str]:
 
 def config_differences(old: Mapping, new: Mapping) -> list[str]:
     """Keys whose values differ between two config dicts, as `config.a.b: old -> new`."""
-    a, b = flatten(old), flatten(new)
+    a, b = (flatten(json.loads(json.dumps(to_dict(c)))) for c in (old, new))  # tuples = lists
     return [f"config.{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
             for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]

@@ -233,6 +233,29 @@ def read_data_split(path: str | os.PathLike) -> dict:
     return ds
 
 
+def run_split_examples(checkpoint: str | os.PathLike, which: str = "val"
+                       ) -> tuple[list[Example], dict]:
+    """The images a training run held out, as its WORKDIR/data_split.json names them (validated
+    with `check.require_valid`), and a description of where they come from."""
+    ds_path = Path(checkpoint) / DATA_SPLIT_FILE
+    if not ds_path.is_file():
+        raise EvalError(f"{ds_path} does not exist: only a training workdir that trained on a "
+                        f"dataset folder records its {which} split")
+    ds = read_data_split(ds_path)
+    if which not in ds or not isinstance(ds[which], list):
+        raise EvalError(f"{ds_path}: no list of {which!r} stems")
+    source_split = ds.get("split", "train")
+    pool = check.require_valid(ds["root"], ds["layout"], source_split)
+    by_stem = {ex.stem: ex for ex in pool}
+    missing = [s for s in ds[which] if s not in by_stem]
+    if missing:
+        raise EvalError(f"{ds_path}: {len(missing)} {which} stem(s) not found in {ds['root']} "
+                        f"(layout={ds['layout']}, split={source_split}): {missing[:5]}")
+    return [by_stem[s] for s in ds[which]], {
+        "source": str(ds_path), "root": ds["root"], "layout": ds["layout"],
+        "folder_split": source_split}
+
+
 def resolve_threshold_examples(checkpoint: str | os.PathLike, root: str, layout: str, split: str,
                                test_examples: Sequence[Example]) -> tuple[list[Example], dict]:
     """Validation examples for `--threshold_from_split split` and a description of them.
@@ -241,19 +264,9 @@ def resolve_threshold_examples(checkpoint: str | os.PathLike, root: str, layout:
     otherwise the `split` folder of ROOT. Both are validated (`check.require_valid`). Raises
     `EvalError` when the validation set shares an image file with the evaluated examples.
     """
-    ds_path = Path(checkpoint) / DATA_SPLIT_FILE
-    if ds_path.is_file():
-        ds = read_data_split(ds_path)
-        source_split = ds.get("split", "train")
-        pool = check.require_valid(ds["root"], ds["layout"], source_split)
-        by_stem = {ex.stem: ex for ex in pool}
-        missing = [s for s in ds["val"] if s not in by_stem]
-        if missing:
-            raise EvalError(f"{ds_path}: {len(missing)} val stem(s) not found in {ds['root']} "
-                            f"(layout={ds['layout']}, split={source_split}): {missing[:5]}")
-        examples = [by_stem[s] for s in ds["val"]]
-        info = {"split": split, "source": str(ds_path), "root": ds["root"], "layout": ds["layout"],
-                "folder_split": source_split}
+    if (Path(checkpoint) / DATA_SPLIT_FILE).is_file():
+        examples, info = run_split_examples(checkpoint, "val")
+        info = {"split": split, **info}
     else:
         examples = check.require_valid(root, layout, split)
         info = {"split": split, "source": os.path.join(root, split), "root": root, "layout": layout}
@@ -291,8 +304,8 @@ class EvalConfig:
     """What `eval.py` asks for (see its --help)."""
 
     checkpoint: str
-    data_dir: str
-    layout: str
+    data_dir: str | None
+    layout: str | None
     split: str
     out: str
     protocols: tuple[str, ...] = ("fixed",)
@@ -301,6 +314,7 @@ class EvalConfig:
     overlays: str | None = None
     tta: bool = False
     threshold_from_split: str | None = None
+    run_split: str | None = None  # evaluate CHECKPOINT/data_split.json's images of this split
     model_resolution: bool = False
     gradcam: str | None = None
     gradcam_stems: tuple[str, ...] = ()
@@ -317,6 +331,11 @@ def _check_config(cfg: EvalConfig) -> None:
     if cfg.threshold_from_split and cfg.threshold_from_split == cfg.split:
         raise EvalError(f"--threshold_from_split {cfg.threshold_from_split} is the evaluated split; "
                         f"choose the threshold on another (validation) split")
+    if cfg.run_split and cfg.threshold_from_split:
+        raise EvalError("--run_split evaluates the run's held-out images; choosing the threshold "
+                        "on them too (--threshold_from_split) would score on the data it tuned")
+    if not cfg.run_split and not (cfg.data_dir and cfg.layout):
+        raise EvalError("give --data_dir and --layout, or --run_split val with a training workdir")
     if cfg.threshold_from_split and "fixed" not in cfg.protocols:
         raise EvalError("--threshold_from_split sets the 'fixed' protocol's threshold; use --protocol fixed or both")
     if cfg.overlays and "fixed" not in cfg.protocols:
@@ -336,7 +355,12 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
     from hanet_jax.inference import Predictor
 
     _check_config(cfg)
-    examples = check.require_valid(cfg.data_dir, cfg.layout, cfg.split)
+    if cfg.run_split:
+        examples, run_info = run_split_examples(cfg.checkpoint, cfg.run_split)
+        cfg = dataclasses.replace(cfg, data_dir=run_info["root"], layout=run_info["layout"],
+                                  split=f"{cfg.run_split} of {run_info['source']}")
+    else:
+        examples = check.require_valid(cfg.data_dir, cfg.layout, cfg.split)
     val_examples, val_info = [], None
     if cfg.threshold_from_split:
         val_examples, val_info = resolve_threshold_examples(cfg.checkpoint, cfg.data_dir, cfg.layout,

@@ -23,9 +23,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "_train_worker.py"
 
-# The smoke config, made smaller: 32x32 inputs, so a 1x1 bottleneck grid; the full variant
-# keeps the TAM's dropout (device-count invariance of the dropout masks is tested).
-TINY = {"model.image_size": 32, "num_epochs": 2, "data.n_train": 16, "data.n_val": 8,
+# The smoke config, made smaller: 32x32 inputs, so a 1x1 bottleneck grid, and one dense layer
+# per encoder block (the trainer's logic does not depend on depth; DenseNet-121's full depth is
+# compiled by the model, parity and port tests). The full variant keeps the TAM's dropout
+# (device-count invariance of the dropout masks is tested).
+TINY = {"model.image_size": 32, "model.encoder_blocks": (1, 1, 1, 1), "num_epochs": 2, "data.n_train": 16, "data.n_val": 8,
         "batch_size": 8, "log_every_steps": 1, "num_overlays": 2}
 
 

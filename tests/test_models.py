@@ -85,8 +85,10 @@ def test_attention_tables_sized_from_the_grid():
 
 @pytest.fixture(scope="module")
 def small_full():
-    """A `full` model at 64x64 with random BN statistics, and its logits."""
-    model = HANet()
+    """A `full` model at 64x64 with random BN statistics, one dense layer per encoder block
+    (these tests check structure and modes; DenseNet-121's full depth is checked by the
+    counts here and by the parity tests), and its input."""
+    model = HANet(encoder_blocks=(1, 1, 1, 1))
     x = jax.random.uniform(jax.random.key(3), (2, 64, 64, 3))
     v = jax.jit(lambda x: model.init(RNGS, x, train=False))(x)  # eager init of DenseNet is slow
     v = dict(v, batch_stats=randomize_stats(v["batch_stats"]))
@@ -180,3 +182,12 @@ def test_config_round_trip_and_clear_errors():
         model_from_config({"variant": "tiny"})
     with pytest.raises(ValueError, match="model.widht"):
         model_from_config({"widht": 3})
+
+
+def test_encoder_blocks_default_is_densenet121_and_bad_values_are_named():
+    assert HANet().encoder_blocks == (6, 12, 24, 16)
+    params = abstract_vars(HANet(encoder_blocks=(1, 2, 1, 1)), (64, 64))["params"]["encoder"]
+    assert "conv3_block2_2_conv" in params and "conv3_block3_1_conv" not in params
+    with pytest.raises(ValueError, match="model.encoder_blocks"):
+        model_from_config({"encoder_blocks": [1, 1, 1]})
+    assert model_from_config({"encoder_blocks": [1, 1, 1, 1]}).encoder_blocks == (1, 1, 1, 1)

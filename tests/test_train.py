@@ -58,7 +58,7 @@ def test_run_writes_summary_meta_config_logs_and_checkpoints(ref):
     assert meta["kind"] == "workdir" and meta["image_size"] == [32, 32]
     assert meta["model"]["variant"] == "full"
     config = json.loads((workdir / "config.json").read_text())
-    assert config == helpers.tiny_config().to_dict()
+    assert config == json.loads(json.dumps(helpers.tiny_config().to_dict()))
     assert any(p.name.startswith("events.out.tfevents") for p in workdir.iterdir())
     steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
     assert steps[-1] == 4 and summary["best_step"] in steps
@@ -248,3 +248,16 @@ def test_folder_run_records_its_validation_split_for_eval(ref, tmp_path):
                                                          "val", test)
     assert [ex.stem for ex in examples] == record["val"] and info["source"].endswith(
         eval_lib.DATA_SPLIT_FILE)
+    # eval.py --run_split val scores exactly those images, and refuses to tune on them too.
+    import eval as eval_cli
+
+    out = tmp_path / "val.json"
+    assert eval_cli.main(["--checkpoint", str(tmp_path / "w"), "--run_split", "val",
+                          "--protocol", "both", "--bootstrap", "0", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["n_images"] == 4 and report["data"]["root"] == str(tmp_path / "data")
+    assert report["data"]["split"].startswith("val of ") and set(report["protocols"]) == {
+        "fixed", "paper_oracle"}
+    assert eval_cli.main(["--checkpoint", str(tmp_path / "w"), "--run_split", "val",
+                          "--threshold_from_split", "val", "--out", str(out)]) == 2
+    assert eval_cli.main(["--checkpoint", str(tmp_path / "w"), "--out", str(out)]) == 2

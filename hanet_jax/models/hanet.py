@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from hanet_jax.models.attention import TransformerAttentionModule
-from hanet_jax.models.densenet import DenseNet121
+from hanet_jax.models.densenet import BLOCKS_121, DenseNet121
 from hanet_jax.models.layers import Conv, batch_norm, he_normal, upsample2x
 from hanet_jax.models.sfeb import SFEB
 
@@ -105,12 +105,17 @@ class HANet(nn.Module):
     dropout_rate: float = 0.1
     encoder_epsilon: float = 1.001e-5  # BN eps of the encoder: Keras 1.001e-5, torchvision 1e-5
     dtype: str = "float32"  # compute dtype; parameters and BN statistics stay float32
+    # Dense layers per encoder block: DenseNet-121's. Fewer only for fast tests (no released
+    # weights fit them; the names and the rest of the graph stay the same).
+    encoder_blocks: tuple[int, ...] = BLOCKS_121
 
     def setup_checks(self):
         if self.variant not in VARIANTS:
             raise ValueError(f"model.variant must be one of {VARIANTS}, got {self.variant!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"model.dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
+        if len(self.encoder_blocks) != 4 or any(int(n) < 1 for n in self.encoder_blocks):
+            raise ValueError(f"model.encoder_blocks must be 4 positive layer counts, got {self.encoder_blocks!r}")
         if self.input_normalization not in ("none", "imagenet"):
             raise ValueError(f"model.input_normalization must be 'none' or 'imagenet', got {self.input_normalization!r}")
 
@@ -123,7 +128,8 @@ class HANet(nn.Module):
             x = (x - jnp.asarray(IMAGENET_MEAN)) / jnp.asarray(IMAGENET_STD)
         x = x.astype(dtype)
 
-        features, skips = DenseNet121(epsilon=self.encoder_epsilon, dtype=dtype, name="encoder")(x, train=train)
+        features, skips = DenseNet121(blocks=tuple(self.encoder_blocks), epsilon=self.encoder_epsilon,
+                                     dtype=dtype, name="encoder")(x, train=train)
         for name, value in skips.items():
             self.sow("intermediates", name, value)
         self.sow("intermediates", "features", features)
@@ -164,11 +170,16 @@ def model_from_config(cfg: Mapping[str, Any]) -> HANet:
     if extra:
         raise ValueError(f"unknown model config key(s): {', '.join('model.' + k for k in extra)}; "
                          f"allowed: {', '.join(MODEL_FIELDS + ('image_size',))}")
-    model = HANet(**{k: v for k, v in cfg.items() if k in MODEL_FIELDS})
+    fields = {k: v for k, v in cfg.items() if k in MODEL_FIELDS}
+    if "encoder_blocks" in fields:  # a JSON list or a config tuple; jit needs it hashable
+        fields["encoder_blocks"] = tuple(int(n) for n in fields["encoder_blocks"])
+    model = HANet(**fields)
     model.setup_checks()
     return model
 
 
 def model_config(model: HANet) -> dict:
     """The fields of `model` as a plain dict (stored beside checkpoints)."""
-    return {name: getattr(model, name) for name in MODEL_FIELDS}
+    cfg = {name: getattr(model, name) for name in MODEL_FIELDS}
+    cfg["encoder_blocks"] = list(cfg["encoder_blocks"])
+    return cfg
