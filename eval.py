@@ -4,8 +4,10 @@
         --protocol both --out results.json [--per_image per_image.csv] [--overlays DIR] \\
         [--tta] [--threshold 0.5 | --threshold_from_split val] [--model_resolution] \\
         [--gradcam DIR [--gradcam_stems a,b,c]] [--bootstrap 2000 --seed 0]
-    python eval.py --checkpoint WORKDIR --run_split val --protocol both --out results.json
-        # the images the training run held out (WORKDIR/data_split.json)
+    python eval.py --checkpoint WORKDIR --run_split test --threshold_from_split val \
+        --protocol both --out results.json
+        # the images a training run held out (WORKDIR/data_split.json: val, and test when the
+        # run had config.data.test_fraction > 0)
 
 Protocols (spec: evaluation.md): "fixed" binarises every image at one threshold (0.5, or the
 one with the best mean Dice on the validation split: --threshold_from_split val, grid
@@ -31,7 +33,7 @@ def parse_args(argv=None):
     p.add_argument("--data_dir", default=None, help="dataset root (for 'processed': holds <split>/images)")
     p.add_argument("--layout", default=None, choices=("processed", "busi", "udiat"))
     p.add_argument("--split", default="test", help="split folder ('processed'); 'train' = all for busi/udiat")
-    p.add_argument("--run_split", metavar="SPLIT", default=None, choices=("val",),
+    p.add_argument("--run_split", metavar="SPLIT", default=None, choices=("val", "test"),
                    help="instead of --data_dir/--layout/--split: the images a training workdir "
                         "held out (CHECKPOINT/data_split.json)")
     p.add_argument("--protocol", default="fixed", choices=("fixed", "paper_oracle", "both"))

@@ -14,6 +14,10 @@ original i), and each group lands on one side. The release's own split, the firs
 the files in sorted name order (which puts copies of validation images in train), is
 --config.data.val_split=release.
 
+Within two hours on a 2-core CPU (128x128, batch 16, 12 epochs; see common.CPU_2H):
+--config=configs/busi.py:cpu2h, as scripts/reproduce.sh does (which also holds out a grouped
+20% test set first: --config.data.test_fraction=0.2).
+
 Variants (the paper's ablation): --config.model.variant=no_tam | no_tam_no_sfeb | baseline.
 From an ImageNet encoder: --config.init_from=DIR --config.init_scope=encoder (ImageNet
 normalisation then switches on by itself: model.input_normalization=auto).
@@ -22,5 +26,7 @@ normalisation then switches on by itself: model.input_normalization=auto).
 from configs import common
 
 
-def get_config():
-    return common.release_recipe("busi")
+def get_config(profile: str | None = None):
+    """`--config=configs/busi.py` is the release's recipe; `configs/busi.py:cpu2h` the
+    two-hour CPU budget of scripts/reproduce.sh (common.CPU_2H)."""
+    return common.release_recipe("busi", profile)

@@ -11,6 +11,8 @@ Step counts (steps per epoch, total steps) are derived by the trainer from the d
 
 import ml_collections
 
+from hanet_jax import config_utils
+
 
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
@@ -42,6 +44,9 @@ def get_config() -> ml_collections.ConfigDict:
         val_split="grouped",      # grouped: near-duplicates kept on one side | release: first
                                   # val_fraction of the files in sorted name order (leaks)
         val_fraction=0.2,
+        test_fraction=0.0,        # > 0: first hold out this fraction (whole groups) as a test
+                                  # set that training and model selection never see; val_fraction
+                                  # then applies to the rest (needs val_split=grouped)
         group_by="content",       # grouped split: content | processed_release (content plus
                                   # the release's copy numbering; needs `release`)
         release="",               # busi | udiat, for group_by=processed_release
@@ -95,13 +100,38 @@ def get_config() -> ml_collections.ConfigDict:
     return config
 
 
-def release_recipe(release: str) -> ml_collections.ConfigDict:
+# `configs/busi.py:cpu2h`: what scripts/reproduce.sh trains on a 2-core CPU in about two hours
+# (measured and explained in the README's results section). Everything not listed stays the
+# release's recipe.
+CPU_2H = {
+    "model.image_size": 128,      # a quarter of the release's pixels
+    "batch_size": 16,             # more updates for the same images seen (the release: 32)
+    "num_epochs": 12,             # at ~3 images/s training, ~1,600 images per epoch
+    "log_every_steps": 10,
+}
+PROFILES = {"cpu2h": CPU_2H}
+
+
+def apply_profile(config: ml_collections.ConfigDict, profile: str | None):
+    """`config` with the named profile's overrides (None or "": unchanged)."""
+    if not profile:
+        return config
+    if profile not in PROFILES:
+        raise ValueError(f"unknown config profile {profile!r} (after ':' in --config); "
+                         f"choose from {sorted(PROFILES)}")
+    for dotted, value in PROFILES[profile].items():
+        config_utils.set_dotted(config, dotted, value)
+    return config
+
+
+def release_recipe(release: str, profile: str | None = None) -> ml_collections.ConfigDict:
     """The release's recipe on the authors' processed layout of `release` ("busi" | "udiat"),
-    with validation groups from content plus the release's own copy numbering."""
+    with validation groups from content plus the release's own copy numbering, then `profile`
+    (see PROFILES)."""
     config = get_config()
     config.data.source = "folder"
     config.data.layout = "processed"
     config.data.split = "train"
     config.data.group_by = "processed_release"
     config.data.release = release
-    return config
+    return apply_profile(config, profile)

@@ -13,11 +13,17 @@ release's copy numbering (files 361..2700 are 18 rotated/flipped/cropped copies 
 1..130, which correlation alone cannot see), and each group lands on one side. The release's
 own split, the first 20% of the files in sorted name order, is --config.data.val_split=release.
 
+Within two hours on a 2-core CPU (128x128, batch 16, 12 epochs; see common.CPU_2H):
+--config=configs/udiat.py:cpu2h, as scripts/reproduce.sh does (which also holds out a grouped
+20% test set first: --config.data.test_fraction=0.2).
+
 Variants (the paper's ablation): --config.model.variant=no_tam | no_tam_no_sfeb | baseline.
 """
 
 from configs import common
 
 
-def get_config():
-    return common.release_recipe("udiat")
+def get_config(profile: str | None = None):
+    """`--config=configs/udiat.py` is the release's recipe; `configs/udiat.py:cpu2h` the
+    two-hour CPU budget of scripts/reproduce.sh (common.CPU_2H)."""
+    return common.release_recipe("udiat", profile)

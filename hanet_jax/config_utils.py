@@ -94,6 +94,7 @@ RULES: dict[str, Check] = {
     "data.include_normal": _bool,
     "data.val_split": _choice(*VAL_SPLITS),
     "data.val_fraction": _float(0.0, 1.0, open_low=True, open_high=True),
+    "data.test_fraction": _float(0.0, 1.0, open_high=True),
     "data.group_by": _choice(*GROUP_BY),
     "data.release": _choice("", *RELEASES),
     "data.n_train": _int(1),
@@ -128,6 +129,15 @@ RULES: dict[str, Check] = {
     "log_every_steps": _int(1),
     "num_overlays": _int(0),
 }
+
+
+def set_dotted(config, dotted: str, value) -> None:
+    """config["a"]["b"] = value for dotted = "a.b" (a ConfigDict or nested dicts)."""
+    *parents, leaf = dotted.split(".")
+    node = config
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
 
 
 def to_dict(config) -> dict:

@@ -242,8 +242,10 @@ def run_split_examples(checkpoint: str | os.PathLike, which: str = "val"
         raise EvalError(f"{ds_path} does not exist: only a training workdir that trained on a "
                         f"dataset folder records its {which} split")
     ds = read_data_split(ds_path)
-    if which not in ds or not isinstance(ds[which], list):
-        raise EvalError(f"{ds_path}: no list of {which!r} stems")
+    if not isinstance(ds.get(which), list) or not ds[which]:
+        raise EvalError(f"{ds_path}: no {which!r} images recorded"
+                        + (" (train with config.data.test_fraction > 0 to hold out a test set)"
+                           if which == "test" else ""))
     source_split = ds.get("split", "train")
     pool = check.require_valid(ds["root"], ds["layout"], source_split)
     by_stem = {ex.stem: ex for ex in pool}
@@ -331,9 +333,9 @@ def _check_config(cfg: EvalConfig) -> None:
     if cfg.threshold_from_split and cfg.threshold_from_split == cfg.split:
         raise EvalError(f"--threshold_from_split {cfg.threshold_from_split} is the evaluated split; "
                         f"choose the threshold on another (validation) split")
-    if cfg.run_split and cfg.threshold_from_split:
-        raise EvalError("--run_split evaluates the run's held-out images; choosing the threshold "
-                        "on them too (--threshold_from_split) would score on the data it tuned")
+    if cfg.run_split and cfg.threshold_from_split == cfg.run_split:
+        raise EvalError(f"--run_split {cfg.run_split} with --threshold_from_split {cfg.run_split} "
+                        f"would choose the threshold on the images it scores")
     if not cfg.run_split and not (cfg.data_dir and cfg.layout):
         raise EvalError("give --data_dir and --layout, or --run_split val with a training workdir")
     if cfg.threshold_from_split and "fixed" not in cfg.protocols:

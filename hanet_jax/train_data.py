@@ -21,8 +21,8 @@ class TrainData:
     val: pipeline.DecodedDataset
     augment: pipeline.AugmentConfig
     description: str
-    # What `eval.py --threshold_from_split val` reads from WORKDIR/data_split.json: the
-    # validation stems under their root/layout/split folder. None for synthetic data.
+    # WORKDIR/data_split.json for `eval.py --threshold_from_split val` and `--run_split
+    # val|test`: the held-out stems under their root/layout/split folder. None for synthetic data.
     split_record: dict | None = None
 
 
@@ -48,16 +48,23 @@ def _folder(data_cfg, image_size: int, cache_dir: str | None):
     # Every file is checked (and every problem reported) before any training work.
     examples = check.require_valid(root, data_cfg.layout, data_cfg.split,
                                    include_normal=data_cfg.include_normal)
+    grouping = dict(seed=data_cfg.seed, group_by=data_cfg.group_by,
+                    release=data_cfg.release or None, cache_dir=cache_dir)
+    test = []
+    if data_cfg.test_fraction > 0:
+        if data_cfg.val_split != "grouped":
+            raise DatasetError("config.data.test_fraction needs config.data.val_split='grouped' "
+                               "(the release's split leaks copies across sides)")
+        examples, test = splits.holdout_test(examples, data_cfg.test_fraction, **grouping)
     train, val = splits.split_examples(
-        examples, method=data_cfg.val_split, val_fraction=data_cfg.val_fraction,
-        seed=data_cfg.seed, group_by=data_cfg.group_by, release=data_cfg.release or None,
-        cache_dir=cache_dir)
+        examples, method=data_cfg.val_split, val_fraction=data_cfg.val_fraction, **grouping)
     if not train or not val:
         raise DatasetError(f"{root}: the {data_cfg.val_split} split of {len(examples)} examples "
                            f"left {len(train)} for training and {len(val)} for validation "
                            f"(config.data.val_fraction={data_cfg.val_fraction})")
     record = {"root": os.path.abspath(root), "layout": data_cfg.layout, "split": data_cfg.split,
-              "val_split": data_cfg.val_split, "val": [ex.stem for ex in val]}
+              "val_split": data_cfg.val_split, "val": [ex.stem for ex in val],
+              "test": [ex.stem for ex in test]}
     return (pipeline.decode_examples(train, image_size),
             pipeline.decode_examples(val, image_size), record)
 

@@ -27,30 +27,25 @@ WORKER = Path(__file__).resolve().parent / "_train_worker.py"
 # per encoder block (the trainer's logic does not depend on depth; DenseNet-121's full depth is
 # compiled by the model, parity and port tests). The full variant keeps the TAM's dropout
 # (device-count invariance of the dropout masks is tested).
-TINY = {"model.image_size": 32, "model.encoder_blocks": (1, 1, 1, 1), "num_epochs": 2, "data.n_train": 16, "data.n_val": 8,
-        "batch_size": 8, "log_every_steps": 1, "num_overlays": 2}
+TINY = {"model.image_size": 32, "model.encoder_blocks": (1, 1, 1, 1), "num_epochs": 2,
+        "data.n_train": 16, "data.n_val": 8, "batch_size": 8, "log_every_steps": 1,
+        "num_overlays": 2}
 
 
-def load_config(name: str):
+def load_config(name: str, *args):
     spec = importlib.util.spec_from_file_location(f"_cfg_{name}", ROOT / "configs" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
-
-
-def set_key(config, dotted: str, value):
-    *parents, leaf = dotted.split(".")
-    node = config
-    for p in parents:
-        node = node[p]
-    node[leaf] = value
+    return module.get_config(*args)
 
 
 def tiny_config(**overrides):
     """The smoke config with TINY applied, then `overrides` ("a__b" means "a.b")."""
+    from hanet_jax import config_utils
+
     config = load_config("smoke")
     for key, value in {**TINY, **{k.replace("__", "."): v for k, v in overrides.items()}}.items():
-        set_key(config, key, value)
+        config_utils.set_dotted(config, key, value)
     return config
 
 

@@ -248,6 +248,20 @@ def test_split_examples(processed):
         splits.split_examples(examples, method="random")
 
 
+def test_holdout_test_keeps_groups_whole_and_is_its_own_stream(processed):
+    examples = layouts.list_examples(processed, "processed", "train")  # stems 1..9, 9 copies 3
+    for seed in range(6):
+        rest, test = splits.holdout_test(examples, 0.3, seed=seed)
+        assert sorted(e.stem for e in rest + test) == sorted(e.stem for e in examples)
+        assert 2 <= len(test) <= 4 and {"3", "9"} <= {e.stem for e in rest} or \
+            {"3", "9"} <= {e.stem for e in test}
+        assert splits.holdout_test(examples, 0.3, seed=seed) == (rest, test)
+    # Not the validation split's draw: the same seed and fraction pick other groups.
+    assert any([e.stem for e in splits.holdout_test(examples, 0.3, seed=s)[1]]
+               != [e.stem for e in splits.split_examples(examples, val_fraction=0.3, seed=s)[1]]
+               for s in range(6))
+
+
 @pytest.mark.skipif(not os.environ.get("HANET_DATA_DIR"), reason="HANET_DATA_DIR not set")
 @pytest.mark.parametrize("dataset", ["BUSI", "UDIAT"])
 def test_release_copies_on_real_data(dataset):

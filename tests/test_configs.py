@@ -10,6 +10,7 @@ import pytest
 
 import _train_helpers as helpers
 import data_fixtures
+from configs import common
 from hanet_jax import config_utils, train_data, train_lib
 from hanet_jax.data.layouts import DatasetError
 
@@ -46,6 +47,18 @@ def test_release_configs_hold_the_release_recipe(name):
     assert (o.early_stopping_patience, o.early_stopping_min_delta) == (9, 1e-3)
     assert c.data.augment.hflip and not (c.data.augment.vflip or c.data.augment.affine)
     assert (c.data.val_split, c.data.val_fraction, c.data.release) == ("grouped", 0.2, name)
+
+
+@pytest.mark.parametrize("name", ("busi", "udiat"))
+def test_cpu2h_profile_changes_only_its_keys(name):
+    base = config_utils.flatten(helpers.load_config(name).to_dict())
+    cpu = _with_root(helpers.load_config(name, "cpu2h"))
+    config_utils.validate_config(cpu)
+    changed = {k for k, v in config_utils.flatten(cpu.to_dict()).items() if base[k] != v}
+    assert changed == set(common.CPU_2H) | {"data.root"}
+    assert cpu.model.image_size == 128 and cpu.num_epochs == 12
+    with pytest.raises(ValueError, match="unknown config profile 'gpu'"):
+        helpers.load_config(name, "gpu")
 
 
 def test_smoke_config_trains(request, tmp_path_factory):

@@ -228,36 +228,38 @@ def test_bfloat16_step_keeps_float32_params_and_batch_stats(ref):
     assert dtypes == {jnp.dtype("float32")}
 
 
-def test_folder_run_records_its_validation_split_for_eval(ref, tmp_path):
+def test_folder_run_records_its_held_out_splits_for_eval(ref, tmp_path):
     import data_fixtures
+    import eval as eval_cli
     from hanet_jax import eval_lib
     from hanet_jax.data import check
 
-    data_fixtures.write_processed(str(tmp_path / "data"), n=20)
-    config = helpers.tiny_config(num_epochs=1, data__source="folder",
+    data_fixtures.write_processed(str(tmp_path / "data"), n=30)
+    config = helpers.tiny_config(num_epochs=1, data__source="folder", data__test_fraction=0.2,
                                  data__root=str(tmp_path / "data"), data__layout="processed")
     train_lib.train_and_evaluate(config, str(tmp_path / "w"))
     record = json.loads((tmp_path / "w" / eval_lib.DATA_SPLIT_FILE).read_text())
     assert record["root"] == str(tmp_path / "data") and record["split"] == "train"
     assert record["layout"] == "processed" and record["val_split"] == "grouped"
-    assert len(record["val"]) == 4 and set(record["val"]) <= {str(i) for i in range(1, 21)}
+    val, test = set(record["val"]), set(record["test"])
+    assert len(test) == 6 and len(val) == 5 and not val & test  # 20% of 30, then ~20% of 24
+    assert val | test < {str(i) for i in range(1, 31)}
     # eval.py --threshold_from_split val reads exactly those stems back.
-    test = check.require_valid(str(tmp_path / "data"), "processed", "train")
-    test = [ex for ex in test if ex.stem not in record["val"]]
-    examples, info = eval_lib.resolve_threshold_examples(tmp_path / "w", "unused", "processed",
-                                                         "val", test)
+    pool = check.require_valid(str(tmp_path / "data"), "processed", "train")
+    examples, info = eval_lib.resolve_threshold_examples(
+        tmp_path / "w", "unused", "processed", "val", [ex for ex in pool if ex.stem in test])
     assert [ex.stem for ex in examples] == record["val"] and info["source"].endswith(
         eval_lib.DATA_SPLIT_FILE)
-    # eval.py --run_split val scores exactly those images, and refuses to tune on them too.
-    import eval as eval_cli
-
-    out = tmp_path / "val.json"
-    assert eval_cli.main(["--checkpoint", str(tmp_path / "w"), "--run_split", "val",
-                          "--protocol", "both", "--bootstrap", "0", "--out", str(out)]) == 0
+    # eval.py --run_split test scores the test images with the threshold chosen on val.
+    out, w = tmp_path / "test.json", str(tmp_path / "w")
+    assert eval_cli.main(["--checkpoint", w, "--run_split", "test", "--threshold_from_split",
+                          "val", "--protocol", "both", "--bootstrap", "0", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert report["n_images"] == 4 and report["data"]["root"] == str(tmp_path / "data")
-    assert report["data"]["split"].startswith("val of ") and set(report["protocols"]) == {
+    assert report["n_images"] == 6 and report["data"]["root"] == str(tmp_path / "data")
+    assert report["data"]["split"].startswith("test of ") and set(report["protocols"]) == {
         "fixed", "paper_oracle"}
-    assert eval_cli.main(["--checkpoint", str(tmp_path / "w"), "--run_split", "val",
-                          "--threshold_from_split", "val", "--out", str(out)]) == 2
-    assert eval_cli.main(["--checkpoint", str(tmp_path / "w"), "--out", str(out)]) == 2
+    assert report["protocols"]["fixed"]["threshold_selection"]["n_images"] == 5
+    # Tuning and scoring on the same images, or neither data nor a run split: refused.
+    assert eval_cli.main(["--checkpoint", w, "--run_split", "val", "--threshold_from_split",
+                          "val", "--out", str(out)]) == 2
+    assert eval_cli.main(["--checkpoint", w, "--out", str(out)]) == 2

@@ -63,6 +63,12 @@ def grouped_split(
     return [stems[i] for i in train], [stems[i] for i in val]
 
 
+def _content_groups(examples, *, smooth, threshold, group_by, release, cache_dir):
+    fps = audit.fingerprints([e.image_path for e in examples], smooth=smooth, cache_dir=cache_dir)
+    return audit.group_ids([e.stem for e in examples], fps, threshold=threshold,
+                           group_by=group_by, release=release)
+
+
 def release_split(names: Sequence[str], val_fraction: float = 0.2) -> tuple[list[str], list[str]]:
     """The release's split: validation is the first int(N * val_fraction) names in Python's
     plain string order ("1.jpg" < "10.jpg" < "100.jpg" < "2.jpg"); train is the rest.
@@ -104,10 +110,32 @@ def split_examples(
         train = [i for i, n in enumerate(names) if n not in val_names]
         val = [i for i, n in enumerate(names) if n in val_names]
     else:
-        paths = [e.image_path for e in examples]
-        fps = audit.fingerprints(paths, smooth=smooth, cache_dir=cache_dir)
-        ids = audit.group_ids(
-            [e.stem for e in examples], fps, threshold=threshold, group_by=group_by, release=release
-        )
+        ids = _content_groups(examples, smooth=smooth, threshold=threshold, group_by=group_by,
+                              release=release, cache_dir=cache_dir)
         train, val = _grouped_indices(ids, val_fraction, seed)
     return [examples[i] for i in train], [examples[i] for i in val]
+
+
+# The held-out test side is drawn from its own random stream, so adding it leaves the rest of
+# the seeds' meaning alone, and it never depends on val_fraction.
+_TEST_STREAM = 1_000_003
+
+
+def holdout_test(
+    examples: Sequence[layouts.Example],
+    test_fraction: float,
+    *,
+    seed: int = 0,
+    threshold: float = audit.DEFAULT_THRESHOLD,
+    smooth: float = audit.DEFAULT_SMOOTH,
+    group_by: str = "content",
+    release: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> tuple[list[layouts.Example], list[layouts.Example]]:
+    """(rest, test): about `test_fraction` of the examples in whole near-duplicate groups, for a
+    test set that neither training nor model selection ever sees (../shared/data has none)."""
+    examples = list(examples)
+    ids = _content_groups(examples, smooth=smooth, threshold=threshold, group_by=group_by,
+                          release=release, cache_dir=cache_dir)
+    rest, test = _grouped_indices(ids, test_fraction, seed + _TEST_STREAM)
+    return [examples[i] for i in rest], [examples[i] for i in test]

@@ -1,0 +1,113 @@
+"""The README's real-data results table, written from the outputs of scripts/reproduce.sh.
+
+    python scripts/results_table.py --busi WORKDIR [--udiat WORKDIR] [--readme README.md]
+
+Reads each WORKDIR's eval_test.json, eval_val.json, summary.json, config.json and
+reproduce_times.json; prints the table, and with --readme replaces the text between the
+README's `<!-- results:begin -->` and `<!-- results:end -->` markers with it. Nothing in the
+table is typed by hand except the paper's figures, quoted from the paper (both measured with
+the oracle protocol; see ../shared/spec/evaluation.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+PAPER = {"busi": {"dice": 0.9728, "jaccard": 0.9475}, "udiat": {"dice": 0.9238, "jaccard": 0.8671}}
+NAMES = {"busi": "BUSI", "udiat": "UDIAT"}
+
+
+class ResultsError(Exception):
+    pass
+
+
+def _read(workdir: Path, name: str) -> dict:
+    path = workdir / name
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ResultsError(f"{path}: {e} (run scripts/reproduce.sh to the end first)") from e
+
+
+def _cell(entry: dict) -> str:
+    lo, hi = entry["ci95"]["dice"]
+    return (f"{entry['mean']['dice']:.3f} [{lo:.3f}, {hi:.3f}] | "
+            f"{entry['mean']['jaccard']:.3f}")
+
+
+def dataset_rows(dataset: str, workdir: Path) -> tuple[list[str], str]:
+    test, val = _read(workdir, "eval_test.json"), _read(workdir, "eval_val.json")
+    summary, config = _read(workdir, "summary.json"), _read(workdir, "config.json")
+    times = _read(workdir, "reproduce_times.json")
+    name, paper = NAMES[dataset], PAPER[dataset]
+    setting = (f"{config['model']['variant']}, {config['model']['image_size']}px, "
+               f"batch {config['batch_size']}, {summary['epochs']} epochs, seed {config['seed']}")
+    fixed = test["protocols"]["fixed"]
+    rows = [f"| {name} | paper (oracle; test images also in training) | — | "
+            f"{paper['dice']:.3f} | {paper['jaccard']:.3f} |"]
+    for key, label in (("protocols", ""), ("protocols_tta", " + flip TTA")):
+        if key not in test:
+            continue
+        p = test[key]
+        rows.append(f"| {name} | ours, paper_oracle{label} | test, {test['n_images']} | "
+                    f"{_cell(p['paper_oracle'])} |")
+        rows.append(f"| {name} | ours, fixed (threshold {p['fixed']['threshold']:.2f} from val)"
+                    f"{label} | test, {test['n_images']} | {_cell(p['fixed'])} |")
+    rows.append(f"| {name} | ours, fixed, validation (guide only) | val, {val['n_images']} | "
+                f"{_cell(val['protocols']['fixed'])} |")
+    note = (f"{name}: {setting}; training {summary['wall_seconds'] / 60:.0f} min, whole "
+            f"reproduce {times['total_seconds'] / 60:.0f} min; best epoch by validation loss at "
+            f"step {summary['best_step']}; fixed threshold from "
+            f"{fixed.get('threshold_source', 'default')}.")
+    return rows, note
+
+
+def table(workdirs: dict[str, Path]) -> str:
+    lines = ["| data | model and protocol | scored on, images | Dice [95% CI] | Jaccard |",
+             "|---|---|---|---|---|"]
+    notes = []
+    for dataset, workdir in workdirs.items():
+        rows, note = dataset_rows(dataset, workdir)
+        lines += rows
+        notes.append(note)
+    command = "python scripts/results_table.py " + " ".join(
+        f"--{d} {w}" for d, w in workdirs.items())
+    return "\n".join(lines + [""] + [f"- {n}" for n in notes] + ["", f"Written by `{command}`."])
+
+
+def write_readme(readme: Path, text: str) -> None:
+    content = readme.read_text()
+    if BEGIN not in content or END not in content:
+        raise ResultsError(f"{readme}: no {BEGIN} ... {END} markers to write between")
+    head, rest = content.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    for dataset in NAMES:
+        p.add_argument(f"--{dataset}", type=Path, metavar="WORKDIR")
+    p.add_argument("--readme", type=Path, help="write the table into this README's markers")
+    args = p.parse_args(argv)
+    workdirs = {d: getattr(args, d) for d in NAMES if getattr(args, d) is not None}
+    if not workdirs:
+        p.error("give --busi WORKDIR and/or --udiat WORKDIR")
+    try:
+        text = table(workdirs)
+        if args.readme:
+            write_readme(args.readme, text)
+    except ResultsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""scripts/results_table.py: the README table comes from the reproduce outputs, nothing else."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "results_table.py"
+
+
+def _entry(dice, jaccard, threshold=0.5):
+    return {"threshold": threshold, "threshold_source": "val", "mean": {"dice": dice, "jaccard": jaccard},
+            "ci95": {"dice": [dice - 0.05, dice + 0.04], "jaccard": [0, 1]}}
+
+
+def _workdir(path: Path, dice: float) -> Path:
+    path.mkdir()
+    protocols = {"fixed": _entry(dice, dice - 0.1, 0.45), "paper_oracle": _entry(dice + 0.1, dice)}
+    files = {
+        "eval_test.json": {"n_images": 97, "protocols": protocols, "protocols_tta": protocols},
+        "eval_val.json": {"n_images": 80, "protocols": {"fixed": _entry(0.8, 0.7)}},
+        "summary.json": {"epochs": 12, "wall_seconds": 6000.0, "best_step": 1100},
+        "config.json": {"model": {"variant": "full", "image_size": 128}, "batch_size": 16, "seed": 0},
+        "reproduce_times.json": {"train_command_seconds": 6100, "total_seconds": 6500},
+    }
+    for name, payload in files.items():
+        (path / name).write_text(json.dumps(payload))
+    return path
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_table_is_written_between_the_markers_from_the_json(tmp_path):
+    busi, udiat = _workdir(tmp_path / "b", 0.777), _workdir(tmp_path / "u", 0.654)
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:begin -->\nSTALE\n<!-- results:end -->\noutro\n")
+    proc = _run("--busi", busi, "--udiat", udiat, "--readme", readme)
+    assert proc.returncode == 0, proc.stderr
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- results:begin -->\n| data |") and text.endswith(
+        "<!-- results:end -->\noutro\n") and "STALE" not in text
+    assert "| BUSI | ours, fixed (threshold 0.45 from val) | test, 97 | 0.777 [0.727, 0.817] | 0.677 |" in text
+    assert "| UDIAT | ours, paper_oracle + flip TTA | test, 97 | 0.754 [0.704, 0.794] | 0.654 |" in text
+    assert "| BUSI | paper (oracle; test images also in training) | — | 0.973 | 0.948 |" in text
+    assert "full, 128px, batch 16, 12 epochs, seed 0; training 100 min, whole reproduce 108 min" in text
+
+
+def test_missing_outputs_and_markers_are_named(tmp_path):
+    proc = _run("--busi", tmp_path / "nowhere")
+    assert proc.returncode == 2 and "nowhere/eval_test.json" in proc.stderr
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers\n")
+    proc = _run("--busi", _workdir(tmp_path / "b", 0.7), "--readme", readme)
+    assert proc.returncode == 2 and "markers" in proc.stderr
+
+
+def test_reproduce_script_rejects_bad_arguments(tmp_path):
+    script = ROOT / "scripts" / "reproduce.sh"
+    usage = subprocess.run(["bash", str(script), "mnist", "x", "y"], capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage:" in usage.stderr
+    missing = subprocess.run(["bash", str(script), "busi", str(tmp_path), str(tmp_path / "w")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and f"{tmp_path}/BUSI/train/images does not exist" in missing.stderr
