@@ -14,7 +14,7 @@ original i), and each group lands on one side. The release's own split, the firs
 the files in sorted name order (which puts copies of validation images in train), is
 --config.data.val_split=release.
 
-Within two hours on a 2-core CPU (128x128, batch 16, 12 epochs; see common.CPU_2H):
+Within two hours on a 2-core CPU (128x128, batch 16, 20 epochs; see common.CPU_2H):
 --config=configs/busi.py:cpu2h, as scripts/reproduce.sh does (which also holds out a grouped
 20% test set first: --config.data.test_fraction=0.2).
 

@@ -13,7 +13,7 @@ release's copy numbering (files 361..2700 are 18 rotated/flipped/cropped copies 
 1..130, which correlation alone cannot see), and each group lands on one side. The release's
 own split, the first 20% of the files in sorted name order, is --config.data.val_split=release.
 
-Within two hours on a 2-core CPU (128x128, batch 16, 12 epochs; see common.CPU_2H):
+Within two hours on a 2-core CPU (128x128, batch 16, 20 epochs; see common.CPU_2H):
 --config=configs/udiat.py:cpu2h, as scripts/reproduce.sh does (which also holds out a grouped
 20% test set first: --config.data.test_fraction=0.2).
 

@@ -6,7 +6,7 @@
 # DATA_ROOT holds BUSI/train/{images,masks} and UDIAT/train/{images,masks} (the processed
 # layout of ../shared/data/hanet-processed). Steps:
 #   1. train from scratch with configs/<dataset>.py:cpu2h (the release's recipe at 128x128,
-#      batch 16, 12 epochs: about two hours on a 2-core CPU; HANET_PROFILE= for the full
+#      batch 16, 20 epochs: about two hours on a 2-core CPU; HANET_PROFILE= for the full
 #      256x256 / batch 32 / 155-epoch recipe, an accelerator's job), after holding out a
 #      grouped 20% test set that neither training nor model selection sees, and a grouped 20%
 #      of the rest for validation (early stopping, plateau, checkpoint, threshold);

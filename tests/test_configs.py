@@ -56,7 +56,7 @@ def test_cpu2h_profile_changes_only_its_keys(name):
     config_utils.validate_config(cpu)
     changed = {k for k, v in config_utils.flatten(cpu.to_dict()).items() if base[k] != v}
     assert changed == set(common.CPU_2H) | {"data.root"}
-    assert cpu.model.image_size == 128 and cpu.num_epochs == 12
+    assert cpu.model.image_size == 128 and cpu.num_epochs == 20
     with pytest.raises(ValueError, match="unknown config profile 'gpu'"):
         helpers.load_config(name, "gpu")
 
