@@ -35,9 +35,17 @@ source scripts/setup_env.sh
 set -euo pipefail
 
 start=$(date +%s)
+mkdir -p "$WORKDIR"
+touch "$WORKDIR/.reproduce_started"
 python train.py --config="configs/$DATASET.py${PROFILE:+:$PROFILE}" --workdir="$WORKDIR" \
     --config.data.root="$FOLDER" --config.data.test_fraction=0.2 "$@"
 trained=$(date +%s)
+# train.py exits 0 after a SIGTERM too (a scheduler's preemption), with a checkpoint but no new
+# summary.json: then stop here, and let the same command resume.
+if [[ ! "$WORKDIR/summary.json" -nt "$WORKDIR/.reproduce_started" ]]; then
+    echo "training stopped before its end (SIGTERM?); run the same command again to resume" >&2
+    exit 3
+fi
 python eval.py --checkpoint "$WORKDIR" --run_split test --threshold_from_split val --protocol both \
     --tta --out "$WORKDIR/eval_test.json" --per_image "$WORKDIR/eval_test.csv" \
     --overlays "$WORKDIR/overlays_test"
