@@ -30,6 +30,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the result here")
     args = parser.parse_args(argv)
 
+    from hanet_jax import host_memory
+
+    host_memory.keep_freed_host_memory_if_cpu_only()  # process-wide: Keras's side gets it too
     from hanet_jax import bench_lib
 
     size = args.image_size if len(args.image_size) == 2 else args.image_size * 2

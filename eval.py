@@ -56,6 +56,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from hanet_jax import host_memory
+
+    host_memory.keep_freed_host_memory_if_cpu_only()
     from hanet_jax import eval_lib
     from hanet_jax.checkpoints import CheckpointError
     from hanet_jax.data.layouts import DatasetError

@@ -31,6 +31,9 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from hanet_jax import host_memory
+
+    host_memory.keep_freed_host_memory_if_cpu_only()
     from hanet_jax.checkpoints import CheckpointError, load_bundle
     from hanet_jax.data.layouts import IMAGE_EXTENSIONS, DatasetError, natural_key, read_image
     from hanet_jax.inference import Predictor

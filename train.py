@@ -100,6 +100,10 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.get_absl_handler().addFilter(_QuietLibraries())
+    from hanet_jax import host_memory
+
+    # Before JAX starts its backend (see hanet_jax/host_memory.py): CPU-only hosts.
+    kept = host_memory.keep_freed_host_memory_if_cpu_only()
     import jax
 
     if _DISTRIBUTED.value or _COORDINATOR.value:
@@ -109,6 +113,9 @@ def main(argv):
     logging.info("JAX process %d/%d, %d local / %d global devices (%s)", jax.process_index(),
                  jax.process_count(), jax.local_device_count(), jax.device_count(),
                  jax.devices()[0].platform)
+    if kept:
+        logging.info("host malloc: freed memory kept mapped (%s=system to turn off)",
+                     host_memory.ENV)
 
     from hanet_jax import train_lib
 
