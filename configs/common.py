@@ -72,6 +72,8 @@ def get_config() -> ml_collections.ConfigDict:
     # Keras Adam + ReduceLROnPlateau + EarlyStopping as in the release (hanet_jax.plateau).
     config.optimizer = ml_collections.ConfigDict(dict(
         learning_rate=1e-3,
+        schedule="plateau",       # plateau: the release (ReduceLROnPlateau below) | cosine:
+                                  # decay per step to min_lr over num_epochs (plateau off)
         b1=0.9,
         b2=0.999,
         eps=1e-9,

@@ -110,6 +110,7 @@ RULES: dict[str, Check] = {
     "loss": _choice(*LOSS_NAMES),
     "seed": _int(0),
     "optimizer.learning_rate": _float(0.0, open_low=True),
+    "optimizer.schedule": _choice("plateau", "cosine"),
     "optimizer.b1": _float(0.0, 1.0, open_high=True),
     "optimizer.b2": _float(0.0, 1.0, open_high=True),
     "optimizer.eps": _float(0.0),

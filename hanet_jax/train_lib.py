@@ -43,8 +43,9 @@ from hanet_jax.data import pipeline
 from hanet_jax.models.hanet import model_config, model_from_config
 from hanet_jax.plateau import EarlyStopping, scale_updates
 from hanet_jax.train_state import (TrainState, apply_init_from, batch_sharded, create_train_state,
-                                   make_loss_fn, make_mesh, optimizer_from_config, replicate,
-                                   replicated, resolve_model_config, to_host)
+                                   learning_rate_schedule, make_loss_fn, make_mesh,
+                                   optimizer_from_config, replicate, replicated,
+                                   resolve_model_config, to_host)
 
 
 # ------------------------------------------------------------------------------------ metrics
@@ -212,6 +213,16 @@ class _Run:
     train_seconds: float = 0.0
     train_images: int = 0
 
+    def learning_rate(self, state, step: int | None = None) -> float:
+        """The rate Adam applied at `step` (default: the last step done)."""
+        step = int(state.step) - 1 if step is None else step
+        opt = self.config.optimizer
+        if opt.schedule == "cosine":
+            schedule = learning_rate_schedule(float(opt.learning_rate), self.total_steps,
+                                              float(opt.min_lr))
+            return float(schedule(max(step, 0)))
+        return self.plateau.lr(to_host(state.plateau))
+
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        batch_hook: Callable[[int, dict], dict] | None = None) -> TrainResult:
@@ -231,8 +242,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         checkpoints.read_meta(config.init_from)  # fail early, naming the path
     data = train_data.build_data(config, workdir)
     model = model_from_config(resolve_model_config(config.model.to_dict(), config.init_from))
-    tx, plateau, stopper = optimizer_from_config(config.optimizer)
     spe = pipeline.steps_per_epoch(len(data.train), config.batch_size)
+    tx, plateau, stopper = optimizer_from_config(config.optimizer, spe * config.num_epochs)
 
     os.makedirs(workdir, exist_ok=True)
     if jax.process_index() == 0:
@@ -324,7 +335,7 @@ def _train_loop(run: _Run, state, stopper, progress, batch_hook) -> TrainResult:
                 _check_finite(*last_loss, spe, manager)  # never log or save past a NaN
             if log:
                 scalars = {f"train/{k}": v for k, v in _fetch(epoch_metrics).items()}
-                scalars["train/learning_rate"] = run.plateau.lr(to_host(state.plateau))
+                scalars["train/learning_rate"] = run.learning_rate(state)
                 run.writer.write_scalars(done, scalars)
             if end_epoch:
                 stopper, state = _end_epoch(run, state, stopper, history, epoch_metrics,
@@ -375,11 +386,12 @@ def _end_epoch(run: _Run, state, stopper, history, epoch_metrics, progress):
     seconds = time.time() - run.clock
     run.train_seconds, run.train_images = run.train_seconds + seconds, run.train_images + run.images
     images_per_second = run.images / seconds if run.images else None
-    lr = run.plateau.lr(to_host(state.plateau))  # the rate this epoch trained with
+    lr = run.learning_rate(state, done - 1)  # the rate of the epoch's last step
     val, overlays = evaluate(run.steps, state, run.data.val, run.mesh, config.batch_size,
                              config.num_overlays if jax.process_index() == 0 else 0)
-    new_plateau = run.plateau.step(to_host(state.plateau), val["loss"])
-    state = state.replace(plateau=replicate(to_host(new_plateau), run.mesh))
+    if config.optimizer.schedule == "plateau":
+        new_plateau = run.plateau.step(to_host(state.plateau), val["loss"])
+        state = state.replace(plateau=replicate(to_host(new_plateau), run.mesh))
     stopper = stopper.update(val["loss"])
     row = {"epoch": epoch, "step": done, "train_loss": train["loss"], "train_dice": train["dice"],
            "train_iou": train["iou"], "val_loss": val["loss"], "val_dice": val["dice"],

@@ -42,8 +42,19 @@ class TrainState:
 
 # Cached so that equal configs give the same objects, and jitted steps keyed on them are reused.
 @functools.lru_cache(maxsize=None)
-def make_tx(learning_rate: float, b1: float, b2: float, eps: float) -> optax.GradientTransformation:
-    return plateau_lib.adam(learning_rate, b1=b1, b2=b2, eps=eps)
+def make_tx(learning_rate: float, b1: float, b2: float, eps: float,
+            cosine_steps: int = 0, min_lr: float = 0.0) -> optax.GradientTransformation:
+    """Adam; with cosine_steps > 0 its rate follows a cosine from learning_rate to min_lr."""
+    return plateau_lib.adam(learning_rate_schedule(learning_rate, cosine_steps, min_lr),
+                            b1=b1, b2=b2, eps=eps)
+
+
+def learning_rate_schedule(learning_rate: float, cosine_steps: int = 0, min_lr: float = 0.0):
+    """The per-step rate: a constant (the release: the plateau scales it per epoch) or a cosine
+    over `cosine_steps` steps to min_lr."""
+    if cosine_steps <= 0:
+        return learning_rate
+    return optax.cosine_decay_schedule(learning_rate, cosine_steps, alpha=min_lr / learning_rate)
 
 
 @functools.lru_cache(maxsize=None)
@@ -51,10 +62,20 @@ def make_loss_fn(name: str):
     return make_loss(name)
 
 
-def optimizer_from_config(opt) -> tuple[optax.GradientTransformation,
-                                        plateau_lib.ReduceLROnPlateau, plateau_lib.EarlyStopping]:
-    """(per-step Adam, once-per-epoch ReduceLROnPlateau, EarlyStopping) of config.optimizer."""
-    tx = make_tx(float(opt.learning_rate), float(opt.b1), float(opt.b2), float(opt.eps))
+def optimizer_from_config(opt, total_steps: int = 0) -> tuple[
+        optax.GradientTransformation, plateau_lib.ReduceLROnPlateau, plateau_lib.EarlyStopping]:
+    """(per-step Adam, once-per-epoch ReduceLROnPlateau, EarlyStopping) of config.optimizer.
+
+    With opt.schedule == "cosine" Adam's rate decays over `total_steps` (the run's length) and
+    the trainer leaves the plateau's scale at 1.
+    """
+    cosine_steps = 0
+    if opt.schedule == "cosine":
+        if total_steps <= 0:
+            raise ValueError("optimizer.schedule=cosine needs the run's total_steps")
+        cosine_steps = int(total_steps)
+    tx = make_tx(float(opt.learning_rate), float(opt.b1), float(opt.b2), float(opt.eps),
+                 cosine_steps, float(opt.min_lr))
     plateau = plateau_lib.ReduceLROnPlateau(
         learning_rate=float(opt.learning_rate), factor=float(opt.plateau_factor),
         patience=int(opt.plateau_patience), min_delta=float(opt.plateau_min_delta),
