@@ -19,8 +19,10 @@ Decisions (each also recorded in the JSON report):
 - **TTA.** Evaluated as a separate predictor; its summaries go to `"protocols_tta"` and its CSV
   rows carry the protocol names `fixed+tta` / `paper_oracle+tta` (same columns as
   `metrics.PER_IMAGE_COLUMNS`). With a validation threshold, the TTA predictor gets its own.
-- **Confidence intervals.** Percentile bootstrap over images (`bootstrap.bootstrap_ci`), per
-  metric, seeded; NaN images are left out, as for the mean.
+- **Confidence intervals.** Percentile bootstrap (`bootstrap.bootstrap_ci`), per metric,
+  seeded; NaN images are left out, as for the mean. It resamples images, or, for a training
+  run's held-out split whose `data_split.json` records the near-duplicate groups, whole groups
+  (the copies of one original are not independent images).
 - **Pictures.** Overlays (TP green, FP red, FN blue) for the "fixed" protocol, one
   `<stem>.png` per image, and `cases_grid.png`: best, median and worst image by fixed-protocol
   Dice (`viz.select_cases`). Grid rows of different sizes are resized (image bilinear, masks
@@ -33,13 +35,14 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
 
 from hanet_jax import viz
-from hanet_jax.bootstrap import bootstrap_ci
+from hanet_jax.bootstrap import bootstrap_ci, n_groups
 from hanet_jax.data import check, layouts
 from hanet_jax.data.layouts import Example
 from hanet_jax.data.pipeline import resize_pair
@@ -95,11 +98,15 @@ def predictions(predict_fn: PredictFn, examples: Sequence[Example], *, batch_siz
             yield ex, image, gt, prob
 
 
-def summarize_protocol(rows: Sequence[dict], *, n_bootstrap: int = 2000, seed: int = 0) -> dict:
-    """{"mean", "pooled", "ci95", "n_undefined"} of one protocol's per-image rows."""
+def summarize_protocol(rows: Sequence[dict], *, n_bootstrap: int = 2000, seed: int = 0,
+                       groups: Mapping[str, Any] | None = None) -> dict:
+    """{"mean", "pooled", "ci95", "n_undefined"} of one protocol's per-image rows; `groups`
+    (stem -> near-duplicate group) makes the bootstrap resample whole groups."""
     s = summarize(rows)
+    ids = [groups[r["stem"]] for r in rows] if groups is not None else None
     if n_bootstrap > 0:
-        ci = {m: list(bootstrap_ci([r[m] for r in rows], n_bootstrap, seed)) for m in METRIC_NAMES}
+        ci = {m: list(bootstrap_ci([r[m] for r in rows], n_bootstrap, seed, groups=ids))
+              for m in METRIC_NAMES}
     else:
         ci = {m: [math.nan, math.nan] for m in METRIC_NAMES}
     return {"mean": s["mean"], "pooled": s["pooled"], "ci95": ci, "n_undefined": s["n_undefined"]}
@@ -118,7 +125,8 @@ class Evaluation:
 def evaluate(predict_fn: PredictFn, examples: Sequence[Example], *, protocols: Sequence[str] = PROTOCOLS,
              threshold: float = 0.5, batch_size: int = 8, score_size: Sequence[int] | None = None,
              n_bootstrap: int = 2000, seed: int = 0, suffix: str = "",
-             overlay_dir: str | os.PathLike | None = None) -> Evaluation:
+             overlay_dir: str | os.PathLike | None = None,
+             groups: Mapping[str, Any] | None = None) -> Evaluation:
     """Scores every example under every protocol (see the module docstring).
 
     `threshold` is the "fixed" protocol's threshold. `suffix` is appended to the protocol
@@ -142,7 +150,8 @@ def evaluate(predict_fn: PredictFn, examples: Sequence[Example], *, protocols: S
             pictures.add(ex, image, gt, binarize(prob, threshold), rows["fixed"][-1]["dice"])
     if pictures is not None:
         pictures.grid()
-    summaries = {p: summarize_protocol(rows[p], n_bootstrap=n_bootstrap, seed=seed) for p in protocols}
+    summaries = {p: summarize_protocol(rows[p], n_bootstrap=n_bootstrap, seed=seed, groups=groups)
+                 for p in protocols}
     if "fixed" in summaries:
         summaries["fixed"] = {"threshold": float(threshold), **summaries["fixed"]}
     if "paper_oracle" in summaries:
@@ -253,9 +262,12 @@ def run_split_examples(checkpoint: str | os.PathLike, which: str = "val"
     if missing:
         raise EvalError(f"{ds_path}: {len(missing)} {which} stem(s) not found in {ds['root']} "
                         f"(layout={ds['layout']}, split={source_split}): {missing[:5]}")
-    return [by_stem[s] for s in ds[which]], {
-        "source": str(ds_path), "root": ds["root"], "layout": ds["layout"],
-        "folder_split": source_split}
+    info = {"source": str(ds_path), "root": ds["root"], "layout": ds["layout"],
+            "folder_split": source_split}
+    groups = ds.get("groups")
+    if isinstance(groups, dict) and all(s in groups for s in ds[which]):
+        info["groups"] = {s: groups[s] for s in ds[which]}
+    return [by_stem[s] for s in ds[which]], info
 
 
 def resolve_threshold_examples(checkpoint: str | os.PathLike, root: str, layout: str, split: str,
@@ -357,8 +369,10 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
     from hanet_jax.inference import Predictor
 
     _check_config(cfg)
+    groups = None
     if cfg.run_split:
         examples, run_info = run_split_examples(cfg.checkpoint, cfg.run_split)
+        groups = run_info.get("groups")
         cfg = dataclasses.replace(cfg, data_dir=run_info["root"], layout=run_info["layout"],
                                   split=f"{cfg.run_split} of {run_info['source']}")
     else:
@@ -391,7 +405,9 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
         "data": {"root": str(cfg.data_dir), "layout": cfg.layout, "split": cfg.split,
                  "scored_at": "model resolution" if score_size else "ground-truth mask resolution",
                  **({"score_size": list(score_size)} if score_size else {})},
-        "bootstrap": {"n_resamples": cfg.bootstrap, "seed": cfg.seed, "over": "images", "level": 0.95},
+        "bootstrap": {"n_resamples": cfg.bootstrap, "seed": cfg.seed, "level": 0.95,
+                      "over": "images" if groups is None else "near-duplicate groups",
+                      **({"n_groups": n_groups(groups.values())} if groups else {})},
     }
     variants = [("protocols", False)] + ([("protocols_tta", True)] if cfg.tta else [])
     all_rows: list[dict] = []
@@ -401,7 +417,7 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
         threshold, source, choice = _fixed_threshold(cfg, predict, tta, val_examples, common, log)
         result = evaluate(predict, examples, protocols=cfg.protocols, threshold=threshold,
                           n_bootstrap=cfg.bootstrap, seed=cfg.seed, suffix=TTA_SUFFIX if tta else "",
-                          overlay_dir=None if tta else cfg.overlays, **common)
+                          overlay_dir=None if tta else cfg.overlays, groups=groups, **common)
         if "fixed" in result.summaries:
             fixed = result.summaries["fixed"]
             result.summaries["fixed"] = {"threshold": fixed.pop("threshold"), "threshold_source": source, **fixed}

@@ -50,14 +50,20 @@ def _folder(data_cfg, image_size: int, cache_dir: str | None):
                                    include_normal=data_cfg.include_normal)
     grouping = dict(seed=data_cfg.seed, group_by=data_cfg.group_by,
                     release=data_cfg.release or None, cache_dir=cache_dir)
-    test = []
+    test, groups = [], None
+    if data_cfg.test_fraction > 0 and data_cfg.val_split != "grouped":
+        raise DatasetError("config.data.test_fraction needs config.data.val_split='grouped' "
+                           "(the release's split leaks copies across sides)")
+    if data_cfg.val_split == "grouped":
+        # Computed once: the splits use them, and eval's confidence intervals resample them.
+        ids = splits.content_groups(examples, **grouping)
+        groups = {ex.stem: g for ex, g in zip(examples, ids)}
     if data_cfg.test_fraction > 0:
-        if data_cfg.val_split != "grouped":
-            raise DatasetError("config.data.test_fraction needs config.data.val_split='grouped' "
-                               "(the release's split leaks copies across sides)")
-        examples, test = splits.holdout_test(examples, data_cfg.test_fraction, **grouping)
+        examples, test = splits.holdout_test(examples, data_cfg.test_fraction,
+                                             group_ids=ids, **grouping)
     train, val = splits.split_examples(
-        examples, method=data_cfg.val_split, val_fraction=data_cfg.val_fraction, **grouping)
+        examples, method=data_cfg.val_split, val_fraction=data_cfg.val_fraction,
+        group_ids=[groups[ex.stem] for ex in examples] if groups else None, **grouping)
     if not train or not val:
         raise DatasetError(f"{root}: the {data_cfg.val_split} split of {len(examples)} examples "
                            f"left {len(train)} for training and {len(val)} for validation "
@@ -65,6 +71,8 @@ def _folder(data_cfg, image_size: int, cache_dir: str | None):
     record = {"root": os.path.abspath(root), "layout": data_cfg.layout, "split": data_cfg.split,
               "val_split": data_cfg.val_split, "val": [ex.stem for ex in val],
               "test": [ex.stem for ex in test]}
+    if groups is not None:  # near-duplicate group of each held-out image
+        record["groups"] = {ex.stem: groups[ex.stem] for ex in (*val, *test)}
     return (pipeline.decode_examples(train, image_size),
             pipeline.decode_examples(val, image_size), record)
 

@@ -39,6 +39,13 @@ def _cell(entry: dict) -> str:
             f"{entry['mean']['jaccard']:.3f}")
 
 
+def _ci_unit(report: dict) -> str:
+    boot = report.get("bootstrap", {})
+    if boot.get("over") == "near-duplicate groups":
+        return f"its {boot['n_groups']} near-duplicate groups (copies of one original together)"
+    return "images (copies of one original counted as independent: too narrow)"
+
+
 def dataset_rows(dataset: str, workdir: Path) -> tuple[list[str], str]:
     test, val = _read(workdir, "eval_test.json"), _read(workdir, "eval_val.json")
     summary, config = _read(workdir, "summary.json"), _read(workdir, "config.json")
@@ -64,7 +71,7 @@ def dataset_rows(dataset: str, workdir: Path) -> tuple[list[str], str]:
     note = (f"{name}: {setting}; training {summary['wall_seconds'] / 60:.0f} min (summed over "
             f"resumes), evaluation {eval_min:.0f} min; best epoch by validation loss at "
             f"step {summary['best_step']}; fixed threshold from "
-            f"{fixed.get('threshold_source', 'default')}.")
+            f"{fixed.get('threshold_source', 'default')}; test CIs resample {_ci_unit(test)}.")
     return rows, note
 
 
@@ -81,13 +88,14 @@ def table(workdirs: dict[str, Path]) -> str:
     return "\n".join(lines + [""] + [f"- {n}" for n in notes] + ["", f"Written by `{command}`."])
 
 
-def write_readme(readme: Path, text: str) -> None:
+def write_readme(readme: Path, text: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replaces what is between the `begin` and `end` markers of `readme` with `text`."""
     content = readme.read_text()
-    if BEGIN not in content or END not in content:
-        raise ResultsError(f"{readme}: no {BEGIN} ... {END} markers to write between")
-    head, rest = content.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(f"{head}{BEGIN}\n{text}\n{END}{tail}")
+    if begin not in content or end not in content:
+        raise ResultsError(f"{readme}: no {begin} ... {end} markers to write between")
+    head, rest = content.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
 
 
 def main(argv=None) -> int:

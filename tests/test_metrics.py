@@ -198,3 +198,18 @@ def test_bootstrap_ci():
     clean = values[~np.isnan(values)]
     means = clean[np.random.default_rng(3).integers(0, 50, (2000, 50))].mean(1)
     assert (lo, hi) == tuple(np.quantile(means, [0.025, 0.975]))
+
+
+def test_grouped_bootstrap_resamples_whole_groups():
+    originals = np.random.default_rng(0).uniform(0.3, 0.9, 20)
+    copies, groups = np.repeat(originals, 5), np.repeat(np.arange(10, 30), 5)  # sorted as text too
+    grouped = bootstrap_ci(copies, seed=1, groups=groups)
+    # Five exact copies of each of 20 images carry the information of 20 images, not 100.
+    assert grouped == pytest.approx(bootstrap_ci(originals, seed=1), abs=1e-12)
+    per_image = bootstrap_ci(copies, seed=1)
+    assert grouped[1] - grouped[0] > 1.8 * (per_image[1] - per_image[0])
+    # NaNs are dropped before grouping; a group left empty just disappears.
+    with_nan = np.r_[copies, NAN]
+    assert bootstrap_ci(with_nan, seed=1, groups=np.r_[groups, 99]) == grouped
+    with pytest.raises(ValueError, match="group ids"):
+        bootstrap_ci(copies, groups=groups[:-1])

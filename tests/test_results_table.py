@@ -18,7 +18,8 @@ def _workdir(path: Path, dice: float) -> Path:
     path.mkdir()
     protocols = {"fixed": _entry(dice, dice - 0.1, 0.45), "paper_oracle": _entry(dice + 0.1, dice)}
     files = {
-        "eval_test.json": {"n_images": 97, "protocols": protocols, "protocols_tta": protocols},
+        "eval_test.json": {"n_images": 97, "protocols": protocols, "protocols_tta": protocols,
+                           "bootstrap": {"over": "near-duplicate groups", "n_groups": 20}},
         "eval_val.json": {"n_images": 80, "protocols": {"fixed": _entry(0.8, 0.7)}},
         "summary.json": {"epochs": 12, "wall_seconds": 6000.0, "best_step": 1100},
         "config.json": {"model": {"variant": "full", "image_size": 128}, "batch_size": 16, "seed": 0},
@@ -46,6 +47,7 @@ def test_table_is_written_between_the_markers_from_the_json(tmp_path):
     assert "| BUSI | ours, fixed (threshold 0.45 from val) | test, 97 | 0.777 [0.727, 0.817] | 0.677 |" in text
     assert "| UDIAT | ours, paper_oracle + flip TTA | test, 97 | 0.754 [0.704, 0.794] | 0.654 |" in text
     assert "| BUSI | paper (oracle; test images also in training) | — | 0.973 | 0.948 |" in text
+    assert "test CIs resample its 20 near-duplicate groups" in text
     assert "full, 128px, batch 16, 12 epochs, seed 0; training 100 min (summed over resumes), evaluation 7 min" in text
 
 

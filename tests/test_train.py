@@ -244,6 +244,7 @@ def test_folder_run_records_its_held_out_splits_for_eval(ref, tmp_path):
     val, test = set(record["val"]), set(record["test"])
     assert len(test) == 6 and len(val) == 5 and not val & test  # 20% of 30, then ~20% of 24
     assert val | test < {str(i) for i in range(1, 31)}
+    assert set(record["groups"]) == val | test  # for eval's grouped confidence intervals
     # eval.py --threshold_from_split val reads exactly those stems back.
     pool = check.require_valid(str(tmp_path / "data"), "processed", "train")
     examples, info = eval_lib.resolve_threshold_examples(
@@ -253,8 +254,10 @@ def test_folder_run_records_its_held_out_splits_for_eval(ref, tmp_path):
     # eval.py --run_split test scores the test images with the threshold chosen on val.
     out, w = tmp_path / "test.json", str(tmp_path / "w")
     assert eval_cli.main(["--checkpoint", w, "--run_split", "test", "--threshold_from_split",
-                          "val", "--protocol", "both", "--bootstrap", "0", "--out", str(out)]) == 0
+                          "val", "--protocol", "both", "--bootstrap", "20", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
+    assert report["bootstrap"]["over"] == "near-duplicate groups" and report["bootstrap"][
+        "n_groups"] == len({record["groups"][s] for s in test})
     assert report["n_images"] == 6 and report["data"]["root"] == str(tmp_path / "data")
     assert report["data"]["split"].startswith("test of ") and set(report["protocols"]) == {
         "fixed", "paper_oracle"}

@@ -63,7 +63,13 @@ def grouped_split(
     return [stems[i] for i in train], [stems[i] for i in val]
 
 
-def _content_groups(examples, *, smooth, threshold, group_by, release, cache_dir):
+def content_groups(examples: Sequence[layouts.Example], *, threshold: float = audit.DEFAULT_THRESHOLD,
+                   smooth: float = audit.DEFAULT_SMOOTH, group_by: str = "content",
+                   release: str | None = None, cache_dir: str | os.PathLike | None = None,
+                   seed: int = 0) -> list:
+    """Near-duplicate group id of each example (see `split_examples`); `seed` is ignored, so
+    that the keyword arguments of the splitters can be passed on as they are."""
+    del seed
     fps = audit.fingerprints([e.image_path for e in examples], smooth=smooth, cache_dir=cache_dir)
     return audit.group_ids([e.stem for e in examples], fps, threshold=threshold,
                            group_by=group_by, release=release)
@@ -93,6 +99,7 @@ def split_examples(
     group_by: str = "content",
     release: str | None = None,
     cache_dir: str | os.PathLike | None = None,
+    group_ids: Sequence[Hashable] | None = None,
 ) -> tuple[list[layouts.Example], list[layouts.Example]]:
     """(train_examples, val_examples) by `method`, each in the input order.
 
@@ -100,6 +107,7 @@ def split_examples(
     fingerprints cached in `cache_dir` when given), joined with the release's copy numbering
     when group_by="processed_release" (then `release` is "busi" or "udiat"), kept whole.
     "release": the release's sorted file-name split (`release_split`), which leaks.
+    `group_ids`: the examples' groups when already computed (`content_groups`).
     """
     if method not in METHODS:
         raise ValueError(f"unknown split method {method!r}; choose from {METHODS}")
@@ -110,8 +118,9 @@ def split_examples(
         train = [i for i, n in enumerate(names) if n not in val_names]
         val = [i for i, n in enumerate(names) if n in val_names]
     else:
-        ids = _content_groups(examples, smooth=smooth, threshold=threshold, group_by=group_by,
-                              release=release, cache_dir=cache_dir)
+        ids = group_ids if group_ids is not None else content_groups(
+            examples, smooth=smooth, threshold=threshold, group_by=group_by, release=release,
+            cache_dir=cache_dir)
         train, val = _grouped_indices(ids, val_fraction, seed)
     return [examples[i] for i in train], [examples[i] for i in val]
 
@@ -131,11 +140,14 @@ def holdout_test(
     group_by: str = "content",
     release: str | None = None,
     cache_dir: str | os.PathLike | None = None,
+    group_ids: Sequence[Hashable] | None = None,
 ) -> tuple[list[layouts.Example], list[layouts.Example]]:
     """(rest, test): about `test_fraction` of the examples in whole near-duplicate groups, for a
-    test set that neither training nor model selection ever sees (../shared/data has none)."""
+    test set that neither training nor model selection ever sees (../shared/data has none).
+    `group_ids`: the examples' groups when already computed (`content_groups`)."""
     examples = list(examples)
-    ids = _content_groups(examples, smooth=smooth, threshold=threshold, group_by=group_by,
-                          release=release, cache_dir=cache_dir)
+    ids = group_ids if group_ids is not None else content_groups(
+        examples, smooth=smooth, threshold=threshold, group_by=group_by, release=release,
+        cache_dir=cache_dir)
     rest, test = _grouped_indices(ids, test_fraction, seed + _TEST_STREAM)
     return [examples[i] for i in rest], [examples[i] for i in test]
