@@ -1,0 +1,122 @@
+r"""Go past the release's recipe, on validation data only: train a few recipe arms on the same
+grouped split at a short budget and compare them on the validation images.
+
+    python scripts/recipe_search.py --dataset busi --data_root ../shared/data/hanet-processed \
+        --out workdirs/recipe_busi [--budget 96px_8ep] [--readme README.md]
+
+Each arm is `train.py --config=configs/<dataset>.py` plus the budget's and the arm's overrides,
+with the same `data.test_fraction=0.2` as scripts/reproduce.sh, so the held-out test images of
+the reproduce runs are never touched here. Each arm's best checkpoint is then scored on the
+validation split with `eval.py --run_split val --protocol fixed` at the default threshold 0.5
+(no threshold is tuned, so arms are compared on equal terms). Arms already finished in OUT are
+not rerun; an interrupted arm resumes. The table goes to OUT/recipe_search.md and, with
+--readme, between the README's `<!-- recipe:begin -->` and `<!-- recipe:end -->` markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import results_table  # noqa: E402  (write_readme: the README's marker writer)
+
+BUDGETS = {
+    # ~15 images/s at 96x96 on the 2-core CPU: about 15 min per arm on BUSI's 1,590 images.
+    "96px_8ep": {"model.image_size": 96, "batch_size": 16, "num_epochs": 8,
+                 "log_every_steps": 20},
+}
+# Cumulative: each arm adds one change to the one before it.
+ARMS = {
+    "release": {},
+    "+cosine": {"optimizer.schedule": "cosine"},
+    "+augment": {"optimizer.schedule": "cosine", "data.augment.affine": True,
+                 "data.augment.brightness_contrast": True},
+    "+bce_dice": {"optimizer.schedule": "cosine", "data.augment.affine": True,
+                  "data.augment.brightness_contrast": True, "loss": "bce_dice"},
+}
+BEGIN, END = "<!-- recipe:begin -->", "<!-- recipe:end -->"
+
+
+def _overrides(values: dict) -> list[str]:
+    return [f"--config.{k}={v}" for k, v in values.items()]
+
+
+def run_arm(dataset: str, folder: Path, workdir: Path, budget: dict, arm: dict) -> dict:
+    eval_json = workdir / "eval_val.json"
+    if not eval_json.exists():
+        start = time.time()
+        subprocess.run([sys.executable, "train.py", f"--config=configs/{dataset}.py",
+                        f"--workdir={workdir}", f"--config.data.root={folder}",
+                        "--config.data.test_fraction=0.2", *_overrides({**budget, **arm})],
+                       cwd=ROOT, check=True)
+        if not (workdir / "summary.json").exists() or (
+                (workdir / "summary.json").stat().st_mtime < start):
+            raise SystemExit(f"{workdir}: training stopped before its end; rerun to resume")
+        subprocess.run([sys.executable, "eval.py", "--checkpoint", str(workdir), "--run_split",
+                        "val", "--protocol", "fixed", "--out", str(eval_json)], cwd=ROOT,
+                       check=True)
+    summary = json.loads((workdir / "summary.json").read_text())
+    fixed = json.loads(eval_json.read_text())["protocols"]["fixed"]
+    return {"dice": fixed["mean"]["dice"], "ci": fixed["ci95"]["dice"],
+            "jaccard": fixed["mean"]["jaccard"], "n": json.loads(eval_json.read_text())["n_images"],
+            "best_val_loss": summary["best_val_loss"], "minutes": summary["wall_seconds"] / 60}
+
+
+def table(dataset: str, budget_name: str, results: dict[str, dict], command: str) -> str:
+    lines = [f"| {dataset.upper()} arm ({budget_name}) | changes from the arm above | val Dice "
+             "@0.5 [95% CI] | val Jaccard | Δ Dice | best val loss | train min |",
+             "|---|---|---|---|---|---|---|"]
+    previous, before = None, {}
+    for name, r in results.items():
+        arm = ARMS[name]
+        changed = {k: v for k, v in arm.items() if before.get(k) != v} or {"—": ""}
+        delta = "" if previous is None else f"{r['dice'] - previous:+.3f}"
+        lines.append(f"| {name} | {', '.join(f'{k}={v}' if v != '' else k for k, v in changed.items())}"
+                     f" | {r['dice']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}] | "
+                     f"{r['jaccard']:.3f} | {delta} | {r['best_val_loss']:.4f} | {r['minutes']:.0f} |")
+        previous, before = r["dice"], arm
+    n = next(iter(results.values()))["n"]
+    return "\n".join(lines + ["", f"Scored on the {n} validation images of the grouped split "
+                                  f"(the test images are held out). Written by `{command}`."])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=("busi", "udiat"), required=True)
+    p.add_argument("--data_root", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--budget", choices=sorted(BUDGETS), default="96px_8ep")
+    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    p.add_argument("--readme", type=Path)
+    args = p.parse_args(argv)
+    folder = args.data_root / args.dataset.upper()
+    if not (folder / "train" / "images").is_dir():
+        p.error(f"{folder}/train/images does not exist (--data_root must hold "
+                f"{args.dataset.upper()}/train/)")
+    results = {}
+    for name in args.arms:
+        workdir = args.out / name.lstrip("+")
+        results[name] = run_arm(args.dataset, folder, workdir, BUDGETS[args.budget], ARMS[name])
+        print(f"{name}: val Dice {results[name]['dice']:.4f}", flush=True)
+    command = "python scripts/recipe_search.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    text = table(args.dataset, args.budget, results, command)
+    (args.out / "recipe_search.md").write_text(text + "\n")
+    if args.readme:
+        try:
+            results_table.write_readme(args.readme, text, BEGIN, END)
+        except results_table.ResultsError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
