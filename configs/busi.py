@@ -29,4 +29,4 @@ from configs import common
 def get_config(profile: str | None = None):
     """`--config=configs/busi.py` is the release's recipe; `configs/busi.py:cpu2h` the
     two-hour CPU budget of scripts/reproduce.sh (common.CPU_2H)."""
-    return common.release_recipe("busi", profile)
+    return common.dataset_recipe("busi", profile)

@@ -112,29 +112,48 @@ CPU_2H = {
                                   # --image_size 128 --batch_size 16 --no_keras: 7.27): ~4.5 min
     "log_every_steps": 10,
 }
-PROFILES = {"cpu2h": CPU_2H}
+# What configs/busi.py and configs/udiat.py change from the release's recipe by default: the
+# changes the recipe search kept (README, "Beyond the release's recipe"; scripts/recipe_search.py).
+# The `release` profile undoes them.
+BEYOND_RELEASE: dict = {}
+
+
+def _release_values() -> dict:
+    base = get_config()
+    values = {}
+    for dotted in BEYOND_RELEASE:
+        node = base
+        for part in dotted.split("."):
+            node = node[part]
+        values[dotted] = node
+    return values
+
+
+PROFILES = {"cpu2h": CPU_2H, "release": _release_values()}
 
 
 def apply_profile(config: ml_collections.ConfigDict, profile: str | None):
-    """`config` with the named profile's overrides (None or "": unchanged)."""
-    if not profile:
-        return config
-    if profile not in PROFILES:
-        raise ValueError(f"unknown config profile {profile!r} (after ':' in --config); "
-                         f"choose from {sorted(PROFILES)}")
-    for dotted, value in PROFILES[profile].items():
-        config_utils.set_dotted(config, dotted, value)
+    """`config` with the named profiles' overrides, in order ("release,cpu2h"; None or "":
+    unchanged)."""
+    for name in filter(None, (profile or "").split(",")):
+        if name not in PROFILES:
+            raise ValueError(f"unknown config profile {name!r} (after ':' in --config); "
+                             f"choose from {sorted(PROFILES)}, comma-separated")
+        for dotted, value in PROFILES[name].items():
+            config_utils.set_dotted(config, dotted, value)
     return config
 
 
-def release_recipe(release: str, profile: str | None = None) -> ml_collections.ConfigDict:
-    """The release's recipe on the authors' processed layout of `release` ("busi" | "udiat"),
-    with validation groups from content plus the release's own copy numbering, then `profile`
-    (see PROFILES)."""
+def dataset_recipe(release: str, profile: str | None = None) -> ml_collections.ConfigDict:
+    """The recipe for the authors' processed layout of `release` ("busi" | "udiat"): the
+    release's, with validation groups from content plus the release's own copy numbering, and
+    the BEYOND_RELEASE changes; then `profile` (see PROFILES)."""
     config = get_config()
     config.data.source = "folder"
     config.data.layout = "processed"
     config.data.split = "train"
     config.data.group_by = "processed_release"
     config.data.release = release
+    for dotted, value in BEYOND_RELEASE.items():
+        config_utils.set_dotted(config, dotted, value)
     return apply_profile(config, profile)

@@ -26,4 +26,4 @@ from configs import common
 def get_config(profile: str | None = None):
     """`--config=configs/udiat.py` is the release's recipe; `configs/udiat.py:cpu2h` the
     two-hour CPU budget of scripts/reproduce.sh (common.CPU_2H)."""
-    return common.release_recipe("udiat", profile)
+    return common.dataset_recipe("udiat", profile)

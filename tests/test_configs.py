@@ -38,15 +38,26 @@ def test_every_config_docstring_holds_its_launch_command(name):
 
 
 @pytest.mark.parametrize("name", ("busi", "udiat"))
-def test_release_configs_hold_the_release_recipe(name):
-    c = helpers.load_config(name)
+def test_release_profile_holds_the_release_recipe(name):
+    c = helpers.load_config(name, "release")
     assert (c.model.image_size, c.batch_size, c.num_epochs, c.loss) == (256, 32, 155, "bce_jaccard")
     o = c.optimizer
     assert (o.learning_rate, o.eps, o.plateau_factor, o.plateau_patience, o.plateau_min_delta,
             o.min_lr) == (1e-3, 1e-9, 0.25, 4, 1e-4, 1e-9)
     assert (o.early_stopping_patience, o.early_stopping_min_delta) == (9, 1e-3)
     assert c.data.augment.hflip and not (c.data.augment.vflip or c.data.augment.affine)
+    assert not (c.data.augment.brightness_contrast or c.data.augment.speckle)
+    assert o.schedule == "plateau"
     assert (c.data.val_split, c.data.val_fraction, c.data.release) == ("grouped", 0.2, name)
+
+
+@pytest.mark.parametrize("name", ("busi", "udiat"))
+def test_defaults_differ_from_the_release_by_the_kept_changes_only(name):
+    default = config_utils.flatten(helpers.load_config(name).to_dict())
+    release = config_utils.flatten(helpers.load_config(name, "release").to_dict())
+    assert {k for k in default if default[k] != release[k]} == set(common.BEYOND_RELEASE)
+    both = config_utils.flatten(helpers.load_config(name, "release,cpu2h").to_dict())
+    assert both == {**release, **common.CPU_2H}
 
 
 @pytest.mark.parametrize("name", ("busi", "udiat"))
