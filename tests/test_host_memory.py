@@ -11,44 +11,52 @@ from hanet_jax import host_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A 64 MiB result per call: above glibc's largest mmap threshold (32 MiB), so with glibc's
-# defaults every call maps and faults it in afresh.
+# A 64 MiB temporary inside the executable (the (4096, 4096) product), as the train step's
+# multi-GB one: above glibc's largest mmap threshold (32 MiB), so with glibc's defaults every
+# call maps and faults it in afresh. XLA frees an executable's temporary just after its result
+# is ready, so the probe pauses between calls; otherwise the next call can start while the last
+# one's buffer is still held.
 _PROBE = r"""
-import resource, sys
+import resource, time
 from hanet_jax import host_memory
 applied = host_memory.keep_freed_host_memory_if_cpu_only()
 import jax, jax.numpy as jnp
-f = jax.jit(lambda x: x * 2.0)
-x = jnp.ones((16 * 1024 * 1024,), jnp.float32)
-f(x).block_until_ready()
+f = jax.jit(lambda a, b: (a @ b) @ b.T)
+a, b = jnp.ones((4096, 64), jnp.float32), jnp.ones((64, 4096), jnp.float32)
+assert f.lower(a, b).compile().memory_analysis().temp_size_in_bytes >= 64 * 2**20
+f(a, b).block_until_ready()
 faults = []
-for _ in range(3):
+for _ in range(8):
+    time.sleep(0.05)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    y = f(x).block_until_ready()
-    del y
+    f(a, b).block_until_ready()
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(applied, min(faults))
+faults.sort()
+print(applied, faults[0], faults[len(faults) // 2])
 """
 
 
-def _probe(mode: str) -> tuple[bool, int]:
+def _probe(mode: str) -> tuple[bool, int, int]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), host_memory.ENV: mode, "JAX_PLATFORMS": "cpu"}
     proc = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    applied, faults = proc.stdout.split()
-    return applied == "True", int(faults)
+    applied, fewest, median = proc.stdout.split()
+    return applied == "True", int(fewest), int(median)
 
 
 @pytest.mark.skipif(host_memory._libc() is None, reason="needs glibc")
 def test_kept_memory_is_not_faulted_in_again():
-    applied, kept = _probe("keep")
-    not_applied, system = _probe("system")
+    applied, _, kept_median = _probe("keep")
+    not_applied, system_fewest, _ = _probe("system")
     assert applied and not not_applied
     pages = 64 * 1024 * 1024 // os.sysconf("SC_PAGE_SIZE")
-    print(f"minor faults per call of a 64 MiB result: glibc defaults {system}, kept {kept}")
-    assert system >= pages // 2  # the baseline really faults the buffer in ...
-    assert kept < pages // 20    # ... and the setting really removes that
+    print(f"minor faults per call with a 64 MiB temporary: glibc defaults >= {system_fewest}, "
+          f"kept: median {kept_median}")
+    assert system_fewest >= pages // 2  # the baseline really faults the buffer in, every call ...
+    # ... and the setting removes that (the median: on a busy machine an occasional call can
+    # still start before the last one's buffer is back)
+    assert kept_median < pages // 20
 
 
 def test_cpu_only_follows_jax_platforms(monkeypatch):
