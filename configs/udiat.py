@@ -1,4 +1,5 @@
-r"""UDIAT (Dataset B), the HA-Net release's recipe, on the authors' processed layout.
+r"""UDIAT (Dataset B), the HA-Net release's recipe plus the recipe search's changes, on the authors' processed
+layout.
 
     python train.py --config=configs/udiat.py --workdir=/tmp/hanet_udiat \
         --config.data.root=/work/shared/data/hanet-processed/UDIAT
@@ -7,6 +8,10 @@ The release's training: 256x256 inputs, global batch 32 (the release's code; the
 10: add --config.batch_size=10), Adam lr 1e-3 eps 1e-9, ReduceLROnPlateau on val_loss (factor
 0.25, patience 4, min_delta 1e-4 absolute, min_lr 1e-9), EarlyStopping (patience 9, min_delta
 1e-3, best weights kept), at most 155 epochs, random horizontal flips, BCE + batch Jaccard.
+By default (common.BEYOND_RELEASE, what the README's recipe search kept): a cosine learning rate
+over the run instead of the plateau, affine and brightness/contrast augmentation, and BCE +
+per-image Dice as the loss. The release's exact recipe is
+--config=configs/udiat.py:release (and :release,cpu2h at the CPU budget).
 
 Validation: a leak-free 20% split by default: images are grouped by content joined with the
 release's copy numbering (files 361..2700 are 18 rotated/flipped/cropped copies of originals
@@ -24,6 +29,7 @@ from configs import common
 
 
 def get_config(profile: str | None = None):
-    """`--config=configs/udiat.py` is the release's recipe; `configs/udiat.py:cpu2h` the
-    two-hour CPU budget of scripts/reproduce.sh (common.CPU_2H)."""
+    """`--config=configs/udiat.py` is the release's recipe plus common.BEYOND_RELEASE;
+    `configs/udiat.py:cpu2h` the two-hour CPU budget of scripts/reproduce.sh (common.CPU_2H);
+    `:release` the release's exact recipe; profiles combine: `:release,cpu2h`."""
     return common.dataset_recipe("udiat", profile)

@@ -4,7 +4,8 @@ grouped split at a short budget and compare them on the validation images.
     python scripts/recipe_search.py --dataset busi --data_root ../shared/data/hanet-processed \
         --out workdirs/recipe_busi [--budget 96px_8ep] [--readme README.md]
 
-Each arm is `train.py --config=configs/<dataset>.py` plus the budget's and the arm's overrides,
+Each arm is `train.py --config=configs/<dataset>.py:release` (the release's exact recipe) plus
+the budget's and the arm's overrides,
 with the same `data.test_fraction=0.2` as scripts/reproduce.sh, so the held-out test images of
 the reproduce runs are never touched here. Each arm's best checkpoint is then scored on the
 validation split with `eval.py --run_split val --protocol fixed` at the default threshold 0.5
@@ -51,7 +52,7 @@ def run_arm(dataset: str, folder: Path, workdir: Path, budget: dict, arm: dict) 
     eval_json = workdir / "eval_val.json"
     if not eval_json.exists():
         start = time.time()
-        subprocess.run([sys.executable, "train.py", f"--config=configs/{dataset}.py",
+        subprocess.run([sys.executable, "train.py", f"--config=configs/{dataset}.py:release",
                         f"--workdir={workdir}", f"--config.data.root={folder}",
                         "--config.data.test_fraction=0.2", *_overrides({**budget, **arm})],
                        cwd=ROOT, check=True)
@@ -62,9 +63,12 @@ def run_arm(dataset: str, folder: Path, workdir: Path, budget: dict, arm: dict) 
                         "val", "--protocol", "fixed", "--out", str(eval_json)], cwd=ROOT,
                        check=True)
     summary = json.loads((workdir / "summary.json").read_text())
-    fixed = json.loads(eval_json.read_text())["protocols"]["fixed"]
+    report = json.loads(eval_json.read_text())
+    fixed = report["protocols"]["fixed"]
     return {"dice": fixed["mean"]["dice"], "ci": fixed["ci95"]["dice"],
-            "jaccard": fixed["mean"]["jaccard"], "n": json.loads(eval_json.read_text())["n_images"],
+            "jaccard": fixed["mean"]["jaccard"], "n": report["n_images"],
+            "ci_over": report.get("bootstrap", {}).get("over", "images"),
+            "n_groups": report.get("bootstrap", {}).get("n_groups"),
             "best_val_loss": summary["best_val_loss"], "minutes": summary["wall_seconds"] / 60}
 
 
@@ -81,9 +85,14 @@ def table(dataset: str, budget_name: str, results: dict[str, dict], command: str
                      f" | {r['dice']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}] | "
                      f"{r['jaccard']:.3f} | {delta} | {r['best_val_loss']:.4f} | {r['minutes']:.0f} |")
         previous, before = r["dice"], arm
-    n = next(iter(results.values()))["n"]
-    return "\n".join(lines + ["", f"Scored on the {n} validation images of the grouped split "
-                                  f"(the test images are held out). Written by `{command}`."])
+    first = next(iter(results.values()))
+    unit = (f"the {first['n_groups']} near-duplicate groups" if first.get("n_groups")
+            else first.get("ci_over", "images"))
+    return "\n".join(lines + ["", f"Scored on the {first['n']} validation images of the grouped "
+                                  f"split (the test images are held out); intervals resample {unit}. "
+                                  "The validation loss is each arm's own loss (not comparable "
+                                  "across losses); training minutes include other work that "
+                                  f"shared the machine. Written by `{command}`."])
 
 
 def main(argv=None) -> int:

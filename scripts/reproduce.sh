@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Train HA-Net on real data with the release's recipe and evaluate it honestly.
+# Train HA-Net on real data with the dataset config's recipe and evaluate it honestly.
 #
 #   bash scripts/reproduce.sh {busi,udiat} DATA_ROOT WORKDIR [--config.KEY=VALUE ...]
 #
 # DATA_ROOT holds BUSI/train/{images,masks} and UDIAT/train/{images,masks} (the processed
 # layout of ../shared/data/hanet-processed). Steps:
-#   1. train from scratch with configs/<dataset>.py:cpu2h (the release's recipe at 128x128,
-#      batch 16, 20 epochs: about two hours on a 2-core CPU; HANET_PROFILE= for the full
-#      256x256 / batch 32 / 155-epoch recipe, an accelerator's job), after holding out a
+#   1. train from scratch with configs/<dataset>.py:cpu2h (the release's recipe plus the recipe
+#      search's changes, common.BEYOND_RELEASE, at 128x128, batch 16, 20 epochs: about two hours on a
+#      2-core CPU; HANET_PROFILE=release,cpu2h for the release's exact recipe at that budget,
+#      HANET_PROFILE= for the full 256x256 / batch 32 / 155-epoch one), after holding out a
 #      grouped 20% test set that neither training nor model selection sees, and a grouped 20%
 #      of the rest for validation (early stopping, plateau, checkpoint, threshold);
 #   2. score the best checkpoint on the test set: the fixed protocol with the threshold chosen

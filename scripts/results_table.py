@@ -52,7 +52,9 @@ def dataset_rows(dataset: str, workdir: Path) -> tuple[list[str], str]:
     times = _read(workdir, "reproduce_times.json")
     name, paper = NAMES[dataset], PAPER[dataset]
     setting = (f"{config['model']['variant']}, {config['model']['image_size']}px, "
-               f"batch {config['batch_size']}, {summary['epochs']} epochs, seed {config['seed']}")
+               f"batch {config['batch_size']}, {summary['epochs']} epochs, "
+               f"{config.get('optimizer', {}).get('schedule', 'plateau')} schedule, "
+               f"seed {config['seed']}")
     fixed = test["protocols"]["fixed"]
     rows = [f"| {name} | paper (oracle; test images also in training) | — | "
             f"{paper['dice']:.3f} | {paper['jaccard']:.3f} |"]
