@@ -54,7 +54,7 @@ def dataset_rows(dataset: str, workdir: Path) -> tuple[list[str], str]:
     setting = (f"{config['model']['variant']}, {config['model']['image_size']}px, "
                f"batch {config['batch_size']}, {summary['epochs']} epochs, "
                f"{config.get('optimizer', {}).get('schedule', 'plateau')} schedule, "
-               f"seed {config['seed']}")
+               f"{config.get('loss', 'bce_jaccard')} loss, seed {config['seed']}")
     fixed = test["protocols"]["fixed"]
     rows = [f"| {name} | paper (oracle; test images also in training) | — | "
             f"{paper['dice']:.3f} | {paper['jaccard']:.3f} |"]

@@ -48,7 +48,7 @@ def test_table_is_written_between_the_markers_from_the_json(tmp_path):
     assert "| UDIAT | ours, paper_oracle + flip TTA | test, 97 | 0.754 [0.704, 0.794] | 0.654 |" in text
     assert "| BUSI | paper (oracle; test images also in training) | — | 0.973 | 0.948 |" in text
     assert "test CIs resample its 20 near-duplicate groups" in text
-    assert "full, 128px, batch 16, 12 epochs, plateau schedule, seed 0; training 100 min (summed over resumes), evaluation 7 min" in text
+    assert "full, 128px, batch 16, 12 epochs, plateau schedule, bce_jaccard loss, seed 0; training 100 min (summed over resumes), evaluation 7 min" in text
 
 
 def test_missing_outputs_and_markers_are_named(tmp_path):
