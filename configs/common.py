@@ -130,18 +130,8 @@ BEYOND_RELEASE = {
 }
 
 
-def _release_values() -> dict:
-    base = get_config()
-    values = {}
-    for dotted in BEYOND_RELEASE:
-        node = base
-        for part in dotted.split("."):
-            node = node[part]
-        values[dotted] = node
-    return values
-
-
-PROFILES = {"cpu2h": CPU_2H, "release": _release_values()}
+PROFILES = {"cpu2h": CPU_2H,
+            "release": {k: config_utils.get_dotted(get_config(), k) for k in BEYOND_RELEASE}}
 
 
 def apply_profile(config: ml_collections.ConfigDict, profile: str | None):

@@ -132,6 +132,14 @@ RULES: dict[str, Check] = {
 }
 
 
+def get_dotted(config, dotted: str):
+    """config["a"]["b"] for dotted = "a.b" (a ConfigDict or nested dicts)."""
+    node = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
 def set_dotted(config, dotted: str, value) -> None:
     """config["a"]["b"] = value for dotted = "a.b" (a ConfigDict or nested dicts)."""
     *parents, leaf = dotted.split(".")

@@ -58,12 +58,16 @@ def _folder(data_cfg, image_size: int, cache_dir: str | None):
         # Computed once: the splits use them, and eval's confidence intervals resample them.
         ids = splits.content_groups(examples, **grouping)
         groups = {ex.stem: g for ex, g in zip(examples, ids)}
+
+    def group_ids(subset):
+        return [groups[ex.stem] for ex in subset] if groups else None
+
     if data_cfg.test_fraction > 0:
         examples, test = splits.holdout_test(examples, data_cfg.test_fraction,
-                                             group_ids=ids, **grouping)
+                                             group_ids=group_ids(examples), **grouping)
     train, val = splits.split_examples(
         examples, method=data_cfg.val_split, val_fraction=data_cfg.val_fraction,
-        group_ids=[groups[ex.stem] for ex in examples] if groups else None, **grouping)
+        group_ids=group_ids(examples), **grouping)
     if not train or not val:
         raise DatasetError(f"{root}: the {data_cfg.val_split} split of {len(examples)} examples "
                            f"left {len(train)} for training and {len(val)} for validation "

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 import results_table  # noqa: E402  (write_readme: the README's marker writer)
 
 BUDGETS = {
-    # ~15 images/s at 96x96 on the 2-core CPU: about 15 min per arm on BUSI's 1,590 images.
+    # ~12-13 images/s at 96x96 on the 2-core CPU: 21-29 min per arm on BUSI's 1,590 images.
     "96px_8ep": {"model.image_size": 96, "batch_size": 16, "num_epochs": 8,
                  "log_every_steps": 20},
 }

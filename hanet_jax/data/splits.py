@@ -75,6 +75,10 @@ def content_groups(examples: Sequence[layouts.Example], *, threshold: float = au
                            group_by=group_by, release=release)
 
 
+def _given_or_content_groups(group_ids, examples, **grouping) -> Sequence[Hashable]:
+    return group_ids if group_ids is not None else content_groups(examples, **grouping)
+
+
 def release_split(names: Sequence[str], val_fraction: float = 0.2) -> tuple[list[str], list[str]]:
     """The release's split: validation is the first int(N * val_fraction) names in Python's
     plain string order ("1.jpg" < "10.jpg" < "100.jpg" < "2.jpg"); train is the rest.
@@ -118,9 +122,8 @@ def split_examples(
         train = [i for i, n in enumerate(names) if n not in val_names]
         val = [i for i, n in enumerate(names) if n in val_names]
     else:
-        ids = group_ids if group_ids is not None else content_groups(
-            examples, smooth=smooth, threshold=threshold, group_by=group_by, release=release,
-            cache_dir=cache_dir)
+        ids = _given_or_content_groups(group_ids, examples, smooth=smooth, threshold=threshold,
+                                       group_by=group_by, release=release, cache_dir=cache_dir)
         train, val = _grouped_indices(ids, val_fraction, seed)
     return [examples[i] for i in train], [examples[i] for i in val]
 
@@ -146,8 +149,7 @@ def holdout_test(
     test set that neither training nor model selection ever sees (../shared/data has none).
     `group_ids`: the examples' groups when already computed (`content_groups`)."""
     examples = list(examples)
-    ids = group_ids if group_ids is not None else content_groups(
-        examples, smooth=smooth, threshold=threshold, group_by=group_by, release=release,
-        cache_dir=cache_dir)
+    ids = _given_or_content_groups(group_ids, examples, smooth=smooth, threshold=threshold,
+                                   group_by=group_by, release=release, cache_dir=cache_dir)
     rest, test = _grouped_indices(ids, test_fraction, seed + _TEST_STREAM)
     return [examples[i] for i in rest], [examples[i] for i in test]
