@@ -11,7 +11,8 @@
 
 Protocols (spec: evaluation.md): "fixed" binarises every image at one threshold (0.5, or the
 one with the best mean Dice on the validation split: --threshold_from_split val, grid
-0.05..0.95 step 0.05); "paper_oracle" picks each image's threshold from its own ground truth,
+0.05..0.95 step 0.05), optionally keeping the largest connected component (--postprocess
+largest_component, or auto: chosen on that validation split with the threshold); "paper_oracle" picks each image's threshold from its own ground truth,
 as the release did. It is an oracle; report it next to "fixed" (--protocol both).
 
 The JSON holds per protocol the mean over images (undefined values left out and counted),
@@ -40,6 +41,9 @@ def parse_args(argv=None):
     p.add_argument("--threshold", type=float, default=None, help="fixed-protocol threshold (default 0.5)")
     p.add_argument("--threshold_from_split", metavar="SPLIT", default=None,
                    help="choose the fixed threshold on this split (e.g. val) by mean Dice")
+    p.add_argument("--postprocess", default="none", choices=("none", "largest_component", "auto"),
+                   help="fixed protocol: keep the largest connected component, or choose on the "
+                        "--threshold_from_split images whether to (auto)")
     p.add_argument("--out", required=True, help="metrics JSON")
     p.add_argument("--per_image", metavar="CSV", default=None, help="per-image CSV (one row per image and protocol)")
     p.add_argument("--overlays", metavar="DIR", default=None, help="overlays (fixed protocol) and cases_grid.png")
@@ -71,6 +75,7 @@ def main(argv=None) -> int:
         checkpoint=args.checkpoint, data_dir=args.data_dir, layout=args.layout, split=args.split,
         out=args.out, protocols=protocols, threshold=args.threshold, per_image=args.per_image,
         overlays=args.overlays, tta=args.tta, threshold_from_split=args.threshold_from_split,
+        postprocess=args.postprocess,
         run_split=args.run_split, model_resolution=args.model_resolution, gradcam=args.gradcam,
         gradcam_stems=tuple(s.strip() for s in args.gradcam_stems.split(",") if s.strip()),
         bootstrap=args.bootstrap, seed=args.seed, batch_size=args.batch_size)

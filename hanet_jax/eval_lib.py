@@ -16,6 +16,10 @@ Decisions (each also recorded in the JSON report):
   empty prediction, are left out of that threshold's mean). Ties go to the threshold closest to
   0.5, then to the lower one. Only the validation examples are read; `resolve_threshold_examples`
   refuses a validation set that shares an image file with the evaluated split.
+- **Post-processing** (`postprocess.py`, "fixed" protocol only): "none" by default;
+  "largest_component" keeps the largest connected component; "auto" (with a validation split)
+  lets `select_threshold` choose it jointly with the threshold, on the validation images only.
+  Ties go to "none".
 - **TTA.** Evaluated as a separate predictor; its summaries go to `"protocols_tta"` and its CSV
   rows carry the protocol names `fixed+tta` / `paper_oracle+tta` (same columns as
   `metrics.PER_IMAGE_COLUMNS`). With a validation threshold, the TTA predictor gets its own.
@@ -48,7 +52,8 @@ from hanet_jax.data.layouts import Example
 from hanet_jax.data.pipeline import resize_pair
 from hanet_jax.inference import resize_probabilities
 from hanet_jax.metrics import METRIC_NAMES, confusion_counts, metrics_from_counts, summarize, write_per_image_csv
-from hanet_jax.protocols import PROTOCOLS, binarize, evaluate_image
+from hanet_jax.postprocess import POSTPROCESS
+from hanet_jax.protocols import PROTOCOLS, evaluate_image, fixed_mask
 
 PredictFn = Callable[[list[np.ndarray]], Sequence[np.ndarray]]
 
@@ -126,10 +131,10 @@ def evaluate(predict_fn: PredictFn, examples: Sequence[Example], *, protocols: S
              threshold: float = 0.5, batch_size: int = 8, score_size: Sequence[int] | None = None,
              n_bootstrap: int = 2000, seed: int = 0, suffix: str = "",
              overlay_dir: str | os.PathLike | None = None,
-             groups: Mapping[str, Any] | None = None) -> Evaluation:
+             groups: Mapping[str, Any] | None = None, postprocess: str = "none") -> Evaluation:
     """Scores every example under every protocol (see the module docstring).
 
-    `threshold` is the "fixed" protocol's threshold. `suffix` is appended to the protocol
+    `threshold` and `postprocess` are the "fixed" protocol's. `suffix` is appended to the protocol
     names of the rows (e.g. "+tta"). `overlay_dir` needs the "fixed" protocol.
     """
     protocols = tuple(protocols)
@@ -140,20 +145,22 @@ def evaluate(predict_fn: PredictFn, examples: Sequence[Example], *, protocols: S
         raise EvalError("no examples to evaluate")
     if overlay_dir is not None and "fixed" not in protocols:
         raise EvalError("overlays draw the 'fixed' protocol; evaluate it too")
+    if postprocess not in POSTPROCESS:
+        raise EvalError(f"unknown post-processing {postprocess!r}; choose from {POSTPROCESS}")
     pictures = _Pictures(overlay_dir, score_size) if overlay_dir is not None else None
     rows = {p: [] for p in protocols}
     for ex, image, gt, prob in predictions(predict_fn, examples, batch_size=batch_size, score_size=score_size):
         for p in protocols:
-            row = evaluate_image(prob, gt, p, threshold)
+            row = evaluate_image(prob, gt, p, threshold, postprocess)
             rows[p].append({"stem": ex.stem, "protocol": p + suffix, **row})
         if pictures is not None:
-            pictures.add(ex, image, gt, binarize(prob, threshold), rows["fixed"][-1]["dice"])
+            pictures.add(ex, image, gt, fixed_mask(prob, threshold, postprocess), rows["fixed"][-1]["dice"])
     if pictures is not None:
         pictures.grid()
     summaries = {p: summarize_protocol(rows[p], n_bootstrap=n_bootstrap, seed=seed, groups=groups)
                  for p in protocols}
     if "fixed" in summaries:
-        summaries["fixed"] = {"threshold": float(threshold), **summaries["fixed"]}
+        summaries["fixed"] = {"threshold": float(threshold), "postprocess": postprocess, **summaries["fixed"]}
     if "paper_oracle" in summaries:
         summaries["paper_oracle"] = {"label": ORACLE_LABEL, **summaries["paper_oracle"]}
     return Evaluation([r for p in protocols for r in rows[p]], summaries, len(examples), suffix)
@@ -198,31 +205,42 @@ class _Pictures:
 class ThresholdChoice:
     threshold: float
     grid: tuple[float, ...]
-    mean_dice: list[float]  # per grid threshold (NaN where every image is undefined)
+    mean_dice: list[float]  # per grid threshold, with the chosen post-processing (NaN: all undefined)
     n_images: int
+    postprocess: str = "none"
+    mean_dice_by_postprocess: dict[str, list[float]] = dataclasses.field(default_factory=dict)
 
 
 def select_threshold(predict_fn: PredictFn, examples: Sequence[Example], *, grid: Sequence[float] = THRESHOLD_GRID,
-                     batch_size: int = 8, score_size: Sequence[int] | None = None) -> ThresholdChoice:
-    """The grid threshold with the highest mean per-image Dice on `examples` (a validation set);
-    ties go to the threshold closest to 0.5, then to the lower one."""
+                     batch_size: int = 8, score_size: Sequence[int] | None = None,
+                     postprocess: Sequence[str] = ("none",)) -> ThresholdChoice:
+    """The (post-processing, grid threshold) pair with the highest mean per-image Dice on
+    `examples` (a validation set); ties go to the earlier entry of `postprocess`, then to the
+    threshold closest to 0.5, then to the lower one."""
     if not examples:
         raise EvalError("no validation examples to choose a threshold on")
+    unknown = [p for p in postprocess if p not in POSTPROCESS]
+    if unknown or not postprocess:
+        raise EvalError(f"unknown post-processing {unknown}; choose from {POSTPROCESS}")
     grid = tuple(float(t) for t in grid)
-    dice = np.full((len(examples), len(grid)), np.nan)
+    postprocess = tuple(postprocess)
+    dice = np.full((len(postprocess), len(examples), len(grid)), np.nan)
     for i, (_, _, gt, prob) in enumerate(predictions(predict_fn, examples, batch_size=batch_size,
                                                      score_size=score_size)):
-        for j, t in enumerate(grid):
-            dice[i, j] = metrics_from_counts(**_lower(confusion_counts(binarize(prob, t), gt)))["dice"]
+        for k, post in enumerate(postprocess):
+            for j, t in enumerate(grid):
+                counts = confusion_counts(fixed_mask(prob, t, post), gt)
+                dice[k, i, j] = metrics_from_counts(**_lower(counts))["dice"]
     defined = ~np.isnan(dice)
-    mean = np.where(defined.any(axis=0), np.nansum(dice, axis=0) / np.maximum(defined.sum(axis=0), 1), np.nan)
+    mean = np.where(defined.any(axis=1), np.nansum(dice, axis=1) / np.maximum(defined.sum(axis=1), 1), np.nan)
     if np.isnan(mean).all():
         raise EvalError("cannot choose a threshold: Dice is undefined on every validation image "
                         "(empty masks and empty predictions)")
     best = np.nanmax(mean)
-    candidates = [j for j in range(len(grid)) if mean[j] == best]
-    j = min(candidates, key=lambda k: (abs(grid[k] - 0.5), grid[k]))
-    return ThresholdChoice(grid[j], grid, [float(m) for m in mean], len(examples))
+    candidates = [(k, j) for k in range(len(postprocess)) for j in range(len(grid)) if mean[k, j] == best]
+    k, j = min(candidates, key=lambda kj: (kj[0], abs(grid[kj[1]] - 0.5), grid[kj[1]]))
+    by_post = {post: [float(m) for m in mean[n]] for n, post in enumerate(postprocess)}
+    return ThresholdChoice(grid[j], grid, by_post[postprocess[k]], len(examples), postprocess[k], by_post)
 
 
 def _lower(counts: dict) -> dict:
@@ -328,6 +346,7 @@ class EvalConfig:
     overlays: str | None = None
     tta: bool = False
     threshold_from_split: str | None = None
+    postprocess: str = "none"  # none | largest_component | auto (chosen on threshold_from_split)
     run_split: str | None = None  # evaluate CHECKPOINT/data_split.json's images of this split
     model_resolution: bool = False
     gradcam: str | None = None
@@ -350,6 +369,10 @@ def _check_config(cfg: EvalConfig) -> None:
                         f"would choose the threshold on the images it scores")
     if not cfg.run_split and not (cfg.data_dir and cfg.layout):
         raise EvalError("give --data_dir and --layout, or --run_split val with a training workdir")
+    if cfg.postprocess not in (*POSTPROCESS, "auto"):
+        raise EvalError(f"--postprocess must be one of {(*POSTPROCESS, 'auto')}, got {cfg.postprocess!r}")
+    if cfg.postprocess == "auto" and not cfg.threshold_from_split:
+        raise EvalError("--postprocess auto chooses on a validation split: give --threshold_from_split too")
     if cfg.threshold_from_split and "fixed" not in cfg.protocols:
         raise EvalError("--threshold_from_split sets the 'fixed' protocol's threshold; use --protocol fixed or both")
     if cfg.overlays and "fixed" not in cfg.protocols:
@@ -414,17 +437,21 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
     plain = None
     for key, tta in variants:
         predict = Predictor(bundle, batch_size=cfg.batch_size, tta=tta)
-        threshold, source, choice = _fixed_threshold(cfg, predict, tta, val_examples, common, log)
-        result = evaluate(predict, examples, protocols=cfg.protocols, threshold=threshold,
+        threshold, post, source, choice = _fixed_threshold(cfg, predict, tta, val_examples, common, log)
+        result = evaluate(predict, examples, protocols=cfg.protocols, threshold=threshold, postprocess=post,
                           n_bootstrap=cfg.bootstrap, seed=cfg.seed, suffix=TTA_SUFFIX if tta else "",
                           overlay_dir=None if tta else cfg.overlays, groups=groups, **common)
         if "fixed" in result.summaries:
             fixed = result.summaries["fixed"]
-            result.summaries["fixed"] = {"threshold": fixed.pop("threshold"), "threshold_source": source, **fixed}
+            result.summaries["fixed"] = {"threshold": fixed.pop("threshold"), "threshold_source": source,
+                                         "postprocess": fixed.pop("postprocess"),
+                                         "postprocess_source": source if cfg.postprocess == "auto" else "argument",
+                                         **fixed}
             if choice is not None:
                 result.summaries["fixed"]["threshold_selection"] = {
                     **val_info, "n_images": choice.n_images, "criterion": "max mean per-image Dice",
-                    "grid": list(choice.grid), "mean_dice": choice.mean_dice}
+                    "grid": list(choice.grid), "mean_dice": choice.mean_dice,
+                    "mean_dice_by_postprocess": choice.mean_dice_by_postprocess}
         report[key] = {p: result.summaries[p] for p in cfg.protocols}
         all_rows += result.rows
         plain = plain or result
@@ -444,14 +471,16 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
 
 
 def _fixed_threshold(cfg: EvalConfig, predict, tta: bool, val_examples, common, log):
+    """(threshold, post-processing, threshold source, ThresholdChoice or None) of "fixed"."""
     if cfg.threshold_from_split:
-        choice = select_threshold(predict, val_examples, **common)
-        log(f"threshold {choice.threshold:.2f} chosen on {len(val_examples)} {cfg.threshold_from_split} images"
-            + (" (TTA)" if tta else ""))
-        return choice.threshold, cfg.threshold_from_split, choice
+        candidates = POSTPROCESS if cfg.postprocess == "auto" else (cfg.postprocess,)
+        choice = select_threshold(predict, val_examples, postprocess=candidates, **common)
+        log(f"threshold {choice.threshold:.2f}, post-processing {choice.postprocess}, chosen on "
+            f"{len(val_examples)} {cfg.threshold_from_split} images" + (" (TTA)" if tta else ""))
+        return choice.threshold, choice.postprocess, cfg.threshold_from_split, choice
     if cfg.threshold is not None:
-        return float(cfg.threshold), "argument", None
-    return 0.5, "default", None
+        return float(cfg.threshold), cfg.postprocess, "argument", None
+    return 0.5, cfg.postprocess, "default", None
 
 
 def _default_gradcam_stems(result: Evaluation) -> list[str]:

@@ -5,13 +5,15 @@
   truth, as the release did with sklearn's `precision_recall_curve` + `np.argmax`. It grades the
   answer with the answer; report it only next to "fixed", labelled as an oracle.
 
-Both binarise with `prob >= threshold`.
+Both binarise with `prob >= threshold`. "fixed" may then post-process the mask
+(`postprocess.py`, e.g. keep the largest component); the oracle stays the release's.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from hanet_jax import postprocess as postprocess_lib
 from hanet_jax.metrics import as_bool_mask, confusion_counts, metrics_from_counts
 
 PROTOCOLS = ("fixed", "paper_oracle")
@@ -89,18 +91,25 @@ def oracle_threshold(prob, gt) -> float:
     return float(thresholds[int(np.argmax(f1))])
 
 
-def evaluate_image(prob, gt, protocol: str, threshold: float = 0.5) -> dict:
+def fixed_mask(prob, threshold: float = 0.5, postprocess: str = "none") -> np.ndarray:
+    """The "fixed" protocol's mask: `prob >= threshold`, then `postprocess`."""
+    return postprocess_lib.apply(binarize(prob, threshold), postprocess)
+
+
+def evaluate_image(prob, gt, protocol: str, threshold: float = 0.5, postprocess: str = "none") -> dict:
     """Binarise `prob` under `protocol` and score it against `gt`.
 
-    Returns {"threshold", "TP", "FP", "FN", "TN", *METRIC_NAMES}. `threshold` is used by
-    "fixed" only; "paper_oracle" records the threshold it picked.
+    Returns {"threshold", "TP", "FP", "FN", "TN", *METRIC_NAMES}. `threshold` and
+    `postprocess` are used by "fixed" only; "paper_oracle" records the threshold it picked.
     """
     if protocol == "fixed":
         t = float(threshold)
+        mask = fixed_mask(prob, t, postprocess)
     elif protocol == "paper_oracle":
         t = oracle_threshold(prob, gt)
+        mask = binarize(prob, t)
     else:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {PROTOCOLS}")
-    counts = confusion_counts(binarize(prob, t), gt)
+    counts = confusion_counts(mask, gt)
     metrics = metrics_from_counts(counts["TP"], counts["FP"], counts["FN"], counts["TN"])
     return {"threshold": t, **counts, **metrics}

@@ -46,6 +46,17 @@ def _ci_unit(report: dict) -> str:
     return "images (copies of one original counted as independent: too narrow)"
 
 
+def _postprocess_note(fixed: dict) -> str:
+    return " and post-processing" if fixed.get("postprocess_source") not in (None, "argument") else ""
+
+
+def _fixed_setting(fixed: dict) -> str:
+    """"threshold 0.25 + largest component from val": what the fixed protocol applied."""
+    post = fixed.get("postprocess", "none")
+    what = f"threshold {fixed['threshold']:.2f}" + (" + largest component" if post == "largest_component" else "")
+    return f"{what} from {fixed.get('threshold_source', 'default')}"
+
+
 def dataset_rows(dataset: str, workdir: Path) -> tuple[list[str], str]:
     test, val = _read(workdir, "eval_test.json"), _read(workdir, "eval_val.json")
     summary, config = _read(workdir, "summary.json"), _read(workdir, "config.json")
@@ -64,15 +75,15 @@ def dataset_rows(dataset: str, workdir: Path) -> tuple[list[str], str]:
         p = test[key]
         rows.append(f"| {name} | ours, paper_oracle{label} | test, {test['n_images']} | "
                     f"{_cell(p['paper_oracle'])} |")
-        rows.append(f"| {name} | ours, fixed (threshold {p['fixed']['threshold']:.2f} from val)"
-                    f"{label} | test, {test['n_images']} | {_cell(p['fixed'])} |")
+        rows.append(f"| {name} | ours, fixed ({_fixed_setting(p['fixed'])}){label} | "
+                    f"test, {test['n_images']} | {_cell(p['fixed'])} |")
     rows.append(f"| {name} | ours, fixed, validation (guide only) | val, {val['n_images']} | "
                 f"{_cell(val['protocols']['fixed'])} |")
     # wall_seconds sums the training over resumed runs; the evaluation ran in the last one.
     eval_min = (times["total_seconds"] - times["train_command_seconds"]) / 60
     note = (f"{name}: {setting}; training {summary['wall_seconds'] / 60:.0f} min (summed over "
             f"resumes), evaluation {eval_min:.0f} min; best epoch by validation loss at "
-            f"step {summary['best_step']}; fixed threshold from "
+            f"step {summary['best_step']}; fixed threshold{_postprocess_note(fixed)} from "
             f"{fixed.get('threshold_source', 'default')}; test CIs resample {_ci_unit(test)}.")
     return rows, note
 

@@ -67,3 +67,14 @@ def test_reproduce_script_rejects_bad_arguments(tmp_path):
     missing = subprocess.run(["bash", str(script), "busi", str(tmp_path), str(tmp_path / "w")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and f"{tmp_path}/BUSI/train/images does not exist" in missing.stderr
+
+
+def test_the_fixed_rows_name_a_post_processing_chosen_on_val(tmp_path):
+    busi = _workdir(tmp_path / "b", 0.777)
+    test = json.loads((busi / "eval_test.json").read_text())
+    test["protocols"]["fixed"].update(postprocess="largest_component", postprocess_source="val")
+    (busi / "eval_test.json").write_text(json.dumps(test))
+    proc = _run("--busi", busi)
+    assert proc.returncode == 0, proc.stderr
+    assert "| BUSI | ours, fixed (threshold 0.45 + largest component from val) | test, 97 |" in proc.stdout
+    assert "fixed threshold and post-processing from val" in proc.stdout
