@@ -19,7 +19,11 @@
   Each is warmed up, then timed interleaved (J, K, J, K, ...), and the median of `repeats` is
   taken.
 * `peak_matmul_gflops` is this device's float32 matmul rate, measured in the same run.
-  `mfu_train` is the train step's achieved FLOP/s divided by that rate.
+  `mfu_train` is the train step's achieved FLOP/s divided by that rate. `utilisation` gives the
+  same for both models, train and inference, counting XLA's FLOPs for the Keras side too (the
+  two compute the same arithmetic: the parity tests). `ratio_at_peak` is the largest ratio ours
+  could reach at this Keras speed if its every FLOP ran at the measured matmul rate: a goal
+  above it cannot be met without doing fewer FLOPs.
 
 The JAX train step is the real one: jitted, with the state donated, the release loss
 (`losses.make_loss("bce_jaccard")`), `optax.adam(1e-3, eps=1e-9)`, BN statistics updated and a
@@ -200,6 +204,20 @@ def _ratio(a, b):
     return None if a is None or b is None or b == 0 else a / b
 
 
+def efficiency(gflops_per_image: dict[str, float], throughput: dict[str, float | None], peak: float
+               ) -> tuple[dict[str, float | None], dict[str, float | None]]:
+    """(utilisation, ratio_at_peak) for kinds "train"/"infer" (see the module docstring):
+    utilisation["{jax,keras}_{kind}"] = GFLOP/image x images/s / peak GFLOP/s, and
+    ratio_at_peak[kind] = (peak / GFLOP/image) / Keras images/s; None where Keras was not run."""
+    utilisation, ratio_at_peak = {}, {}
+    for kind, gflops in gflops_per_image.items():
+        for side in ("jax", "keras"):
+            img_s = throughput.get(f"{side}_{kind}_img_s")
+            utilisation[f"{side}_{kind}"] = None if img_s is None else gflops * img_s / peak
+        ratio_at_peak[kind] = _ratio(peak / gflops, throughput.get(f"keras_{kind}_img_s"))
+    return utilisation, ratio_at_peak
+
+
 def device_info() -> dict[str, Any]:
     dev = jax.devices()[0]
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -234,13 +252,15 @@ def run(variant: str = "full", batch_size: int = 8, image_size: int | Sequence[i
     }
     throughput["ratio_train"] = _ratio(throughput["jax_train_img_s"], throughput["keras_train_img_s"])
     throughput["ratio_infer"] = _ratio(throughput["jax_infer_img_s"], throughput["keras_infer_img_s"])
+    forward_gflops = ours.forward_flops / 1e9
+    utilisation, ratio_at_peak = efficiency({"train": train_gflops, "infer": forward_gflops}, throughput, peak)
     return {
         "setting": {"variant": variant, "batch_size": batch_size, "image_size": list(size), "repeats": repeats,
                     "keras": keras, "fast_compile": fast_compile},
         "params": {"trainable": ours.params[0], "non_trainable": ours.params[1]},
         "params_keras": ({"trainable": theirs.params[0], "non_trainable": theirs.params[1]} if theirs else None),
         "flops": {
-            "jax_forward_gflops": ours.forward_flops / 1e9,
+            "jax_forward_gflops": forward_gflops,
             "jax_train_step_gflops": train_gflops,
             "keras_profiler_forward_gflops": costs.get("keras_profiler_forward_gflops"),
             "keras_conv_macs_g": costs.get("keras_conv_macs_g"),
@@ -256,7 +276,9 @@ def run(variant: str = "full", batch_size: int = 8, image_size: int | Sequence[i
         "seconds_per_batch": seconds,
         "peak_matmul_gflops": peak,
         "matmul_n": matmul_n,
-        "mfu_train": train_gflops * img_s["jax_train"] / peak,
+        "mfu_train": utilisation["jax_train"],
+        "utilisation": utilisation,
+        "ratio_at_peak": ratio_at_peak,
         "device": device_info(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
@@ -267,9 +289,13 @@ def _fmt(value, spec: str = ".2f") -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _pct(value) -> str:
+    return "–" if value is None else f"{100 * value:.1f}%"
+
+
 def markdown_table(r: dict) -> str:
     """The result as a markdown table (ours | Keras original | ours / Keras)."""
-    s, f, m, t = r["setting"], r["flops"], r["memory"], r["throughput"]
+    s, f, m, t, u = r["setting"], r["flops"], r["memory"], r["throughput"], r["utilisation"]
     pk = r["params_keras"] or {}
     rows = [
         ("trainable params", f"{r['params']['trainable']:,}", _fmt(pk.get("trainable"), ","), ""),
@@ -286,6 +312,10 @@ def markdown_table(r: dict) -> str:
          _fmt(t["keras_infer_img_s"]), _fmt(t["ratio_infer"])),
         ("peak matmul GFLOP/s (f32)", f"{r['peak_matmul_gflops']:.1f}", "", ""),
         ("train MFU", f"{100 * r['mfu_train']:.1f}%", "", ""),
+        *[(f"{kind} FLOP/s of the matmul peak", _pct(u[f"jax_{kind}"]), _pct(u[f"keras_{kind}"]), "")
+          for kind in ("train", "infer")],
+        *[(f"{kind}: ratio if ours ran at the matmul peak", "", "", _fmt(r["ratio_at_peak"][kind]))
+          for kind in ("train", "infer")],
     ]
     d = r["device"]
     head = (f"HA-Net `{s['variant']}` at {s['image_size'][0]}x{s['image_size'][1]}, batch {s['batch_size']}, "

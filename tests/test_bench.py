@@ -29,6 +29,21 @@ def test_bench_tiny_result_shape(tmp_path):
     assert t["jax_train_img_s"] > 0 and t["jax_infer_img_s"] > t["jax_train_img_s"]
     assert t["keras_train_img_s"] is None and t["ratio_train"] is None
     assert r["peak_matmul_gflops"] > 0 and 0 < r["mfu_train"] < 1.5
+    u = r["utilisation"]
+    assert u["jax_train"] == r["mfu_train"] and u["keras_train"] is None and u["keras_infer"] is None
+    assert math.isclose(u["jax_infer"], f["jax_forward_gflops"] * t["jax_infer_img_s"] / r["peak_matmul_gflops"])
+    assert r["ratio_at_peak"] == {"train": None, "infer": None}  # no Keras side to compare with
     assert r["device"]["platform"] == "cpu" and r["device"]["cpu_count"] >= 1
     table = bench_lib.markdown_table(r)
     assert "| train images/s (batch 2) |" in table and "10,498,945" in table
+
+
+def test_efficiency_utilisation_and_the_ratio_reachable_at_the_matmul_peak():
+    # 200 GFLOP/s peak; 16 GFLOP per image forward: at most 12.5 images/s at the peak.
+    t = {"jax_train_img_s": 1.0, "keras_train_img_s": 2.0, "jax_infer_img_s": 5.0, "keras_infer_img_s": 10.0}
+    util, at_peak = bench_lib.efficiency({"train": 50.0, "infer": 16.0}, t, 200.0)
+    assert util == {"jax_train": 0.25, "keras_train": 0.5, "jax_infer": 0.4, "keras_infer": 0.8}
+    assert at_peak == {"train": 2.0, "infer": 1.25}  # 4 img/s / 2; 12.5 img/s / 10
+    util, at_peak = bench_lib.efficiency({"infer": 16.0}, {"jax_infer_img_s": 5.0, "keras_infer_img_s": None}, 200.0)
+    assert util == {"jax_infer": 0.4, "keras_infer": None} and at_peak == {"infer": None}
+    assert bench_lib._pct(0.5123) == "51.2%" and bench_lib._pct(None) == "–"
