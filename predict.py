@@ -29,6 +29,11 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def _error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from hanet_jax import host_memory
@@ -40,18 +45,28 @@ def main(argv=None) -> int:
 
     src, dst = Path(args.input), Path(args.output)
     if not src.is_dir():
-        print(f"error: --input {src} is not a folder", file=sys.stderr)
-        return 2
+        return _error(f"--input {src} is not a folder")
+    if dst.resolve() == src.resolve():
+        return _error(f"--output {dst} is the --input folder: its masks would overwrite PNG inputs")
+    if args.batch_size < 1:
+        return _error(f"--batch_size must be >= 1, got {args.batch_size}")
+    if not 0.0 <= args.threshold <= 1.0:
+        return _error(f"--threshold must be in [0, 1], got {args.threshold}")
     files = sorted((f for f in src.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()),
                    key=lambda f: natural_key(f.name))
     if not files:
-        print(f"error: no images ({', '.join(IMAGE_EXTENSIONS)}) in {src}", file=sys.stderr)
-        return 2
+        return _error(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {src}")
+    by_stem: dict[str, list[str]] = {}
+    for f in files:
+        by_stem.setdefault(f.stem, []).append(f.name)
+    clashes = [names for names in by_stem.values() if len(names) > 1]
+    if clashes:  # both would be written to <stem>.png
+        return _error(f"{src}: images share a stem, so their masks would overwrite each other: "
+                      + "; ".join(", ".join(n) for n in clashes[:5]))
     try:
         bundle = load_bundle(args.checkpoint)
     except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return _error(str(e))
     predictor = Predictor(bundle, batch_size=args.batch_size, tta=args.tta)
     dst.mkdir(parents=True, exist_ok=True)
 

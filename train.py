@@ -118,8 +118,18 @@ def main(argv):
                      host_memory.ENV)
 
     from hanet_jax import train_lib
+    from hanet_jax.checkpoints import CheckpointError
+    from hanet_jax.config_utils import ConfigError
+    from hanet_jax.data.layouts import DatasetError
 
-    result = train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    try:
+        result = train_lib.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except (ConfigError, DatasetError, CheckpointError) as e:  # bad input: named, no traceback
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except FloatingPointError as e:  # divergence: the message names the last good checkpoint
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     if result.preempted:
         logging.warning("stopped by SIGTERM after a checkpoint; rerun to resume")
 

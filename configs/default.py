@@ -4,9 +4,8 @@ r"""Synthetic breast-ultrasound phantoms: the full pipeline on any machine, in a
 
 No dataset needed: training and validation phantoms (hanet_jax.data.synthetic) are generated
 from `data.seed`. The model is the full HA-Net at 64x64, trained with the release's optimiser,
-schedule and loss. On a 2-core CPU (shared with other work) one run took 4 minutes,
-compilation included; its best checkpoint (epoch 7 of 8, by validation loss) has validation
-Dice 0.79, the last epoch 0.66 (an empty prediction scores 0). Validation Dice is erratic over
+schedule and loss; `bash scripts/main.sh` trains it and scores a held-out synthetic split (the
+README's "Training" section quotes that run's time and Dice). Validation Dice is erratic over
 the first epochs, while BatchNorm's running statistics catch up. Scale it up with
 e.g. --config.model.image_size=128 --config.data.n_train=1000 --config.num_epochs=50.
 """

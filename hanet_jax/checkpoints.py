@@ -58,9 +58,12 @@ def read_meta(directory: str | os.PathLike) -> dict:
     if not path.is_file():
         raise CheckpointError(f"{directory} is not a hanet-jax checkpoint: {path} is missing")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path} must hold a JSON object, not {type(meta).__name__}")
+    return meta
 
 
 def save_variables(directory: str | os.PathLike, variables: Mapping[str, Any], *, model_cfg: Mapping[str, Any],
@@ -81,8 +84,11 @@ def restore_variables(directory: str | os.PathLike) -> dict:
     target = Path(directory).absolute() / VARIABLES_DIR
     if not target.is_dir():
         raise CheckpointError(f"{target} is missing: the checkpoint is incomplete")
-    with ocp.StandardCheckpointer() as ckptr:
-        return ckptr.restore(target)
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            return ckptr.restore(target)
+    except Exception as e:  # noqa: BLE001 - Orbax raises many kinds; name the directory
+        raise CheckpointError(f"{target}: cannot restore the variables ({type(e).__name__}: {e})") from e
 
 
 def load_bundle(directory: str | os.PathLike) -> Bundle:
@@ -90,7 +96,8 @@ def load_bundle(directory: str | os.PathLike) -> Bundle:
     meta = read_meta(directory)
     try:
         model = model_from_config(meta["model"])
-    except (KeyError, ValueError) as e:
+        image_size = tuple(meta["image_size"])
+    except (KeyError, ValueError, TypeError) as e:
         raise CheckpointError(f"{Path(directory) / META_FILE}: bad model description: {e}") from e
     kind = meta.get("kind")
     if kind == "variables":
@@ -101,4 +108,4 @@ def load_bundle(directory: str | os.PathLike) -> Bundle:
         variables = restore_best_variables(directory)
     else:
         raise CheckpointError(f"{Path(directory) / META_FILE}: unknown checkpoint kind {kind!r}")
-    return Bundle(model, variables, tuple(meta["image_size"]), meta)
+    return Bundle(model, variables, image_size, meta)

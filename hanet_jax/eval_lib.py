@@ -274,7 +274,8 @@ def run_split_examples(checkpoint: str | os.PathLike, which: str = "val"
                         + (" (train with config.data.test_fraction > 0 to hold out a test set)"
                            if which == "test" else ""))
     source_split = ds.get("split", "train")
-    pool = check.require_valid(ds["root"], ds["layout"], source_split)
+    pool = check.require_valid(ds["root"], ds["layout"], source_split,
+                               include_normal=bool(ds.get("include_normal", False)))
     by_stem = {ex.stem: ex for ex in pool}
     missing = [s for s in ds[which] if s not in by_stem]
     if missing:
@@ -292,11 +293,11 @@ def resolve_threshold_examples(checkpoint: str | os.PathLike, root: str, layout:
                                test_examples: Sequence[Example]) -> tuple[list[Example], dict]:
     """Validation examples for `--threshold_from_split split` and a description of them.
 
-    A training workdir's `data_split.json` wins (its "val" stems, under its own root/layout);
-    otherwise the `split` folder of ROOT. Both are validated (`check.require_valid`). Raises
+    For `split` "val", a training workdir's `data_split.json` wins (its "val" stems, under its
+    own root/layout); otherwise the `split` folder of ROOT. Both are validated (`check.require_valid`). Raises
     `EvalError` when the validation set shares an image file with the evaluated examples.
     """
-    if (Path(checkpoint) / DATA_SPLIT_FILE).is_file():
+    if split == "val" and (Path(checkpoint) / DATA_SPLIT_FILE).is_file():
         examples, info = run_split_examples(checkpoint, "val")
         info = {"split": split, **info}
     else:
@@ -361,7 +362,7 @@ def _check_config(cfg: EvalConfig) -> None:
         raise EvalError(f"--threshold must be in [0, 1], got {cfg.threshold}")
     if cfg.threshold is not None and cfg.threshold_from_split:
         raise EvalError("give either --threshold or --threshold_from_split, not both")
-    if cfg.threshold_from_split and cfg.threshold_from_split == cfg.split:
+    if cfg.threshold_from_split and not cfg.run_split and cfg.threshold_from_split == cfg.split:
         raise EvalError(f"--threshold_from_split {cfg.threshold_from_split} is the evaluated split; "
                         f"choose the threshold on another (validation) split")
     if cfg.run_split and cfg.threshold_from_split == cfg.run_split:

@@ -161,18 +161,21 @@ def load_variables(directory: str) -> dict:
 
 def resolve_model_config(model_cfg: Mapping[str, Any], init_from: str) -> dict:
     """The model fields with `input_normalization="auto"` resolved, and the encoder's BatchNorm
-    epsilon taken from an encoder checkpoint (it belongs to the weights: torchvision's is 1e-5).
+    epsilon taken from the `init_from` checkpoint (it belongs to the weights: torchvision's is 1e-5).
 
-    "auto" means ImageNet mean/std normalisation when starting from an ImageNet encoder
-    checkpoint (what those weights expect), and none otherwise (the release's raw [0, 1] input).
+    "auto" means what the `init_from` weights were trained with: ImageNet mean/std for an
+    ImageNet encoder checkpoint, the recorded setting of an HA-Net checkpoint or workdir (a
+    fine-tuned model keeps its preprocessing), and none without `init_from` (the release's raw
+    [0, 1] input).
     """
     cfg = dict(model_cfg)
     meta = checkpoints.read_meta(init_from) if init_from else {}
-    encoder = meta.get("model", {}) if meta.get("kind") == "encoder" else {}
+    source = meta.get("model", {}) if isinstance(meta.get("model"), dict) else {}
     if cfg.get("input_normalization") == "auto":
-        cfg["input_normalization"] = encoder.get("input_normalization", "none")
-    if "encoder_epsilon" in encoder:
-        cfg["encoder_epsilon"] = encoder["encoder_epsilon"]
+        inherited = source.get("input_normalization", "none")
+        cfg["input_normalization"] = "none" if inherited == "auto" else inherited
+    if "encoder_epsilon" in source:
+        cfg["encoder_epsilon"] = source["encoder_epsilon"]
     return cfg
 
 

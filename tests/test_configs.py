@@ -135,11 +135,13 @@ def test_train_py_rejects_unknown_override_keys_and_bad_values(tmp_path):
     proc = _train_py("--config=configs/smoke.py", f"--workdir={tmp_path}",
                      "--config.batch_size=eight")
     assert proc.returncode != 0 and "--config.batch_size" in proc.stderr
+    proc = _train_py("--config=configs/smoke.py", f"--workdir={tmp_path}", "--config.batch_size=0")
+    assert proc.returncode == 2 and "config.batch_size" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_train_py_fails_fast_on_a_missing_dataset(tmp_path):
     start = time.time()
     proc = _train_py("--config=configs/busi.py", f"--workdir={tmp_path / 'w'}",
                      f"--config.data.root={tmp_path / 'no_such_data'}")
-    assert proc.returncode != 0 and "no_such_data" in proc.stderr
+    assert proc.returncode == 2 and "no_such_data" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "w").exists() and time.time() - start < 60

@@ -408,3 +408,34 @@ def test_cli_end_to_end_with_a_tiny_real_checkpoint(tmp_path, tiny_checkpoint, c
     assert Image.open(ov / "0.png").size == (56, 48)
     assert Image.open(ov / "cases_grid.png").size[1] > 3 * 48
     assert sorted(p.name for p in gc.iterdir()) == ["0_gradcam.png", "3_gradcam.png"]
+
+
+def test_run_split_reads_normal_images_when_the_run_included_them(tmp_path):
+    """A BUSI run with data.include_normal=True records it, so its held-out normal images are found."""
+    from data_fixtures import write_busi
+
+    root = tmp_path / "busi"
+    write_busi(str(root))
+    ckpt = tmp_path / "workdir"
+    ckpt.mkdir()
+    record = {"root": str(root), "layout": "busi", "split": None, "val": ["benign (1)", "normal (1)"]}
+    (ckpt / "data_split.json").write_text(json.dumps({**record, "include_normal": True}))
+    examples, _ = eval_lib.run_split_examples(ckpt, "val")
+    assert [ex.stem for ex in examples] == ["benign (1)", "normal (1)"]
+    (ckpt / "data_split.json").write_text(json.dumps(record))  # older runs: lesions only
+    with pytest.raises(eval_lib.EvalError, match=r"1 val stem\(s\) not found .*normal \(1\)"):
+        eval_lib.run_split_examples(ckpt, "val")
+
+
+def test_threshold_split_other_than_val_is_not_replaced_by_the_workdir_record(tmp_path):
+    z = np.zeros((4, 4), bool)
+    root = tmp_path / "data"
+    _write_split(root, "tune", [("u", 1, z, None)])
+    _write_split(root, "test", [("t", 2, z, None)])
+    ckpt = tmp_path / "workdir"
+    ckpt.mkdir()
+    (ckpt / "data_split.json").write_text(json.dumps({"root": str(root), "layout": "processed",
+                                                       "split": "test", "val": ["t"]}))
+    test = list_examples(str(root), "processed", "test")
+    examples, info = eval_lib.resolve_threshold_examples(ckpt, str(root), "processed", "tune", test)
+    assert [ex.stem for ex in examples] == ["u"] and info["source"] == os.path.join(str(root), "tune")

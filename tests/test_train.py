@@ -241,6 +241,7 @@ def test_folder_run_records_its_held_out_splits_for_eval(ref, tmp_path):
     record = json.loads((tmp_path / "w" / eval_lib.DATA_SPLIT_FILE).read_text())
     assert record["root"] == str(tmp_path / "data") and record["split"] == "train"
     assert record["layout"] == "processed" and record["val_split"] == "grouped"
+    assert record["include_normal"] is False
     val, test = set(record["val"]), set(record["test"])
     assert len(test) == 6 and len(val) == 5 and not val & test  # 20% of 30, then ~20% of 24
     assert val | test < {str(i) for i in range(1, 31)}

@@ -18,17 +18,18 @@ from hanet_jax.data import audit, layouts
 METHODS = ("grouped", "release")
 
 
-def _check_fraction(val_fraction: float) -> None:
+def _check_fraction(val_fraction: float, name: str = "val_fraction") -> None:
     if not 0 < val_fraction < 1:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        raise ValueError(f"{name} must be in (0, 1), got {val_fraction}")
 
 
 def _grouped_indices(
-    group_ids: Sequence[Hashable], val_fraction: float, seed: int
+    group_ids: Sequence[Hashable], val_fraction: float, seed: int, name: str = "val_fraction"
 ) -> tuple[list[int], list[int]]:
     """Indices (train, val), ascending: groups in a seeded random order go to val while that
-    brings its size closer to val_fraction of the total; each group lands on one side only."""
-    _check_fraction(val_fraction)
+    brings its size closer to val_fraction of the total; each group lands on one side only.
+    `name` is the fraction's name in error messages."""
+    _check_fraction(val_fraction, name)
     members: dict[Hashable, list[int]] = {}
     for i, g in enumerate(group_ids):
         members.setdefault(g, []).append(i)
@@ -41,7 +42,7 @@ def _grouped_indices(
     if in_val.all() or not in_val.any():
         raise ValueError(
             f"cannot split {len(group_ids)} items in {len(groups)} near-duplicate groups into "
-            f"two non-empty sides with val_fraction={val_fraction}"
+            f"two non-empty sides with {name}={val_fraction}"
         )
     return np.flatnonzero(~in_val).tolist(), np.flatnonzero(in_val).tolist()
 
@@ -151,5 +152,5 @@ def holdout_test(
     examples = list(examples)
     ids = _given_or_content_groups(group_ids, examples, smooth=smooth, threshold=threshold,
                                    group_by=group_by, release=release, cache_dir=cache_dir)
-    rest, test = _grouped_indices(ids, test_fraction, seed + _TEST_STREAM)
+    rest, test = _grouped_indices(ids, test_fraction, seed + _TEST_STREAM, name="test_fraction")
     return [examples[i] for i in rest], [examples[i] for i in test]
