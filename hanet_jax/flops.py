@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import collections
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -50,19 +50,34 @@ def memory_bytes(compiled) -> dict[str, int] | None:
     return {k: int(getattr(mem, f"{k}_size_in_bytes", 0)) for k in ("argument", "output", "temp", "alias")}
 
 
+def _median_gflops(matmul: Callable[[], Any], n: int, repeats: int) -> float:
+    """GFLOP/s of one n x n @ n x n `matmul()` (which blocks until done): median of `repeats`."""
+    matmul()  # compile / warm up
+    times = []
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        matmul()
+        times.append(time.perf_counter() - t0)
+    return 2.0 * n**3 / float(np.median(times)) / 1e9
+
+
 def peak_matmul_gflops(n: int = 2048, repeats: int = 5, dtype=jnp.float32) -> float:
-    """This device's float32 matmul rate: median over `repeats` of one n x n @ n x n, in GFLOP/s."""
+    """This device's float32 matmul rate under XLA: median over `repeats` of one n x n @ n x n, in GFLOP/s."""
     ka, kb = jax.random.split(jax.random.key(0))
     a = jax.random.normal(ka, (n, n), dtype)
     b = jax.random.normal(kb, (n, n), dtype)
     mm = jax.jit(jnp.matmul)
-    mm(a, b).block_until_ready()
-    times = []
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        mm(a, b).block_until_ready()
-        times.append(time.perf_counter() - t0)
-    return 2.0 * n**3 / float(np.median(times)) / 1e9
+    return _median_gflops(lambda: mm(a, b).block_until_ready(), n, repeats)
+
+
+def tf_peak_matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """The same probe under TensorFlow (its own GEMM library): the Keras side's matmul rate."""
+    import tensorflow as tf
+
+    a = tf.random.stateless_normal((n, n), seed=(0, 0))
+    b = tf.random.stateless_normal((n, n), seed=(0, 1))
+    mm = tf.function(tf.matmul, jit_compile=False)
+    return _median_gflops(lambda: mm(a, b).numpy(), n, repeats)
 
 
 def keras_profiler_flops(model, input_shape) -> dict[str, Any]:

@@ -29,6 +29,7 @@ def test_bench_tiny_result_shape(tmp_path):
     assert t["jax_train_img_s"] > 0 and t["jax_infer_img_s"] > t["jax_train_img_s"]
     assert t["keras_train_img_s"] is None and t["ratio_train"] is None
     assert r["peak_matmul_gflops"] > 0 and 0 < r["mfu_train"] < 1.5
+    assert r["peak_matmul_gflops_tf"] is None and r["machine_peak_gflops"] == r["peak_matmul_gflops"]
     u = r["utilisation"]
     assert u["jax_train"] == r["mfu_train"] and u["keras_train"] is None and u["keras_infer"] is None
     assert math.isclose(u["jax_infer"], f["jax_forward_gflops"] * t["jax_infer_img_s"] / r["peak_matmul_gflops"])
@@ -47,3 +48,8 @@ def test_efficiency_utilisation_and_the_ratio_reachable_at_the_matmul_peak():
     util, at_peak = bench_lib.efficiency({"infer": 16.0}, {"jax_infer_img_s": 5.0, "keras_infer_img_s": None}, 200.0)
     assert util == {"jax_infer": 0.4, "keras_infer": None} and at_peak == {"infer": None}
     assert bench_lib._pct(0.5123) == "51.2%" and bench_lib._pct(None) == "–"
+
+
+def test_tf_matmul_probe_times_a_real_matmul():
+    from hanet_jax import flops
+    assert flops.tf_peak_matmul_gflops(64, repeats=2) > 0
