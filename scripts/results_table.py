@@ -3,7 +3,7 @@
     python scripts/results_table.py --busi WORKDIR [--udiat WORKDIR] [--readme README.md]
 
 Reads each WORKDIR's eval_test.json, eval_val.json, summary.json, config.json and
-reproduce_times.json; prints the table, and with --readme replaces the text between the
+reproduce_times.json (and eval_test.csv, where present, for the count of failed images); prints the table, and with --readme replaces the text between the
 README's `<!-- results:begin -->` and `<!-- results:end -->` markers with it. Nothing in the
 table is typed by hand except the paper's figures, quoted from the paper (both measured with
 the oracle protocol; see ../shared/spec/evaluation.md).
@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from hanet_jax.metrics import read_per_image_csv  # noqa: E402  (the repo root is not on sys.path)
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 PAPER = {"busi": {"dice": 0.9728, "jaccard": 0.9475}, "udiat": {"dice": 0.9238, "jaccard": 0.8671}}
@@ -57,6 +61,29 @@ def _fixed_setting(fixed: dict) -> str:
     return f"{what} from {fixed.get('threshold_source', 'default')}"
 
 
+FAILED_BELOW = 0.1  # Dice under this: the lesion was not found
+
+
+def failure_note(workdir: Path) -> str:
+    """How many test images the fixed protocol (no TTA) failed on, and why, from eval_test.csv."""
+    path = workdir / "eval_test.csv"
+    if not path.exists():
+        return ""
+    try:
+        rows = [r for r in read_per_image_csv(path) if r["protocol"] == "fixed"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ResultsError(f"{path}: {e}") from e
+    scored = [r for r in rows if not math.isnan(r["dice"])]
+    failed = [r for r in scored if r["dice"] < FAILED_BELOW]
+    if not scored or len(failed) == len(scored):
+        return ""
+    misplaced = sum(r["TP"] == 0 and r["FP"] > 0 for r in failed)
+    rest = [r["dice"] for r in scored if r["dice"] >= FAILED_BELOW]
+    return (f" Fixed protocol, test: {len(failed)} of {len(scored)} images score Dice < "
+            f"{FAILED_BELOW} ({misplaced} with the prediction wholly outside the lesion, "
+            f"{len(failed) - misplaced} other); the rest average {sum(rest) / len(rest):.3f}.")
+
+
 def dataset_rows(dataset: str, workdir: Path) -> tuple[list[str], str]:
     test, val = _read(workdir, "eval_test.json"), _read(workdir, "eval_val.json")
     summary, config = _read(workdir, "summary.json"), _read(workdir, "config.json")
@@ -84,7 +111,8 @@ def dataset_rows(dataset: str, workdir: Path) -> tuple[list[str], str]:
     note = (f"{name}: {setting}; training {summary['wall_seconds'] / 60:.0f} min (summed over "
             f"resumes), evaluation {eval_min:.0f} min; best epoch by validation loss at "
             f"step {summary['best_step']}; fixed threshold{_postprocess_note(fixed)} from "
-            f"{fixed.get('threshold_source', 'default')}; test CIs resample {_ci_unit(test)}.")
+            f"{fixed.get('threshold_source', 'default')}; test CIs resample {_ci_unit(test)}."
+            + failure_note(workdir))
     return rows, note
 
 

@@ -78,3 +78,19 @@ def test_the_fixed_rows_name_a_post_processing_chosen_on_val(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "| BUSI | ours, fixed (threshold 0.45 + largest component from val) | test, 97 |" in proc.stdout
     assert "fixed threshold and post-processing from val" in proc.stdout
+
+
+def test_the_note_counts_failed_test_images_from_the_per_image_csv(tmp_path):
+    from hanet_jax.metrics import write_per_image_csv
+    busi = _workdir(tmp_path / "b", 0.777)
+
+    def row(stem, protocol, dice, tp, fp):
+        return {"stem": stem, "protocol": protocol, "threshold": 0.5, "TP": tp, "FP": fp, "FN": 5, "TN": 90,
+                "jaccard": dice, "dice": dice, "sensitivity": 0, "specificity": 1, "precision": 0, "accuracy": 0.9}
+    write_per_image_csv(busi / "eval_test.csv", [
+        row("1", "fixed", 0.0, 0, 7), row("2", "fixed", 0.0, 0, 0), row("3", "fixed", 0.9, 9, 1),
+        row("4", "fixed", 0.7, 7, 3), row("1", "paper_oracle", 0.0, 0, 9)])
+    proc = _run("--busi", busi)
+    assert proc.returncode == 0, proc.stderr
+    assert ("Fixed protocol, test: 2 of 4 images score Dice < 0.1 (1 with the prediction wholly outside the "
+            "lesion, 1 other); the rest average 0.800.") in proc.stdout
