@@ -30,9 +30,13 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the result here")
     args = parser.parse_args(argv)
 
-    from hanet_jax import host_memory
+    from hanet_jax import cpu_devices, host_memory
 
     host_memory.keep_freed_host_memory_if_cpu_only()  # process-wide: Keras's side gets it too
+    try:  # our side's data parallelism on a CPU-only host (hanet_jax/cpu_devices.py)
+        cpu_devices.split_cpu_if_cpu_only(args.batch_size)
+    except ValueError as e:
+        parser.error(str(e))
     from hanet_jax import bench_lib
 
     size = args.image_size if len(args.image_size) == 2 else args.image_size * 2

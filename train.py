@@ -100,13 +100,20 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.get_absl_handler().addFilter(_QuietLibraries())
-    from hanet_jax import host_memory
+    from hanet_jax import cpu_devices, host_memory
 
-    # Before JAX starts its backend (see hanet_jax/host_memory.py): CPU-only hosts.
+    # Before JAX starts its backend (hanet_jax/host_memory.py, cpu_devices.py): CPU-only hosts.
     kept = host_memory.keep_freed_host_memory_if_cpu_only()
+    distributed = bool(_DISTRIBUTED.value or _COORDINATOR.value)
+    if not distributed:
+        try:
+            cpu_devices.split_cpu_if_cpu_only(_CONFIG.value.batch_size)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
     import jax
 
-    if _DISTRIBUTED.value or _COORDINATOR.value:
+    if distributed:
         # CPU hosts need a collectives implementation; it does not affect GPU/TPU.
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)

@@ -20,11 +20,11 @@
   taken.
 * `peak_matmul_gflops` is this device's float32 matmul rate under XLA, measured in the same run,
   and `peak_matmul_gflops_tf` the same probe under TensorFlow (with Keras); `machine_peak_gflops`
-  is the faster of the two. `mfu_train` is the train step's achieved FLOP/s divided by XLA's
-  rate. `utilisation` gives both models' achieved FLOP/s, train and inference, over the machine
-  peak, counting XLA's FLOPs for the Keras side too (the two compute the same arithmetic: the
-  parity tests). `ratio_at_peak` is the largest ratio ours could reach at this Keras speed if its
-  every FLOP ran at the machine peak: a goal above it cannot be met without doing fewer FLOPs.
+  is the faster of the two. `utilisation` gives both models' achieved FLOP/s, train and
+  inference, over the machine peak (`mfu_train` is ours, train), counting XLA's FLOPs for the
+  Keras side too (the two compute the same arithmetic: the parity tests). `ratio_at_peak` is
+  the largest ratio ours could reach at this Keras speed if its every FLOP ran at the machine
+  peak: a goal above it cannot be met without doing fewer FLOPs.
 
 The JAX train step is the real one: jitted, with the state donated, the release loss
 (`losses.make_loss("bce_jaccard")`), `optax.adam(1e-3, eps=1e-9)`, BN statistics updated and a
@@ -116,7 +116,8 @@ def synthetic_batch(batch_size: int, image_size: Sequence[int], seed: int = 0) -
 class _JaxSide:
     """Our model: compiled forward (batch 1 and bench batch) and train step, and their costs."""
 
-    def __init__(self, variant: str, batch: dict, compiler_options: dict | None = None):
+    def __init__(self, variant: str, batch: dict, compiler_options: dict | None = None,
+                 devices: int | None = None):
         self.model = HANet(variant=variant)
         x = batch["image"]
         variables = fast_init(self.model, x[:1].shape)
@@ -134,8 +135,23 @@ class _JaxSide:
         self.batch = jax.tree_util.tree_map(jnp.asarray, batch)
         step = jax.jit(make_train_step(self.model, tx, make_loss("bce_jaccard")), donate_argnums=0)
         self.train = step.lower(self.state, self.batch).compile(compiler_options)
+        # FLOPs and memory of the whole batch on one device (a sharded executable reports one shard's).
         self.train_flops = flops_lib.xla_flops(self.train)
         self.memory = flops_lib.memory_bytes(self.train)
+        self.devices = jax.device_count() if devices is None else devices
+        if self.devices > 1:  # timed data-parallel, as train.py runs it (hanet_jax/cpu_devices.py)
+            self._shard(forward, step, variables, compiler_options)
+
+    def _shard(self, forward, step, variables, compiler_options):
+        mesh = jax.sharding.Mesh(np.array(jax.devices()[:self.devices]), ("data",))
+        repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+        self.variables, self.x = jax.device_put(variables, repl), jax.device_put(self.x, data)
+        self.state, self.batch = jax.device_put(self.state, repl), jax.device_put(self.batch, data)
+        self.infer = jax.jit(forward, in_shardings=(repl, data), out_shardings=data).lower(
+            self.variables, self.x).compile(compiler_options)
+        self.train = jax.jit(step, donate_argnums=0, in_shardings=(repl, data),
+                             out_shardings=(repl, repl)).lower(self.state, self.batch).compile(compiler_options)
 
     def train_once(self):
         self.state, loss = self.train(self.state, self.batch)
@@ -260,7 +276,7 @@ def run(variant: str = "full", batch_size: int = 8, image_size: int | Sequence[i
                                            machine_peak)
     return {
         "setting": {"variant": variant, "batch_size": batch_size, "image_size": list(size), "repeats": repeats,
-                    "keras": keras, "fast_compile": fast_compile},
+                    "keras": keras, "fast_compile": fast_compile, "jax_devices": ours.devices},
         "params": {"trainable": ours.params[0], "non_trainable": ours.params[1]},
         "params_keras": ({"trainable": theirs.params[0], "non_trainable": theirs.params[1]} if theirs else None),
         "flops": {
@@ -317,7 +333,6 @@ def markdown_table(r: dict) -> str:
         (f"inference images/s (batch {s['batch_size']})", f"{t['jax_infer_img_s']:.2f}",
          _fmt(t["keras_infer_img_s"]), _fmt(t["ratio_infer"])),
         ("peak matmul GFLOP/s (f32, 2048³)", f"{r['peak_matmul_gflops']:.1f}", _fmt(r["peak_matmul_gflops_tf"], ".1f"), ""),
-        ("train MFU", f"{100 * r['mfu_train']:.1f}%", "", ""),
         *[(f"{kind} FLOP/s of the machine's matmul peak", _pct(u[f"jax_{kind}"]), _pct(u[f"keras_{kind}"]), "")
           for kind in ("train", "infer")],
         *[(f"{kind}: ratio if ours ran at that peak", "", "", _fmt(r["ratio_at_peak"][kind]))
@@ -326,6 +341,8 @@ def markdown_table(r: dict) -> str:
     d = r["device"]
     head = (f"HA-Net `{s['variant']}` at {s['image_size'][0]}x{s['image_size'][1]}, batch {s['batch_size']}, "
             f"median of {s['repeats']}; {d['platform']} ({d['device_kind']}, {d['cpu_count']} CPUs), {r['date']}")
+    if s.get("jax_devices", 1) > 1:
+        head += f"; ours data-parallel over {s['jax_devices']} XLA devices"
     lines = [head, "", "| metric | ours (JAX) | Keras original | ours / Keras |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {e} |" for a, b, c, e in rows]
     return "\n".join(lines)

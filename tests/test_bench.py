@@ -53,3 +53,24 @@ def test_efficiency_utilisation_and_the_ratio_reachable_at_the_matmul_peak():
 def test_tf_matmul_probe_times_a_real_matmul():
     from hanet_jax import flops
     assert flops.tf_peak_matmul_gflops(64, repeats=2) > 0
+
+
+def test_bench_runs_ours_data_parallel_on_a_split_cpu():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    code = ("from hanet_jax import cpu_devices; assert cpu_devices.split_cpu_if_cpu_only(2) == 2; "
+            "import functools, json; from hanet_jax import bench_lib; "
+            "bench_lib.HANet = functools.partial(bench_lib.HANet, encoder_blocks=(1, 1, 1, 1)); "  # a tiny encoder
+            "r = bench_lib.run('baseline', batch_size=2, image_size=32, repeats=1, keras=False, matmul_n=128, "
+            "fast_compile=True); print(bench_lib.markdown_table(r)); print(json.dumps(r))")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env.update(JAX_PLATFORMS="cpu", HANET_CPU_DEVICES="2", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert r["setting"]["jax_devices"] == 2 and "data-parallel over 2 XLA devices" in proc.stdout
+    # FLOPs are the whole batch's (from the one-device program), not one shard's
+    assert 2 * r["flops"]["jax_forward_gflops"] < r["flops"]["jax_train_step_gflops"]
+    assert r["throughput"]["jax_train_img_s"] > 0 and r["throughput"]["jax_infer_img_s"] > 0
