@@ -111,8 +111,22 @@ def restore_best(manager: ocp.CheckpointManager, like_variables=None) -> tuple[i
         step = manager.latest_step()
     if step is None:
         raise CheckpointError(f"{manager.directory} holds no complete checkpoint")
-    target = ocp.args.StandardRestore(_abstract(like_variables) if like_variables else None)
+    like = _abstract(like_variables) if like_variables else _on_one_device(manager, step)
+    target = ocp.args.StandardRestore(like)
     return step, dict(manager.restore(step, args=ocp.args.Composite(variables=target)).variables)
+
+
+def _on_one_device(manager: ocp.CheckpointManager, step: int):
+    """The saved variables' shapes, placed on this process's first device: a run may have saved
+    them over another set of devices (e.g. the CPU split in two by train.py) than eval.py has."""
+    path = Path(manager.directory) / str(step) / "variables"
+    try:
+        with ocp.StandardCheckpointer() as reader:
+            saved = reader.metadata(path).item_metadata.tree
+    except Exception as e:  # noqa: BLE001 - Orbax raises many kinds; name the directory
+        raise CheckpointError(f"{path}: cannot read the saved variables ({type(e).__name__}: {e})") from e
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved)
 
 
 def restore_best_variables(workdir: str | os.PathLike) -> dict:

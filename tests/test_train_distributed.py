@@ -15,6 +15,7 @@ each other: bitwise identical (replicated state, one program).
 import socket
 import subprocess
 
+import jax
 import numpy as np
 import pytest
 
@@ -107,3 +108,10 @@ def test_two_processes_train_together_and_match_one_process(ref, ref_steps, roun
     _within_rounding(train, ref_train, p0, ref["params"], rounding, "2 processes vs 1",
                      first_step=False)
     assert (workdir / "summary.json").exists()  # written once, by process 0
+    # Saved over two processes' devices, read back here on one (as eval.py and predict.py do).
+    from hanet_jax import checkpoints
+    bundle = checkpoints.load_bundle(workdir)
+    leaves = [leaf for tree in bundle.variables.values() for leaf in jax.tree.leaves(tree)]
+    assert leaves and all(len(leaf.sharding.device_set) == 1 for leaf in leaves)
+    x = np.zeros((1, *bundle.image_size, 3), np.float32)
+    assert np.isfinite(np.asarray(bundle.model.apply(bundle.variables, x, train=False))).all()
