@@ -13,7 +13,10 @@ processes, noisier).
 where JAX can only run on the CPU (`host_memory.cpu_only`) and the run is a single process.
 HANET_CPU_DEVICES=N asks for N devices (1 leaves one device); an XLA_FLAGS that already sets
 --xla_force_host_platform_device_count wins. The count drops to the largest one that divides
-the batch, so any batch size still runs.
+the batch and leaves each device at least MIN_PER_DEVICE images: with two images per device the
+split was slower (the main job, batch 4 at 64x64: ~7.5 training images/s split against ~10 on
+one device, from `summary.json` of `bash scripts/main.sh` and of
+`HANET_CPU_DEVICES=1 python train.py --config=configs/default.py --config.num_epochs=3`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from hanet_jax import host_memory
 
 ENV = "HANET_CPU_DEVICES"
 DEFAULT = 2
+MIN_PER_DEVICE = 4
 _XLA_FLAG = "xla_force_host_platform_device_count"
 
 
@@ -42,9 +46,10 @@ def requested() -> int:
 
 
 def device_count_for(batch_size: int | None, wanted: int) -> int:
-    """The largest count <= `wanted` that divides `batch_size` (any count when it is None)."""
+    """The largest count <= `wanted` that divides `batch_size` into shares of at least
+    MIN_PER_DEVICE (any count when the batch is not known)."""
     n = max(1, wanted)
-    while batch_size and batch_size % n:
+    while n > 1 and batch_size and (batch_size % n or batch_size // n < MIN_PER_DEVICE):
         n -= 1
     return n
 

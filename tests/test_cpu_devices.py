@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_count_divides_the_batch():
     assert cpu_devices.device_count_for(16, 2) == 2
-    assert cpu_devices.device_count_for(3, 2) == 1
-    assert cpu_devices.device_count_for(6, 4) == 3
+    assert cpu_devices.device_count_for(9, 2) == 1  # odd
+    assert cpu_devices.device_count_for(4, 2) == 1  # two images per device: slower than one device
+    assert cpu_devices.device_count_for(12, 4) == 3
     assert cpu_devices.device_count_for(None, 4) == 4
 
 
