@@ -67,10 +67,10 @@ def test_bench_runs_ours_data_parallel_on_a_split_cpu():
     import subprocess
     import sys
     from pathlib import Path
-    code = ("from hanet_jax import cpu_devices; assert cpu_devices.split_cpu_if_cpu_only(2) == 2; "
+    code = ("from hanet_jax import cpu_devices; assert cpu_devices.split_cpu_if_cpu_only(8) == 2; "
             "import functools, json; from hanet_jax import bench_lib; "
             "bench_lib.HANet = functools.partial(bench_lib.HANet, encoder_blocks=(1, 1, 1, 1)); "  # a tiny encoder
-            "r = bench_lib.run('baseline', batch_size=2, image_size=32, repeats=1, keras=False, matmul_n=128, "
+            "r = bench_lib.run('baseline', batch_size=8, image_size=32, repeats=1, keras=False, matmul_n=128, "
             "fast_compile=True); print(bench_lib.markdown_table(r)); print(json.dumps(r))")
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     env.update(JAX_PLATFORMS="cpu", HANET_CPU_DEVICES="2", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
