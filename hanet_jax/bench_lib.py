@@ -47,6 +47,7 @@ import optax
 from hanet_jax import flops as flops_lib
 from hanet_jax.losses import make_loss
 from hanet_jax.models.hanet import HANet
+from hanet_jax.train_state import batch_sharded, make_mesh, replicated
 
 MB = 1024 * 1024
 # `run(fast_compile=True)`: LLVM optimisation off. Compiles ~1/3 faster on the CPU, with the same
@@ -125,7 +126,9 @@ class _JaxSide:
 
         forward = jax.jit(lambda v, x: self.model.apply(v, x, train=False))
         self.forward_flops = flops_lib.xla_flops(forward.lower(variables, x[:1]).compile(compiler_options))
-        self.infer = forward.lower(variables, x).compile(compiler_options)
+        self.devices = jax.device_count() if devices is None else devices
+        if self.devices == 1:  # else _shard compiles the timed one
+            self.infer = forward.lower(variables, x).compile(compiler_options)
         self.variables, self.x = variables, jnp.asarray(x)
 
         tx = optax.adam(LEARNING_RATE, eps=ADAM_EPS)
@@ -138,14 +141,12 @@ class _JaxSide:
         # FLOPs and memory of the whole batch on one device (a sharded executable reports one shard's).
         self.train_flops = flops_lib.xla_flops(self.train)
         self.memory = flops_lib.memory_bytes(self.train)
-        self.devices = jax.device_count() if devices is None else devices
         if self.devices > 1:  # timed data-parallel, as train.py runs it (hanet_jax/cpu_devices.py)
             self._shard(forward, step, variables, compiler_options)
 
     def _shard(self, forward, step, variables, compiler_options):
-        mesh = jax.sharding.Mesh(np.array(jax.devices()[:self.devices]), ("data",))
-        repl = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-        data = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+        mesh = make_mesh(jax.devices()[:self.devices])
+        repl, data = replicated(mesh), batch_sharded(mesh)
         self.variables, self.x = jax.device_put(variables, repl), jax.device_put(self.x, data)
         self.state, self.batch = jax.device_put(self.state, repl), jax.device_put(self.batch, data)
         self.infer = jax.jit(forward, in_shardings=(repl, data), out_shardings=data).lower(

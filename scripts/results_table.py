@@ -3,8 +3,9 @@
     python scripts/results_table.py --busi WORKDIR [--udiat WORKDIR] [--readme README.md]
 
 Reads each WORKDIR's eval_test.json, eval_val.json, summary.json, config.json and
-reproduce_times.json (and eval_test.csv, where present, for the count of failed images); prints the table, and with --readme replaces the text between the
-README's `<!-- results:begin -->` and `<!-- results:end -->` markers with it. Nothing in the
+reproduce_times.json (and eval_test.csv, where present, for the count of failed images); prints
+the table, and with --readme replaces the text between the README's `<!-- results:begin -->`
+and `<!-- results:end -->` markers with it. Nothing in the
 table is typed by hand except the paper's figures, quoted from the paper (both measured with
 the oracle protocol; see ../shared/spec/evaluation.md).
 """
