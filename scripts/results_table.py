@@ -15,11 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shlex
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hanet_jax.metrics import read_per_image_csv  # noqa: E402  (the repo root is not on sys.path)
+from configs import common  # noqa: E402  (the repo root is not on sys.path)
+from hanet_jax.config_utils import flatten, to_dict  # noqa: E402
+from hanet_jax.metrics import read_per_image_csv  # noqa: E402
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 PAPER = {"busi": {"dice": 0.9728, "jaccard": 0.9475}, "udiat": {"dice": 0.9238, "jaccard": 0.8671}}
@@ -85,6 +88,28 @@ def failure_note(workdir: Path) -> str:
             f"{len(failed) - misplaced} other); the rest average {sum(rest) / len(rest):.3f}.")
 
 
+# Keys scripts/reproduce.sh sets itself, from its DATA_ROOT argument and its test split.
+SET_BY_REPRODUCE = ("data.root", "data.test_fraction")
+
+
+def _flag_value(value) -> str:
+    if isinstance(value, list):  # tuples come back from JSON as lists
+        return "(" + ",".join(map(str, value)) + ")"
+    return shlex.quote(str(value))
+
+
+def reproduce_command(dataset: str, workdir: Path, config: dict) -> str:
+    """The scripts/reproduce.sh command that trains `config` with today's recipe: every key
+    where the run's config.json differs from configs/<dataset>.py:cpu2h becomes an override,
+    so a row stays reproducible after the default recipe moves on."""
+    recipe = flatten(json.loads(json.dumps(to_dict(common.dataset_recipe(dataset, "cpu2h")))))
+    ran = flatten(config)
+    overrides = [f"--config.{k}={_flag_value(v)}" for k, v in sorted(ran.items())
+                 if k in recipe and k not in SET_BY_REPRODUCE and v != recipe[k]]
+    root = str(Path(ran["data.root"]).parent) if ran.get("data.root") else "DATA_ROOT"
+    return " ".join(["bash scripts/reproduce.sh", dataset, root, str(workdir), *overrides])
+
+
 def dataset_rows(dataset: str, workdir: Path) -> tuple[list[str], str]:
     test, val = _read(workdir, "eval_test.json"), _read(workdir, "eval_val.json")
     summary, config = _read(workdir, "summary.json"), _read(workdir, "config.json")
@@ -113,7 +138,8 @@ def dataset_rows(dataset: str, workdir: Path) -> tuple[list[str], str]:
             f"resumes), evaluation {eval_min:.0f} min; best epoch by validation loss at "
             f"step {summary['best_step']}; fixed threshold{_postprocess_note(fixed)} from "
             f"{fixed.get('threshold_source', 'default')}; test CIs resample {_ci_unit(test)}."
-            + failure_note(workdir))
+            + failure_note(workdir)
+            + f" Reproduce: `{reproduce_command(dataset, workdir, config)}`.")
     return rows, note
 
 

@@ -94,3 +94,21 @@ def test_the_note_counts_failed_test_images_from_the_per_image_csv(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert ("Fixed protocol, test: 2 of 4 images score Dice < 0.1 (1 with the prediction wholly outside the "
             "lesion, 1 other); the rest average 0.800.") in proc.stdout
+
+
+def test_the_note_gives_the_command_that_reproduces_the_row(tmp_path):
+    sys.path.insert(0, str(ROOT))
+    from configs import common
+
+    recipe = common.dataset_recipe("busi", "cpu2h")
+    busi = _workdir(tmp_path / "b", 0.7)
+    config = json.loads((busi / "config.json").read_text())
+    config.update(batch_size=recipe.batch_size + 4, data={"root": "/data/hp/BUSI", "test_fraction": 0.2})
+    config["model"]["encoder_blocks"] = [1, 2, 3, 4]
+    (busi / "config.json").write_text(json.dumps(config))
+    proc = _run("--busi", busi)
+    assert proc.returncode == 0, proc.stderr
+    # Only what differs from today's configs/busi.py:cpu2h; reproduce.sh sets the root and split.
+    assert (f"Reproduce: `bash scripts/reproduce.sh busi /data/hp {busi} "
+            f"--config.batch_size={recipe.batch_size + 4} "
+            f"--config.model.encoder_blocks=(1,2,3,4)`." in proc.stdout)
