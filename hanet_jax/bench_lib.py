@@ -326,6 +326,8 @@ def markdown_table(r: dict) -> str:
         ("forward GFLOPs (batch 1)", f"{f['jax_forward_gflops']:.2f} (XLA)",
          f"{_fmt(f['keras_profiler_forward_gflops'])} (TF profiler)", ""),
         ("conv GMACs, release count", "", _fmt(f["keras_conv_macs_g"]), ""),
+        ("GSA's convs too, as MACs, + non-conv FLOPs (the paper's 8.01 G)", "",
+         _fmt((f.get("keras_breakdown") or {}).get("paper_style_g")), ""),
         ("train step GFLOPs / image", f"{f['jax_train_step_gflops']:.2f} (XLA)", "", ""),
         ("params MB (float32)", f"{m['params_mb']:.2f}", "", ""),
         ("train step peak MB (arg+out+temp)", _fmt(m["train_step_peak_mb"], ".0f"), "", ""),

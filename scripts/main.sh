@@ -29,3 +29,4 @@ for name, p in e["protocols"].items():
           f"[{p['ci95']['dice'][0]:.3f}, {p['ci95']['dice'][1]:.3f}], Jaccard {p['mean']['jaccard']:.3f}")
 print(f"outputs in {w}/ (summary.json, eval_test.json, overlays/cases_grid.png; tensorboard --logdir {w})")
 PY
+echo "main job: ${SECONDS} s in all, setup included"

@@ -75,6 +75,15 @@ def test_conv_macs_256_match_the_release_count(full_256):
     assert conv_macs(full_256, include_sublayers=True) == 7_932_211_200 + 64 * (32 + 32 + 256) * 256
 
 
+def test_the_cost_breakdown_reconstructs_the_papers_and_the_profilers_counts(full_256):
+    from hanet_jax import flops
+
+    costs = flops.keras_cost_breakdown(full_256, (256, 256, 3))
+    assert round(costs["keras_profiler_forward_gflops"], 2) == 15.95  # the spec's profiler figure
+    assert round(costs["paper_style_g"], 2) == 8.01  # the paper's figure, reconstructed
+    assert costs["keras_conv_macs_g"] == 7.9322112 and costs["gsa_conv_macs_g"] == 0.00524288
+
+
 def test_conv_macs_valid_sfeb_padding_misses_the_release_figure():
     model = build_keras_hanet("full", (256, 256, 3), sfeb_padding="valid")
     assert count_params(model) == COUNTS_256["full"]
