@@ -108,8 +108,8 @@ def get_config() -> ml_collections.ConfigDict:
 CPU_2H = {
     "model.image_size": 128,      # a quarter of the release's pixels
     "batch_size": 16,             # more updates for the same images seen (the release: 32)
-    "num_epochs": 20,             # ~1,590 training images per epoch at ~7 images/s (bench.py
-                                  # --image_size 128 --batch_size 16 --no_keras: 7.27): ~4.5 min
+    "num_epochs": 20,             # ~1,590 training images per epoch at 4.3-6.3 images/s with
+                                  # augmentation on the same 2 cores (README): 5-6 min an epoch
     "log_every_steps": 10,
 }
 # What configs/busi.py and configs/udiat.py change from the release's recipe by default: the
