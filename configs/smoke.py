@@ -9,7 +9,8 @@ divides by 1, 2, 4 and 8 devices, so the same run can be repeated on simulated d
         python train.py --config=configs/smoke.py --workdir=/tmp/hanet_smoke4
 
 Both end with the same `final_train_loss` in WORKDIR/summary.json to about 1e-3 (relative;
-measured 1.7284207 vs 1.7289939). Only the first step is the same to float rounding on any
+measured 1.7284207 on one device vs 1.7289939 on four). On a CPU-only host the first command
+now runs on two devices (hanet_jax/cpu_devices.py); HANET_CPU_DEVICES=1 keeps one. Only the first step is the same to float rounding on any
 device count: sharding changes the order of floating-point sums (BatchNorm moments, gradients),
 and training on tiny batches amplifies such last-bit differences step by step, exactly as feeding
 the same batch in another order on one device does (tests/test_train_distributed.py measures
