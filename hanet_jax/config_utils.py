@@ -221,8 +221,13 @@ def save_config(path: str | os.PathLike, config) -> list[str]:
     return changed
 
 
+def flat_json(config) -> dict[str, Any]:
+    """A config (or mapping) flattened as its config.json holds it: tuples become lists."""
+    return flatten(json.loads(json.dumps(to_dict(config))))
+
+
 def config_differences(old: Mapping, new: Mapping) -> list[str]:
     """Keys whose values differ between two config dicts, as `config.a.b: old -> new`."""
-    a, b = (flatten(json.loads(json.dumps(to_dict(c)))) for c in (old, new))  # tuples = lists
+    a, b = (flat_json(c) for c in (old, new))
     return [f"config.{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
             for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]

@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from configs import common  # noqa: E402  (the repo root is not on sys.path)
-from hanet_jax.config_utils import flatten, to_dict  # noqa: E402
+from hanet_jax.config_utils import flat_json  # noqa: E402
 from hanet_jax.metrics import read_per_image_csv  # noqa: E402
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
@@ -102,8 +102,8 @@ def reproduce_command(dataset: str, workdir: Path, config: dict) -> str:
     """The scripts/reproduce.sh command that trains `config` with today's recipe: every key
     where the run's config.json differs from configs/<dataset>.py:cpu2h becomes an override,
     so a row stays reproducible after the default recipe moves on."""
-    recipe = flatten(json.loads(json.dumps(to_dict(common.dataset_recipe(dataset, "cpu2h")))))
-    ran = flatten(config)
+    recipe = flat_json(common.dataset_recipe(dataset, "cpu2h"))
+    ran = flat_json(config)
     overrides = [f"--config.{k}={_flag_value(v)}" for k, v in sorted(ran.items())
                  if k in recipe and k not in SET_BY_REPRODUCE and v != recipe[k]]
     root = str(Path(ran["data.root"]).parent) if ran.get("data.root") else "DATA_ROOT"

@@ -12,7 +12,6 @@ Each op is timed on one XLA device with the host's threads, as one op of a step 
 """
 import argparse
 import collections
-import time
 
 from hanet_jax import host_memory
 
@@ -48,13 +47,8 @@ def kernel_eqns(jaxpr):
 
 
 def _median_seconds(fn, args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    call = lambda: jax.block_until_ready(fn(*args))  # noqa: E731
+    return bench_lib.interleaved_medians({"op": call}, repeats)["op"]
 
 
 def time_kernels(jaxpr, repeats: int) -> tuple[float, int, list]:
