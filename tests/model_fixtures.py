@@ -13,16 +13,11 @@ from hanet_jax.models.hanet import HANet
 SIZE = (64, 64)
 
 
-@functools.lru_cache(maxsize=None)
-def tiny_model(variant: str = "no_tam", seed: int = 0):
-    """(model, variables) of a randomly initialised HA-Net at 64x64, shared by the test modules.
-
-    The variables are drawn with NumPy from the shapes of `model.init` (`jax.eval_shape`: no
-    compilation, ~1 s instead of ~20 s): kernels He-normal, biases 0, BatchNorm scale 1,
-    offset 0, mean 0, variance 1.
-    """
-    model = HANet(variant=variant)
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *SIZE, 3)), train=False))
+def random_variables(model, size=SIZE, seed: int = 0):
+    """Variables for `model` at `size`, drawn with NumPy from the shapes of `model.init`
+    (`jax.eval_shape`: no compilation, ~1 s instead of ~20 s for DenseNet): kernels He-normal,
+    biases 0, BatchNorm scale 1, offset 0, mean 0, variance 1."""
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, *size, 3)), train=False))
     rng = np.random.default_rng(seed)
 
     def fill(path, leaf):
@@ -35,4 +30,12 @@ def tiny_model(variant: str = "no_tam", seed: int = 0):
         return np.zeros(leaf.shape, np.float32)
 
     variables = jax.tree_util.tree_map_with_path(fill, shapes)
-    return model, jax.tree.map(jnp.asarray, variables)
+    return jax.tree.map(jnp.asarray, variables)
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_model(variant: str = "no_tam", seed: int = 0):
+    """(model, variables) of a randomly initialised HA-Net at 64x64, shared by the test modules
+    (`random_variables`)."""
+    model = HANet(variant=variant)
+    return model, random_variables(model, SIZE, seed)

@@ -9,6 +9,7 @@ import pytest
 
 from hanet_jax.models.densenet import DenseNet121
 from hanet_jax.models.hanet import HANet, model_config, model_from_config
+from model_fixtures import random_variables
 
 RNGS = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
 
@@ -90,7 +91,7 @@ def small_full():
     counts here and by the parity tests), and its input."""
     model = HANet(encoder_blocks=(1, 1, 1, 1))
     x = jax.random.uniform(jax.random.key(3), (2, 64, 64, 3))
-    v = jax.jit(lambda x: model.init(RNGS, x, train=False))(x)  # eager init of DenseNet is slow
+    v = random_variables(model, (64, 64))  # compiling model.init would take ~20 s
     v = dict(v, batch_stats=randomize_stats(v["batch_stats"]))
     return model, v, x
 
@@ -127,7 +128,8 @@ def test_sdpa_dropout_only_in_training(small_full):
 
 def test_intermediates_are_sown(small_full):
     model, v, x = small_full
-    _, inter = model.apply(v, x, train=False, mutable=["intermediates"])
+    # Jitted: DenseNet runs eagerly op by op otherwise (~15 s).
+    _, inter = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=["intermediates"]))(v, x)
     inter = inter["intermediates"]
     for key in ("conv1_bn", "pool1", "pool2_pool", "pool3_pool", "features", "bottleneck"):
         assert key in inter
