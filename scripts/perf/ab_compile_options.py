@@ -8,6 +8,7 @@ differ by up to ~20% with identical settings. Debug options can also be given pe
 process and timed interleaved (`bench_lib.interleaved_medians`). A repeated option such as
 `xla_cpu_experimental_ynn_fusion_type` takes one enum value this way, which replaces the default
 list (YNNPACK for dots and convolutions).
+The CPU is split into devices as bench.py splits it (HANET_CPU_DEVICES=1 for one device).
 """
 import argparse
 import time
@@ -15,7 +16,6 @@ import time
 from hanet_jax import host_memory
 
 host_memory.keep_freed_host_memory_if_cpu_only()
-from hanet_jax import bench_lib  # noqa: E402
 
 CONFIGS = {
     "base": {},
@@ -33,6 +33,11 @@ parser.add_argument("--batch_size", type=int, default=8)
 parser.add_argument("--image_size", type=int, default=256)
 parser.add_argument("--repeats", type=int, default=5)
 args = parser.parse_args()
+# Split the CPU into devices as bench.py does (HANET_CPU_DEVICES=1: one device).
+from hanet_jax import cpu_devices  # noqa: E402
+
+cpu_devices.split_cpu_if_cpu_only(args.batch_size)
+from hanet_jax import bench_lib  # noqa: E402
 
 batch = bench_lib.synthetic_batch(args.batch_size, (args.image_size, args.image_size))
 names = args.configs.split(",")
