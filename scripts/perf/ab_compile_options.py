@@ -13,9 +13,7 @@ The CPU is split into devices as bench.py splits it (HANET_CPU_DEVICES=1 for one
 import argparse
 import time
 
-from hanet_jax import host_memory
-
-host_memory.keep_freed_host_memory_if_cpu_only()
+from _bench_process import set_up_like_bench
 
 CONFIGS = {
     "base": {},
@@ -33,10 +31,7 @@ parser.add_argument("--batch_size", type=int, default=8)
 parser.add_argument("--image_size", type=int, default=256)
 parser.add_argument("--repeats", type=int, default=5)
 args = parser.parse_args()
-# Split the CPU into devices as bench.py does (HANET_CPU_DEVICES=1: one device).
-from hanet_jax import cpu_devices  # noqa: E402
-
-cpu_devices.split_cpu_if_cpu_only(args.batch_size)
+set_up_like_bench(args.batch_size)
 from hanet_jax import bench_lib  # noqa: E402
 
 batch = bench_lib.synthetic_batch(args.batch_size, (args.image_size, args.image_size))

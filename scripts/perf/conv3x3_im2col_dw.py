@@ -4,10 +4,11 @@ gradients lead the split train step's trace (`trace_train_step.py`).
     PYTHONPATH=. taskset -c 0 .venv/bin/python scripts/perf/conv3x3_im2col_dw.py [--batch_size 4]
 
 XLA:CPU computes dW of a 3x3 SAME conv as a conv with batch and channels swapped, behind two
-layout transposes, at ~30 GFLOP/s where the forward conv of the same FLOPs runs at ~150. Here
+layout transposes, at 25-55 GFLOP/s where the forward conv of the same FLOPs runs at ~100-150. Here
 dW[kh, kw, c, f] = sum over (b, h, w) of patches[b, h, w, (kh, kw, c)] * dy[b, h, w, f]: nine
 shifted slices of the padded input concatenated on channels, then one (9C x BHW) @ (BHW x F)
-matmul; and XLA's own with channels-first (NCHW/OIHW) operands. Batch 4 on one core is each device's share of the bench under the CPU split.
+matmul; and XLA's own with channels-first (NCHW/OIHW) operands. Batch 4 on one core is each
+device's share of the bench under the CPU split.
 """
 import argparse
 
@@ -55,22 +56,20 @@ parser.add_argument("--repeats", type=int, default=5)
 args = parser.parse_args()
 
 rng = np.random.default_rng(0)
+fwd, xla, im2col, nchw = (jax.jit(f) for f in (conv, dw_xla, dw_im2col, dw_nchw))
 tot = {"xla": 0.0, "im2col": 0.0, "fwd": 0.0, "nchw": 0.0}
 for h, wd, c, f in SHAPES:
     x = jnp.asarray(rng.standard_normal((args.batch_size, h, wd, c), np.float32))
     w = jnp.asarray(rng.standard_normal((3, 3, c, f), np.float32) * 0.05)
     dy = jnp.asarray(rng.standard_normal((args.batch_size, h, wd, f), np.float32))
-    fns = {"xla": jax.jit(dw_xla), "im2col": jax.jit(dw_im2col)}
-    err = float(jnp.max(jnp.abs(fns["xla"](x, w, dy) - fns["im2col"](x, w, dy))))
-    scale = float(jnp.max(jnp.abs(fns["xla"](x, w, dy))))
-    fwd = jax.jit(conv)
+    ref = xla(x, w, dy)
+    err, scale = float(jnp.max(jnp.abs(ref - im2col(x, w, dy)))), float(jnp.max(jnp.abs(ref)))
     xc, wc, dyc = (jnp.asarray(np.ascontiguousarray(np.transpose(a, p)))
                    for a, p in ((x, (0, 3, 1, 2)), (w, (3, 2, 0, 1)), (dy, (0, 3, 1, 2))))
-    nchw = jax.jit(dw_nchw)
     sec = bench_lib.interleaved_medians({
         "fwd": lambda: fwd(x, w).block_until_ready(),
-        "xla": lambda: fns["xla"](x, w, dy).block_until_ready(),
-        "im2col": lambda: fns["im2col"](x, w, dy).block_until_ready(),
+        "xla": lambda: xla(x, w, dy).block_until_ready(),
+        "im2col": lambda: im2col(x, w, dy).block_until_ready(),
         "nchw": lambda: nchw(xc, wc, dyc).block_until_ready()}, args.repeats)
     gflop = 2 * args.batch_size * h * wd * 9 * c * f / 1e9
     for k in tot:
@@ -78,7 +77,8 @@ for h, wd, c, f in SHAPES:
     print(f"{args.batch_size}x{h}x{wd} {c}->{f}: fwd {1e3 * sec['fwd']:6.1f} ms, "
           f"dW xla {1e3 * sec['xla']:6.1f} ms ({gflop / sec['xla']:5.1f} GFLOP/s), im2col "
           f"{1e3 * sec['im2col']:6.1f} ms ({gflop / sec['im2col']:5.1f} GFLOP/s): "
-          f"{sec['xla'] / sec['im2col']:.2f}x; NCHW {1e3 * sec['nchw']:6.1f} ms; max |diff| {err:.1e} of {scale:.1e}", flush=True)
+          f"{sec['xla'] / sec['im2col']:.2f}x; NCHW {1e3 * sec['nchw']:6.1f} ms; "
+          f"max |diff| {err:.1e} of {scale:.1e}", flush=True)
 print(f"sum over the shapes: fwd {1e3 * tot['fwd']:.0f} ms, dW xla {1e3 * tot['xla']:.0f} ms, "
       f"im2col {1e3 * tot['im2col']:.0f} ms ({tot['xla'] / tot['im2col']:.2f}x), "
       f"NCHW {1e3 * tot['nchw']:.0f} ms ({tot['xla'] / tot['nchw']:.2f}x)")

@@ -10,13 +10,12 @@ import collections
 import math
 import re
 
-from hanet_jax import cpu_devices, host_memory
+from _bench_process import set_up_like_bench
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--batch_size", type=int, default=8)
 args = parser.parse_args()
-host_memory.keep_freed_host_memory_if_cpu_only()
-cpu_devices.split_cpu_if_cpu_only(args.batch_size)
+set_up_like_bench(args.batch_size)
 
 from hanet_jax import bench_lib  # noqa: E402
 

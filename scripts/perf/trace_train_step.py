@@ -15,15 +15,14 @@ import os
 import tempfile
 import time
 
-from hanet_jax import cpu_devices, host_memory
+from _bench_process import set_up_like_bench
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--batch_size", type=int, default=8)
 parser.add_argument("--top", type=int, default=40)
 parser.add_argument("--infer", action="store_true")
 args = parser.parse_args()
-host_memory.keep_freed_host_memory_if_cpu_only()
-cpu_devices.split_cpu_if_cpu_only(args.batch_size)
+set_up_like_bench(args.batch_size)
 
 import jax  # noqa: E402
 
