@@ -17,7 +17,8 @@ Decisions (each also recorded in the JSON report):
   0.5, then to the lower one. Only the validation examples are read; `resolve_threshold_examples`
   refuses a validation set that shares an image file with the evaluated split.
 - **Post-processing** (`postprocess.py`, "fixed" protocol only): "none" by default;
-  "largest_component" keeps the largest connected component; "auto" (with a validation split)
+  "largest_component" keeps the largest connected component, "most_probable_component" the one
+  with the most probability mass; "auto" (with a validation split)
   lets `select_threshold` choose it jointly with the threshold, on the validation images only.
   Ties go to "none".
 - **TTA.** Evaluated as a separate predictor; its summaries go to `"protocols_tta"` and its CSV
@@ -347,7 +348,7 @@ class EvalConfig:
     overlays: str | None = None
     tta: bool = False
     threshold_from_split: str | None = None
-    postprocess: str = "none"  # none | largest_component | auto (chosen on threshold_from_split)
+    postprocess: str = "none"  # one of POSTPROCESS | auto (chosen on threshold_from_split)
     run_split: str | None = None  # evaluate CHECKPOINT/data_split.json's images of this split
     model_resolution: bool = False
     gradcam: str | None = None

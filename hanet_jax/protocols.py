@@ -93,7 +93,7 @@ def oracle_threshold(prob, gt) -> float:
 
 def fixed_mask(prob, threshold: float = 0.5, postprocess: str = "none") -> np.ndarray:
     """The "fixed" protocol's mask: `prob >= threshold`, then `postprocess`."""
-    return postprocess_lib.apply(binarize(prob, threshold), postprocess)
+    return postprocess_lib.apply(binarize(prob, threshold), postprocess, np.asarray(prob))
 
 
 def evaluate_image(prob, gt, protocol: str, threshold: float = 0.5, postprocess: str = "none") -> dict:

@@ -61,7 +61,7 @@ def _postprocess_note(fixed: dict) -> str:
 def _fixed_setting(fixed: dict) -> str:
     """"threshold 0.25 + largest component from val": what the fixed protocol applied."""
     post = fixed.get("postprocess", "none")
-    what = f"threshold {fixed['threshold']:.2f}" + (" + largest component" if post == "largest_component" else "")
+    what = f"threshold {fixed['threshold']:.2f}" + ("" if post == "none" else " + " + post.replace("_", " "))
     return f"{what} from {fixed.get('threshold_source', 'default')}"
 
 

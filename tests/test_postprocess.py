@@ -30,6 +30,51 @@ def test_largest_component_keeps_the_biggest_eight_connected_blob():
         postprocess.apply(mask, "biggest")
 
 
+def _faint_region_beside_a_confident_lesion():
+    """A 4-pixel lesion at 0.95 and a 6-pixel false region at 0.55, apart: size picks the false
+    region, probability mass (3.8 against 3.3) the lesion."""
+    gt = np.zeros((6, 8), bool)
+    gt[0:2, 0:2] = True
+    prob = np.where(gt, 0.95, 0.05).astype(np.float32)
+    prob[4:6, 5:8] = 0.55
+    return gt, prob
+
+
+def test_most_probable_component_keeps_the_component_with_most_probability_mass():
+    gt, prob = _faint_region_beside_a_confident_lesion()
+    mask = prob >= 0.5
+    assert np.array_equal(postprocess.most_probable_component(mask, prob), gt)
+    assert np.array_equal(postprocess.apply(mask, "most_probable_component", prob), gt)
+    assert postprocess.largest_component(mask)[4:6, 5:8].all() and not postprocess.largest_component(mask)[gt].any()
+    assert not postprocess.most_probable_component(np.zeros_like(mask), prob).any()
+    with pytest.raises(ValueError, match="needs the probabilities"):
+        postprocess.apply(mask, "most_probable_component")
+    with pytest.raises(ValueError, match="differ in shape"):
+        postprocess.most_probable_component(mask, prob[:3])
+    assert evaluate_image(prob, gt, "fixed", 0.5, "most_probable_component")["dice"] == 1.0
+    assert evaluate_image(prob, gt, "fixed", 0.5, "largest_component")["dice"] == 0.0
+
+
+def test_select_threshold_can_choose_the_most_probable_component(tmp_path):
+    gt = np.zeros((6, 8), bool)
+    gt[0:2, 0:2] = True
+    # One image: a 6-pixel false region (one pixel at 0.99, five at 0.52; mass 3.59) beside a
+    # 4-pixel lesion at 0.95 (mass 3.8). The other: a faint lesion at 0.52 alone. Only thresholds
+    # <= 0.52 find the faint lesion, and there only probability mass isolates the first one.
+    spotted = np.where(gt, 0.95, 0.05).astype(np.float32)
+    spotted[4:6, 5:8] = 0.52
+    spotted[4, 5] = 0.99
+    faint = np.where(gt, 0.52, 0.05).astype(np.float32)
+    cases = [("spotted", 1, gt, spotted), ("faint", 2, gt, faint)]
+    _write_split(tmp_path, "val", cases)
+    choice = eval_lib.select_threshold(FakeModel(cases), list_examples(str(tmp_path), "processed", "val"),
+                                       postprocess=postprocess.POSTPROCESS)
+    assert (choice.postprocess, choice.threshold) == ("most_probable_component", 0.5)
+    assert max(choice.mean_dice) == 1.0
+    assert max(choice.mean_dice_by_postprocess["largest_component"]) == 0.5
+    assert max(choice.mean_dice_by_postprocess["none"]) < 1.0
+
+
 def test_fixed_protocol_post_processes_and_the_oracle_does_not():
     gt = np.zeros((5, 5), bool)
     gt[:2, :2] = True
@@ -88,7 +133,8 @@ def test_run_with_postprocess_auto_records_the_choice_made_on_val(tmp_path, fake
     on_disk = json.loads((tmp_path / "r.json").read_text())["protocols"]["fixed"]
     assert fixed["postprocess"] == on_disk["postprocess"] == "largest_component"
     assert on_disk["postprocess_source"] == "val" and on_disk["mean"]["dice"] == 1.0
-    assert set(on_disk["threshold_selection"]["mean_dice_by_postprocess"]) == {"none", "largest_component"}
+    # Both single-component options score 1.0 here: the tie goes to the earlier one.
+    assert set(on_disk["threshold_selection"]["mean_dice_by_postprocess"]) == set(postprocess.POSTPROCESS)
     plain = eval_lib.run(eval_lib.EvalConfig(**base), log=lambda s: None)["protocols"]["fixed"]
     assert plain["postprocess"] == "none" and plain["postprocess_source"] == "argument"
     assert plain["mean"]["dice"] < 1.0
