@@ -4,8 +4,10 @@
 
 Reads each WORKDIR's eval_test.json, eval_val.json, summary.json, config.json and
 reproduce_times.json (and eval_test.csv, where present, for the count of failed images); prints
-the table, and with --readme replaces the text between the README's `<!-- results:begin -->`
-and `<!-- results:end -->` markers with it. Nothing in the
+one table per dataset, and with --readme replaces the text between that dataset's
+`<!-- results:busi:begin -->` and `<!-- results:busi:end -->` markers (udiat likewise) with it,
+leaving the other dataset's table as it was: a reproduce run takes about two hours here, so
+the two are often rerun apart. Each table names the date of its evaluation outputs. Nothing in the
 table is typed by hand except the paper's figures, quoted from the paper (both measured with
 the oracle protocol; see ../shared/spec/evaluation.md).
 """
@@ -13,6 +15,7 @@ the oracle protocol; see ../shared/spec/evaluation.md).
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import math
 import shlex
@@ -24,7 +27,11 @@ from configs import common  # noqa: E402  (the repo root is not on sys.path)
 from hanet_jax.config_utils import flat_json  # noqa: E402
 from hanet_jax.metrics import read_per_image_csv  # noqa: E402
 
-BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+def markers(dataset: str) -> tuple[str, str]:
+    return f"<!-- results:{dataset}:begin -->", f"<!-- results:{dataset}:end -->"
+
+
 PAPER = {"busi": {"dice": 0.9728, "jaccard": 0.9475}, "udiat": {"dice": 0.9238, "jaccard": 0.8671}}
 NAMES = {"busi": "BUSI", "udiat": "UDIAT"}
 
@@ -143,20 +150,19 @@ def dataset_rows(dataset: str, workdir: Path) -> tuple[list[str], str]:
     return rows, note
 
 
-def table(workdirs: dict[str, Path]) -> str:
+def table(dataset: str, workdir: Path) -> str:
+    """The dataset's table, its note, and the command that wrote it."""
+    rows, note = dataset_rows(dataset, workdir)
+    evaluated = datetime.datetime.fromtimestamp((workdir / "eval_test.json").stat().st_mtime,
+                                                datetime.timezone.utc).date()
     lines = ["| data | model and protocol | scored on, images | Dice [95% CI] | Jaccard |",
-             "|---|---|---|---|---|"]
-    notes = []
-    for dataset, workdir in workdirs.items():
-        rows, note = dataset_rows(dataset, workdir)
-        lines += rows
-        notes.append(note)
-    command = "python scripts/results_table.py " + " ".join(
-        f"--{d} {w}" for d, w in workdirs.items())
-    return "\n".join(lines + [""] + [f"- {n}" for n in notes] + ["", f"Written by `{command}`."])
+             "|---|---|---|---|---|", *rows, "", f"- {note}", "",
+             f"Written by `python scripts/results_table.py --{dataset} {workdir}` from outputs "
+             f"evaluated on {evaluated.isoformat()}."]
+    return "\n".join(lines)
 
 
-def write_readme(readme: Path, text: str, begin: str = BEGIN, end: str = END) -> None:
+def write_readme(readme: Path, text: str, begin: str, end: str) -> None:
     """Replaces what is between the `begin` and `end` markers of `readme` with `text`."""
     content = readme.read_text()
     if begin not in content or end not in content:
@@ -177,13 +183,14 @@ def main(argv=None) -> int:
     if not workdirs:
         p.error("give --busi WORKDIR and/or --udiat WORKDIR")
     try:
-        text = table(workdirs)
-        if args.readme:
-            write_readme(args.readme, text)
+        texts = {dataset: table(dataset, workdir) for dataset, workdir in workdirs.items()}
+        for dataset, text in texts.items():
+            if args.readme:
+                write_readme(args.readme, text, *markers(dataset))
     except ResultsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(text)
+    print("\n\n".join(texts.values()))
     return 0
 
 

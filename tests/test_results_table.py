@@ -35,20 +35,28 @@ def _run(*args):
                           text=True, timeout=60)
 
 
-def test_table_is_written_between_the_markers_from_the_json(tmp_path):
+def test_each_table_is_written_between_its_markers_from_the_json(tmp_path):
     busi, udiat = _workdir(tmp_path / "b", 0.777), _workdir(tmp_path / "u", 0.654)
     readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- results:begin -->\nSTALE\n<!-- results:end -->\noutro\n")
-    proc = _run("--busi", busi, "--udiat", udiat, "--readme", readme)
+    readme.write_text("intro\n<!-- results:busi:begin -->\nSTALE\n<!-- results:busi:end -->\nmid\n"
+                      "<!-- results:udiat:begin -->\nKEPT\n<!-- results:udiat:end -->\noutro\n")
+    proc = _run("--busi", busi, "--readme", readme)
     assert proc.returncode == 0, proc.stderr
     text = readme.read_text()
-    assert text.startswith("intro\n<!-- results:begin -->\n| data |") and text.endswith(
-        "<!-- results:end -->\noutro\n") and "STALE" not in text
+    # Only BUSI's table is rewritten: UDIAT's block keeps what it had.
+    assert text.startswith("intro\n<!-- results:busi:begin -->\n| data |") and "STALE" not in text
+    assert text.endswith("mid\n<!-- results:udiat:begin -->\nKEPT\n<!-- results:udiat:end -->\noutro\n")
     assert "| BUSI | ours, fixed (threshold 0.45 from val) | test, 97 | 0.777 [0.727, 0.817] | 0.677 |" in text
-    assert "| UDIAT | ours, paper_oracle + flip TTA | test, 97 | 0.754 [0.704, 0.794] | 0.654 |" in text
     assert "| BUSI | paper (oracle; test images also in training) | — | 0.973 | 0.948 |" in text
     assert "test CIs resample its 20 near-duplicate groups" in text
     assert "full, 128px, batch 16, 12 epochs, plateau schedule, bce_jaccard loss, seed 0; training 100 min (summed over resumes), evaluation 7 min" in text
+    assert f"Written by `python scripts/results_table.py --busi {busi}` from outputs evaluated on 20" in text
+    proc = _run("--busi", busi, "--udiat", udiat, "--readme", readme)
+    assert proc.returncode == 0, proc.stderr
+    text = readme.read_text()
+    assert "KEPT" not in text and text.count("| data |") == 2
+    assert "| UDIAT | ours, paper_oracle + flip TTA | test, 97 | 0.754 [0.704, 0.794] | 0.654 |" in text
+    assert proc.stdout.count("| data |") == 2
 
 
 def test_missing_outputs_and_markers_are_named(tmp_path):
