@@ -13,8 +13,10 @@ Protocols (spec: evaluation.md): "fixed" binarises every image at one threshold 
 one with the best mean Dice on the validation split: --threshold_from_split val, grid
 0.05..0.95 step 0.05), optionally keeping one connected component: the largest (--postprocess
 largest_component) or the one with the most probability mass (most_probable_component), or
-auto: one of these or none, chosen on that validation split with the threshold. "paper_oracle"
-picks each image's threshold from its own ground truth, as the release did. It is an oracle; report it next to "fixed" (--protocol both).
+auto: one of these or none, chosen on that validation split with the threshold (equal Dice
+goes to none, then largest, whatever the thresholds). "paper_oracle" picks each image's
+threshold from its own ground truth, as the release did. It is an oracle; report it next to
+"fixed" (--protocol both).
 
 The JSON holds per protocol the mean over images (undefined values left out and counted),
 the pooled value (from summed counts) and a bootstrap 95% interval of the mean. --tta adds

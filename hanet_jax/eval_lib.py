@@ -20,7 +20,8 @@ Decisions (each also recorded in the JSON report):
   "largest_component" keeps the largest connected component, "most_probable_component" the one
   with the most probability mass; "auto" (with a validation split)
   lets `select_threshold` choose it jointly with the threshold, on the validation images only.
-  Ties go to "none".
+  Ties go to the earlier option in `POSTPROCESS` order (none, largest, most probable), before
+  the threshold rule: "none" at 0.20 beats "largest_component" at 0.50 on equal Dice.
 - **TTA.** Evaluated as a separate predictor; its summaries go to `"protocols_tta"` and its CSV
   rows carry the protocol names `fixed+tta` / `paper_oracle+tta` (same columns as
   `metrics.PER_IMAGE_COLUMNS`). With a validation threshold, the TTA predictor gets its own.
@@ -37,6 +38,7 @@ Decisions (each also recorded in the JSON report):
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import math
 import os
@@ -425,6 +427,7 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
 
     report = {
         "n_images": len(examples),
+        "evaluated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "checkpoint": str(cfg.checkpoint),
         "model": {"variant": bundle.model.variant, "image_size": list(bundle.image_size)},
         "data": {"root": str(cfg.data_dir), "layout": cfg.layout, "split": cfg.split,

@@ -27,15 +27,16 @@ _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 def _keep_heaviest_component(mask: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
     """`mask` with every foreground pixel outside its 8-connected component of largest summed
     `weights` (None: pixel count) cleared; ties go to the component found first in row-major
-    order. An empty mask stays empty."""
+    order. An empty mask stays empty. A trailing channel axis of size 1 is kept as it came."""
     mask = np.asarray(mask, dtype=bool)
-    labels, n = ndimage.label(mask, structure=_EIGHT_CONNECTED)
+    plane = mask[..., 0] if mask.ndim == 3 and mask.shape[-1] == 1 else mask
+    labels, n = ndimage.label(plane, structure=_EIGHT_CONNECTED)
     if n <= 1:
         return mask
     if weights is not None:
         weights = np.asarray(weights, dtype=np.float64).ravel()
     totals = np.bincount(labels.ravel(), weights=weights)[1:]
-    return labels == 1 + int(np.argmax(totals))
+    return (labels == 1 + int(np.argmax(totals))).reshape(mask.shape)
 
 
 def largest_component(mask: np.ndarray) -> np.ndarray:

@@ -150,11 +150,20 @@ def dataset_rows(dataset: str, workdir: Path) -> tuple[list[str], str]:
     return rows, note
 
 
+def _evaluated_on(workdir: Path) -> datetime.date:
+    """The UTC date eval.py wrote eval_test.json (its `evaluated_at`; outputs older than that
+    field: the file's modification time)."""
+    stamp = _read(workdir, "eval_test.json").get("evaluated_at")
+    if stamp:
+        return datetime.datetime.fromisoformat(stamp).astimezone(datetime.timezone.utc).date()
+    return datetime.datetime.fromtimestamp((workdir / "eval_test.json").stat().st_mtime,
+                                           datetime.timezone.utc).date()
+
+
 def table(dataset: str, workdir: Path) -> str:
     """The dataset's table, its note, and the command that wrote it."""
     rows, note = dataset_rows(dataset, workdir)
-    evaluated = datetime.datetime.fromtimestamp((workdir / "eval_test.json").stat().st_mtime,
-                                                datetime.timezone.utc).date()
+    evaluated = _evaluated_on(workdir)
     lines = ["| data | model and protocol | scored on, images | Dice [95% CI] | Jaccard |",
              "|---|---|---|---|---|", *rows, "", f"- {note}", "",
              f"Written by `python scripts/results_table.py --{dataset} {workdir}` from outputs "
@@ -162,14 +171,18 @@ def table(dataset: str, workdir: Path) -> str:
     return "\n".join(lines)
 
 
-def write_readme(readme: Path, text: str, begin: str, end: str) -> None:
-    """Replaces what is between the `begin` and `end` markers of `readme` with `text`."""
-    content = readme.read_text()
+def replace_between(content: str, text: str, begin: str, end: str, where: Path) -> str:
+    """`content` with what is between its `begin` and `end` markers replaced by `text`."""
     if begin not in content or end not in content:
-        raise ResultsError(f"{readme}: no {begin} ... {end} markers to write between")
+        raise ResultsError(f"{where}: no {begin} ... {end} markers to write between")
     head, rest = content.split(begin, 1)
     _, tail = rest.split(end, 1)
-    readme.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
+    return f"{head}{begin}\n{text}\n{end}{tail}"
+
+
+def write_readme(readme: Path, text: str, begin: str, end: str) -> None:
+    """Replaces what is between the `begin` and `end` markers of `readme` with `text`."""
+    readme.write_text(replace_between(readme.read_text(), text, begin, end, readme))
 
 
 def main(argv=None) -> int:
@@ -184,9 +197,11 @@ def main(argv=None) -> int:
         p.error("give --busi WORKDIR and/or --udiat WORKDIR")
     try:
         texts = {dataset: table(dataset, workdir) for dataset, workdir in workdirs.items()}
-        for dataset, text in texts.items():
-            if args.readme:
-                write_readme(args.readme, text, *markers(dataset))
+        if args.readme:  # every block replaced in memory first: a missing marker writes nothing
+            content = args.readme.read_text()
+            for dataset, text in texts.items():
+                content = replace_between(content, text, *markers(dataset), args.readme)
+            args.readme.write_text(content)
     except ResultsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
-"""Post-processing of the fixed protocol's masks: the largest component, chosen on validation only."""
+"""Post-processing of the fixed protocol's masks (one component: the largest or the most probable),
+chosen on validation only."""
 
 from __future__ import annotations
 
@@ -52,6 +53,10 @@ def test_most_probable_component_keeps_the_component_with_most_probability_mass(
     with pytest.raises(ValueError, match="differ in shape"):
         postprocess.most_probable_component(mask, prob[:3])
     assert evaluate_image(prob, gt, "fixed", 0.5, "most_probable_component")["dice"] == 1.0
+    # A trailing channel axis (H, W, 1) is handled and kept.
+    kept = postprocess.apply(mask[..., None], "most_probable_component", prob[..., None])
+    assert kept.shape == mask[..., None].shape and np.array_equal(kept[..., 0], gt)
+    assert postprocess.largest_component(mask[..., None]).shape == mask[..., None].shape
     assert evaluate_image(prob, gt, "fixed", 0.5, "largest_component")["dice"] == 0.0
 
 
@@ -134,7 +139,9 @@ def test_run_with_postprocess_auto_records_the_choice_made_on_val(tmp_path, fake
     assert fixed["postprocess"] == on_disk["postprocess"] == "largest_component"
     assert on_disk["postprocess_source"] == "val" and on_disk["mean"]["dice"] == 1.0
     # Both single-component options score 1.0 here: the tie goes to the earlier one.
-    assert set(on_disk["threshold_selection"]["mean_dice_by_postprocess"]) == set(postprocess.POSTPROCESS)
+    by_post = on_disk["threshold_selection"]["mean_dice_by_postprocess"]
+    assert set(by_post) == set(postprocess.POSTPROCESS)
+    assert max(by_post["most_probable_component"]) == max(by_post["largest_component"]) == 1.0
     plain = eval_lib.run(eval_lib.EvalConfig(**base), log=lambda s: None)["protocols"]["fixed"]
     assert plain["postprocess"] == "none" and plain["postprocess_source"] == "argument"
     assert plain["mean"]["dice"] < 1.0

@@ -1,6 +1,7 @@
 """scripts/results_table.py: the README table comes from the reproduce outputs, nothing else."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,8 @@ def _workdir(path: Path, dice: float) -> Path:
     path.mkdir()
     protocols = {"fixed": _entry(dice, dice - 0.1, 0.45), "paper_oracle": _entry(dice + 0.1, dice)}
     files = {
-        "eval_test.json": {"n_images": 97, "protocols": protocols, "protocols_tta": protocols,
+        "eval_test.json": {"n_images": 97, "evaluated_at": "2026-11-29T23:30:00+00:00",
+                           "protocols": protocols, "protocols_tta": protocols,
                            "bootstrap": {"over": "near-duplicate groups", "n_groups": 20}},
         "eval_val.json": {"n_images": 80, "protocols": {"fixed": _entry(0.8, 0.7)}},
         "summary.json": {"epochs": 12, "wall_seconds": 6000.0, "best_step": 1100},
@@ -50,7 +52,7 @@ def test_each_table_is_written_between_its_markers_from_the_json(tmp_path):
     assert "| BUSI | paper (oracle; test images also in training) | — | 0.973 | 0.948 |" in text
     assert "test CIs resample its 20 near-duplicate groups" in text
     assert "full, 128px, batch 16, 12 epochs, plateau schedule, bce_jaccard loss, seed 0; training 100 min (summed over resumes), evaluation 7 min" in text
-    assert f"Written by `python scripts/results_table.py --busi {busi}` from outputs evaluated on 20" in text
+    assert f"Written by `python scripts/results_table.py --busi {busi}` from outputs evaluated on 2026-11-29." in text
     proc = _run("--busi", busi, "--udiat", udiat, "--readme", readme)
     assert proc.returncode == 0, proc.stderr
     text = readme.read_text()
@@ -66,6 +68,23 @@ def test_missing_outputs_and_markers_are_named(tmp_path):
     readme.write_text("no markers\n")
     proc = _run("--busi", _workdir(tmp_path / "b", 0.7), "--readme", readme)
     assert proc.returncode == 2 and "markers" in proc.stderr
+    # One dataset's markers missing: nothing is written, not even the other's table.
+    only_busi = "<!-- results:busi:begin -->\nOLD\n<!-- results:busi:end -->\n"
+    readme.write_text(only_busi)
+    proc = _run("--busi", tmp_path / "b", "--udiat", _workdir(tmp_path / "u", 0.7), "--readme", readme)
+    assert proc.returncode == 2 and "<!-- results:udiat:begin -->" in proc.stderr
+    assert readme.read_text() == only_busi
+
+
+def test_outputs_without_evaluated_at_are_dated_by_the_file(tmp_path):
+    busi = _workdir(tmp_path / "b", 0.7)
+    test = json.loads((busi / "eval_test.json").read_text())
+    del test["evaluated_at"]
+    (busi / "eval_test.json").write_text(json.dumps(test))
+    os.utime(busi / "eval_test.json", (1764460800, 1764460800))  # 2025-11-30 00:00 UTC
+    proc = _run("--busi", busi)
+    assert proc.returncode == 0, proc.stderr
+    assert "from outputs evaluated on 2025-11-30." in proc.stdout
 
 
 def test_reproduce_script_rejects_bad_arguments(tmp_path):
@@ -86,6 +105,10 @@ def test_the_fixed_rows_name_a_post_processing_chosen_on_val(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "| BUSI | ours, fixed (threshold 0.45 + largest component from val) | test, 97 |" in proc.stdout
     assert "fixed threshold and post-processing from val" in proc.stdout
+    test["protocols"]["fixed"].update(postprocess="most_probable_component")
+    (busi / "eval_test.json").write_text(json.dumps(test))
+    proc = _run("--busi", busi)
+    assert "| BUSI | ours, fixed (threshold 0.45 + most probable component from val) | test, 97 |" in proc.stdout
 
 
 def test_the_note_counts_failed_test_images_from_the_per_image_csv(tmp_path):
