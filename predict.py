@@ -1,20 +1,27 @@
 """Segment every image in a folder with a ported checkpoint or a training workdir.
 
     python predict.py --checkpoint DIR --input FOLDER --output FOLDER [--probabilities]
+    python predict.py --checkpoint WORKDIR --settings_from WORKDIR/eval_test.json ...
 
-Writes `<stem>.png` (binary mask, 0/255, threshold 0.5, at the image's original size) and with
-`--probabilities` also `<stem>.npy` (float32 probabilities at the original size). Unreadable
-files are reported by name and skipped; the exit code is 1 if any failed.
+Writes `<stem>.png` (binary mask, 0/255, at the image's original size) and with
+`--probabilities` also `<stem>.npy` (float32 probabilities at the original size). The mask is
+the "fixed" protocol's: `prob >= --threshold` (0.5), then `--postprocess` (none); or, with
+`--settings_from`, the threshold and post-processing an eval.py JSON's fixed protocol used
+(those scripts/reproduce.sh chose on validation), so the masks are the ones that were scored.
+Unreadable files are reported by name and skipped; the exit code is 1 if any failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from hanet_jax.postprocess import POSTPROCESS
 
 
 def parse_args(argv=None):
@@ -23,7 +30,12 @@ def parse_args(argv=None):
     p.add_argument("--input", required=True, help="folder of png/jpg/tif/bmp images")
     p.add_argument("--output", required=True, help="folder for <stem>.png (and <stem>.npy)")
     p.add_argument("--probabilities", action="store_true", help="also write float32 <stem>.npy")
-    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--threshold", type=float, default=None, help="mask threshold (default 0.5)")
+    p.add_argument("--postprocess", default=None, choices=POSTPROCESS,
+                   help="keep one connected component of each mask (default none)")
+    p.add_argument("--settings_from", metavar="EVAL_JSON", default=None,
+                   help="take the threshold and post-processing of this eval.py output's fixed "
+                        "protocol (instead of --threshold/--postprocess)")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--tta", action="store_true", help="average with the horizontally flipped prediction")
     return p.parse_args(argv)
@@ -34,6 +46,24 @@ def _error(message: str) -> int:
     return 2
 
 
+class SettingsError(Exception):
+    pass
+
+
+def fixed_settings(path: str) -> tuple[float, str]:
+    """(threshold, post-processing) of the fixed protocol in an eval.py JSON."""
+    try:
+        fixed = json.loads(Path(path).read_text())["protocols"]["fixed"]
+        threshold, post = float(fixed["threshold"]), fixed.get("postprocess", "none")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SettingsError(f"--settings_from {path}: not an eval.py output with a fixed protocol "
+                            f"({type(e).__name__}: {e})") from e
+    if post not in POSTPROCESS or not 0.0 <= threshold <= 1.0:
+        raise SettingsError(f"--settings_from {path}: fixed protocol with threshold {threshold} and "
+                            f"post-processing {post!r}; expected [0, 1] and one of {POSTPROCESS}")
+    return threshold, post
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     from hanet_jax import host_memory
@@ -42,6 +72,7 @@ def main(argv=None) -> int:
     from hanet_jax.checkpoints import CheckpointError, load_bundle
     from hanet_jax.data.layouts import IMAGE_EXTENSIONS, DatasetError, natural_key, read_image
     from hanet_jax.inference import Predictor
+    from hanet_jax.protocols import fixed_mask
 
     src, dst = Path(args.input), Path(args.output)
     if not src.is_dir():
@@ -50,8 +81,18 @@ def main(argv=None) -> int:
         return _error(f"--output {dst} is the --input folder: its masks would overwrite PNG inputs")
     if args.batch_size < 1:
         return _error(f"--batch_size must be >= 1, got {args.batch_size}")
-    if not 0.0 <= args.threshold <= 1.0:
-        return _error(f"--threshold must be in [0, 1], got {args.threshold}")
+    if args.settings_from:
+        if args.threshold is not None or args.postprocess is not None:
+            return _error("--settings_from sets the threshold and post-processing: drop --threshold/--postprocess")
+        try:
+            threshold, post = fixed_settings(args.settings_from)
+        except SettingsError as e:
+            return _error(str(e))
+    else:
+        threshold = 0.5 if args.threshold is None else args.threshold
+        post = args.postprocess or "none"
+    if not 0.0 <= threshold <= 1.0:
+        return _error(f"--threshold must be in [0, 1], got {threshold}")
     files = sorted((f for f in src.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()),
                    key=lambda f: natural_key(f.name))
     if not files:
@@ -83,11 +124,13 @@ def main(argv=None) -> int:
         if not images:
             continue
         for f, prob in zip(chunk, predictor(images)):
-            Image.fromarray(((prob >= args.threshold) * 255).astype(np.uint8)).save(dst / f"{f.stem}.png")
+            mask = fixed_mask(prob, threshold, post)
+            Image.fromarray((mask * 255).astype(np.uint8)).save(dst / f"{f.stem}.png")
             if args.probabilities:
                 np.save(dst / f"{f.stem}.npy", prob.astype(np.float32))
             done += 1
-    print(f"wrote {done} mask(s) to {dst}" + (f"; {len(failed)} file(s) failed" if failed else ""))
+    print(f"wrote {done} mask(s) to {dst} (threshold {threshold:g}, post-processing {post})"
+          + (f"; {len(failed)} file(s) failed" if failed else ""))
     return 1 if failed else 0
 
 

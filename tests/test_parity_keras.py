@@ -129,6 +129,20 @@ def test_cli_port_then_predict_matches_keras(tmp_path):
         print(f"\n[parity] predict.py {name}: max abs diff vs Keras {diff:.2e}")
         assert diff < 5e-5
 
+    # The masks of a scored protocol: threshold and post-processing from an eval.py JSON.
+    settings = tmp_path / "eval_test.json"
+    settings.write_text('{"protocols": {"fixed": {"threshold": 0.45, "postprocess": "largest_component"}}}')
+    (src / "broken.png").unlink()
+    out2 = tmp_path / "out2"
+    r = run("predict.py", "--checkpoint", str(ckpt), "--input", str(src), "--output", str(out2),
+            "--settings_from", str(settings))
+    assert r.returncode == 0, r.stderr
+    assert "threshold 0.45, post-processing largest_component" in r.stdout
+    from hanet_jax.protocols import fixed_mask
+    for stem in ("grey", "rgba", "colour", "small"):
+        mask = np.asarray(Image.open(out2 / f"{stem}.png")) > 0
+        np.testing.assert_array_equal(mask, fixed_mask(np.load(out / f"{stem}.npy"), 0.45, "largest_component"))
+
 
 def test_cli_port_error_names_the_problem(tmp_path):
     _, path = saved_random_keras(tmp_path, "baseline", (64, 64))
