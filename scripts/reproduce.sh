@@ -12,7 +12,8 @@
 #      grouped 20% test set that neither training nor model selection sees, and a grouped 20%
 #      of the rest for validation (early stopping, plateau, checkpoint, threshold);
 #   2. score the best checkpoint on the test set: the fixed protocol with the threshold and the
-#      post-processing (largest component or none) chosen on validation, the paper's oracle
+#      post-processing (none, or one component: the largest or the most probable) chosen on
+#      validation, the paper's oracle
 #      protocol, each also with flip TTA;
 #   3. score it on the validation set too (the developer's guide, not the result);
 #   4. print the results table (scripts/results_table.py writes it into the README).
