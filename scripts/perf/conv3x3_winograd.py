@@ -1,0 +1,78 @@
+"""The 3x3 SAME conv as Winograd F(2x2, 3x3) vs XLA's conv, forward and forward + backward,
+at the shapes that lead the bench's trace (`trace_train_step.py`).
+
+    PYTHONPATH=. taskset -c 0 .venv/bin/python scripts/perf/conv3x3_winograd.py [--batch_size 4]
+
+The Winograd form is `scripts/perf/_winograd.py`: 16 multiplications per 2x2 output tile and
+(C_in, C_out) pair instead of 36, and a backward made of GEMMs, where XLA:CPU's own weight
+gradient runs at 25-55 GFLOP/s behind two layout transposes (round 5). The script prints the
+largest difference from XLA's conv next to the output's scale (rounding: the two agree in real
+arithmetic). Batch 4 on one core is each device's share of the bench under the CPU split.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from hanet_jax import host_memory  # noqa: E402
+
+host_memory.keep_freed_host_memory_if_cpu_only()
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from hanet_jax import bench_lib  # noqa: E402
+import _winograd as winograd  # noqa: E402
+
+DN = ("NHWC", "HWIO", "NHWC")
+# (H, W, C_in, C_out): the decoder/SFEB and dense-layer 3x3 convs at 256x256 input.
+SHAPES = [(32, 32, 256, 256), (64, 64, 128, 128), (64, 64, 128, 32), (128, 128, 64, 64),
+          (64, 64, 192, 64), (32, 32, 384, 128), (16, 16, 128, 32)]
+
+
+def conv(x, w):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=DN)
+
+
+def fwd_bwd(fn):
+    def run(x, w, dy):
+        out, vjp = jax.vjp(fn, x, w)
+        return vjp(dy)
+    return run
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch_size", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    fns = {"fwd xla": jax.jit(conv), "fwd winograd": jax.jit(winograd.conv3x3),
+           "train xla": jax.jit(fwd_bwd(conv)), "train winograd": jax.jit(fwd_bwd(winograd.conv3x3))}
+    tot = dict.fromkeys(fns, 0.0)
+    for h, wd, c, f in SHAPES:
+        x = jnp.asarray(rng.standard_normal((args.batch_size, h, wd, c), np.float32))
+        w = jnp.asarray(rng.standard_normal((3, 3, c, f), np.float32) * (2 / (9 * c)) ** 0.5)
+        dy = jnp.asarray(rng.standard_normal((args.batch_size, h, wd, f), np.float32))
+        y_ref, y_win = fns["fwd xla"](x, w), fns["fwd winograd"](x, w)
+        (dx_ref, dw_ref), (dx_win, dw_win) = fns["train xla"](x, w, dy), fns["train winograd"](x, w, dy)
+        rel = {name: float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(a)))
+               for name, a, b in (("y", y_ref, y_win), ("dx", dx_ref, dx_win), ("dw", dw_ref, dw_win))}
+        sec = bench_lib.interleaved_medians(
+            {k: (lambda fn=fn, args=(x, w, dy) if k.startswith("train") else (x, w):
+                 jax.block_until_ready(fn(*args)))
+             for k, fn in fns.items()}, args.repeats)
+        for k in tot:
+            tot[k] += sec[k]
+        print(f"{args.batch_size}x{h}x{wd} {c}->{f}: fwd xla {1e3 * sec['fwd xla']:6.1f} ms, winograd "
+              f"{1e3 * sec['fwd winograd']:6.1f} ms ({sec['fwd xla'] / sec['fwd winograd']:.2f}x); "
+              f"fwd+bwd xla {1e3 * sec['train xla']:6.1f} ms, winograd {1e3 * sec['train winograd']:6.1f} ms "
+              f"({sec['train xla'] / sec['train winograd']:.2f}x); max |diff| / max |ref|: "
+              + ", ".join(f"{k} {v:.1e}" for k, v in rel.items()), flush=True)
+    print(f"sum over the shapes: fwd {1e3 * tot['fwd xla']:.0f} -> {1e3 * tot['fwd winograd']:.0f} ms "
+          f"({tot['fwd xla'] / tot['fwd winograd']:.2f}x), fwd+bwd {1e3 * tot['train xla']:.0f} -> "
+          f"{1e3 * tot['train winograd']:.0f} ms ({tot['train xla'] / tot['train winograd']:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()
