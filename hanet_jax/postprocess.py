@@ -19,8 +19,6 @@ import numpy as np
 from scipy import ndimage
 
 POSTPROCESS = ("none", "largest_component", "most_probable_component")
-# The options that need the probability map, not only the binarised mask.
-NEEDS_PROBABILITIES = ("most_probable_component",)
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
@@ -57,7 +55,7 @@ def most_probable_component(mask: np.ndarray, prob: np.ndarray) -> np.ndarray:
 
 def apply(mask: np.ndarray, name: str, prob: np.ndarray | None = None) -> np.ndarray:
     """The mask after post-processing `name` (one of POSTPROCESS); `prob`, the probabilities
-    `mask` was thresholded from, is needed by the NEEDS_PROBABILITIES options."""
+    `mask` was thresholded from, is needed by "most_probable_component"."""
     if name == "none":
         return np.asarray(mask, dtype=bool)
     if name == "largest_component":
