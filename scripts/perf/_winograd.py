@@ -6,7 +6,7 @@ pair instead of 36: an elementwise input transform, 16 independent (tiles x C_in
 (C_in x C_out) matmuls, an elementwise output transform. Written in jnp, its autodiff backward
 is made of GEMMs too; the weight gradient becomes 16 (C_in x tiles) @ (tiles x C_out) matmuls.
 The result equals the direct convolution in real arithmetic; in float32 it differs by rounding
-(~1e-6 of the output's scale, printed by conv3x3_winograd.py and ab_winograd.py).
+(~1e-6 of the output's scale, printed by conv3x3_swap.py and ab_conv_swap.py, --swap winograd).
 """
 
 from __future__ import annotations
