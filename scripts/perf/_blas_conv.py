@@ -12,7 +12,8 @@ they add nothing). numpy hands these views to its BLAS without copying; the extr
 (H+2)(W+2)/(HW) - 1 of the FLOPs (6% at 64x64, 27% at 16x16).
 
 The input gradient stays XLA's (a forward conv with the flipped kernel). Under a sharded jit a
-callback runs on device 0 with the whole batch gathered (jax's default for callbacks).
+callback runs on device 0 with the whole batch gathered (jax's default for callbacks); the
+`ffi_dw` mode runs the same GEMMs in C++ on each device's shard (`_blas_ffi.py`).
 """
 
 from __future__ import annotations
@@ -81,21 +82,34 @@ def _callback(fn, shape, *args):
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
-def conv3x3(x, k, blas_forward: bool = False):
-    if blas_forward:
+def conv3x3(x, k, mode: str = "blas_dw"):
+    """mode: blas_dw (the weight gradient in a host callback), blas_all (the forward too),
+    ffi_dw (the weight gradient in the FFI custom calls of `_blas_ffi.py`) or ffi_all (the
+    forward and the input gradient too)."""
+    if mode == "blas_all":
         return _callback(forward_np, x.shape[:3] + k.shape[-1:], x, k)
+    if mode == "ffi_all":
+        import _blas_ffi
+        return _blas_ffi.forward(x, k)
     return _xla(x, k)
 
 
-def _fwd(x, k, blas_forward):
-    return conv3x3(x, k, blas_forward), (x, k)
+def _fwd(x, k, mode):
+    return conv3x3(x, k, mode), (x, k)
 
 
-def _bwd(blas_forward, res, dy):
+def _bwd(mode, res, dy):
     x, k = res
+    if mode == "ffi_all":
+        import _blas_ffi
+        # The input gradient is the SAME conv of dy with the kernel flipped and in/out swapped.
+        dx = _blas_ffi.forward(dy, k[::-1, ::-1].transpose(0, 1, 3, 2))
+        return dx, _blas_ffi.weight_grad(x, dy)
     dx = jax.vjp(lambda x_: _xla(x_, k), x)[1](dy)[0]
-    dk = _callback(weight_grad_np, k.shape, x, dy)
-    return dx, dk
+    if mode == "ffi_dw":
+        import _blas_ffi  # builds and registers the custom call on first use
+        return dx, _blas_ffi.weight_grad(x, dy)
+    return dx, _callback(weight_grad_np, k.shape, x, dy)
 
 
 conv3x3.defvjp(_fwd, _bwd)

@@ -1,11 +1,12 @@
 """A/B of the bench's train step and inference with the 3x3 convs as XLA's conv and as a
 substitute swapped in for `jax.lax.conv_general_dilated` while the second side is traced:
 Winograd F(2x2, 3x3) (`_winograd.py`, round 6) or host BLAS GEMMs through a callback
-(`_blas_conv.py`, round 7: the weight gradient only, or the forward too). Split over the CPU
+(`_blas_conv.py`, round 7: the weight gradient only, or the forward too), or the weight
+gradient's GEMMs in an FFI custom call on each device (`_blas_ffi.py`). Split over the CPU
 as bench.py runs them, compiled in one process and timed interleaved.
 
     PYTHONPATH=. .venv/bin/python scripts/perf/ab_conv_swap.py --swap winograd [--batch_size 8] [--repeats 5]
-    PYTHONPATH=. .venv/bin/python scripts/perf/ab_conv_swap.py --swap blas_dw --blas_threads 1
+    PYTHONPATH=. .venv/bin/python scripts/perf/ab_conv_swap.py --swap ffi_dw --blas_threads 1
 """
 import argparse
 import os
@@ -16,7 +17,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _bench_process import set_up_like_bench  # noqa: E402
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--swap", choices=["winograd", "blas_dw", "blas_all"], required=True)
+parser.add_argument("--swap", choices=["winograd", "blas_dw", "blas_all", "ffi_dw", "ffi_all"], required=True)
 parser.add_argument("--batch_size", type=int, default=8)
 parser.add_argument("--repeats", type=int, default=5)
 parser.add_argument("--variant", default="full")
@@ -26,6 +27,7 @@ parser.add_argument("--blas_threads", type=int, default=1,
                     help="OpenBLAS threads for the blas swaps (set before numpy loads)")
 args = parser.parse_args()
 os.environ["OPENBLAS_NUM_THREADS"] = str(args.blas_threads)
+os.environ["HANET_BLAS_CONV"] = "0"  # the model's own CPU weight gradient off: "xla" is XLA's
 set_up_like_bench(args.batch_size)
 
 import numpy as np  # noqa: E402
@@ -46,8 +48,8 @@ def swapped_conv(x, kernel, window_strides, padding, **kwargs):
             and min(kernel.shape[2:]) >= args.min_channels:
         if args.swap == "winograd" and _winograd.supported(x.shape, kernel.shape, 1, padding):
             return _winograd.conv3x3(x, kernel)
-        if args.swap.startswith("blas"):
-            return _blas_conv.conv3x3(x, kernel, args.swap == "blas_all")
+        if args.swap != "winograd":
+            return _blas_conv.conv3x3(x, kernel, args.swap)
     return direct_conv(x, kernel, window_strides, padding, **kwargs)
 
 

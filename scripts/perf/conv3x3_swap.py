@@ -8,7 +8,7 @@ winograd (`_winograd.py`, round 6): 16 multiplications per 2x2 output tile and (
 pair instead of 36, and a backward made of GEMMs, where XLA:CPU's own weight gradient runs at
 25-55 GFLOP/s behind two layout transposes (round 5). blas_dw / blas_all (`_blas_conv.py`,
 round 7): the weight gradient (and the forward) as nine row-offset GEMMs in numpy's BLAS,
-through a host callback. The script prints the largest difference from XLA's conv next to the
+through a host callback; ffi_dw: the same weight gradient in an FFI custom call (`_blas_ffi.py`). The script prints the largest difference from XLA's conv next to the
 output's scale (rounding: they agree in real arithmetic). Batch 4 on one core is each
 device's share of the bench under the CPU split.
 """
@@ -40,14 +40,13 @@ def fwd_bwd(fn):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--swap", choices=["winograd", "blas_dw", "blas_all"], required=True)
+    parser.add_argument("--swap", choices=["winograd", "blas_dw", "blas_all", "ffi_dw", "ffi_all"], required=True)
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    swap = {"winograd": _winograd.conv3x3,
-            "blas_dw": lambda x, w: _blas_conv.conv3x3(x, w, False),
-            "blas_all": lambda x, w: _blas_conv.conv3x3(x, w, True)}[args.swap]
+    swap = (_winograd.conv3x3 if args.swap == "winograd"
+            else lambda x, w: _blas_conv.conv3x3(x, w, args.swap))
     fns = {"fwd xla": jax.jit(conv), "fwd swap": jax.jit(swap),
            "train xla": jax.jit(fwd_bwd(conv)), "train swap": jax.jit(fwd_bwd(swap))}
     tot = dict.fromkeys(fns, 0.0)
