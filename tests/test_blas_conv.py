@@ -1,0 +1,93 @@
+"""The CPU 3x3 conv weight gradient in BLAS (hanet_jax/models/blas_conv.py): the same gradients
+as XLA's, on one device and split over two, used by `layers.Conv` only where it applies, and a
+clean fall-back where it cannot be built."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hanet_jax.models import blas_conv, layers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+needs_handler = pytest.mark.skipif(not blas_conv.available(), reason="no C++ compiler / scipy OpenBLAS")
+
+
+def _grads(module, x, env_value, monkeypatch):
+    monkeypatch.setenv(blas_conv.ENV, env_value)
+    variables = module.init(jax.random.key(0), x)
+    loss = lambda v, x: jnp.sum(module.apply(v, x) ** 2)  # noqa: E731
+    jaxpr = str(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(variables, x))
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(variables, x)
+    return grads, blas_conv._TARGET in jaxpr
+
+
+@needs_handler
+@pytest.mark.parametrize("shape,features", [((2, 9, 7, 5), 4), ((3, 16, 16, 12), 8), ((1, 4, 4, 1), 3)])
+def test_conv_gradients_match_xla(shape, features, monkeypatch):
+    x = jnp.asarray(np.random.default_rng(0).standard_normal(shape, np.float32))
+    conv = layers.Conv(features, kernel_size=3)
+    (g_blas, dx_blas), used = _grads(conv, x, "1", monkeypatch)
+    (g_xla, dx_xla), used_off = _grads(conv, x, "0", monkeypatch)
+    assert used and not used_off
+    np.testing.assert_array_equal(dx_blas, dx_xla)  # the input gradient stays XLA's
+    for name in ("kernel", "bias"):
+        a, b = g_blas["params"][name], g_xla["params"][name]
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
+@needs_handler
+def test_only_3x3_stride1_same_float32_use_it(monkeypatch):
+    monkeypatch.setenv(blas_conv.ENV, "1")
+    x = jnp.ones((1, 8, 8, 4))
+    k3 = jnp.ones((3, 3, 4, 2))
+    assert blas_conv.applies(x, k3, 1, "SAME")
+    assert not blas_conv.applies(x, k3, 2, "SAME")
+    assert not blas_conv.applies(x, k3, 1, "VALID")
+    assert not blas_conv.applies(x, jnp.ones((7, 7, 4, 2)), 1, "SAME")
+    assert not blas_conv.applies(x.astype(jnp.bfloat16), k3.astype(jnp.bfloat16), 1, "SAME")
+
+
+def _run(code: str, **env) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu", **env}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env,
+                          capture_output=True, text=True, timeout=300)
+
+
+SPLIT = """
+    import numpy as np, jax, jax.numpy as jnp
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from hanet_jax.models import blas_conv
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 10, 6, 3), np.float32)
+    k = rng.standard_normal((3, 3, 3, 5), np.float32)
+    grad = lambda conv: jax.jit(jax.grad(lambda x, k: jnp.sum(conv(x, k) ** 2), argnums=1))
+    ref = np.asarray(grad(blas_conv._xla_conv)(x, k))
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    xs = jax.device_put(x, NamedSharding(mesh, P("data")))
+    got = grad(blas_conv.conv3x3)(xs, k)
+    print("devices", len(jax.devices()), "available", blas_conv.available(),
+          "rel", float(np.abs(np.asarray(got) - ref).max() / np.abs(ref).max()))
+"""
+
+
+@needs_handler
+def test_split_over_two_devices_sums_the_shards():
+    done = _run(SPLIT, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    words = done.stdout.split()
+    assert words[1] == "2" and words[3] == "True"
+    assert float(words[5]) < 1e-5
+
+
+def test_without_a_compiler_falls_back_to_xla(tmp_path):
+    done = _run(SPLIT, CXX=str(tmp_path / "no-such-compiler"), HANET_CACHE_DIR=str(tmp_path))
+    assert done.returncode == 0, done.stderr[-3000:]
+    words = done.stdout.split()
+    assert words[3] == "False" and float(words[5]) == 0.0
+    assert "falls back to XLA's" in done.stderr and "no-such-compiler" in done.stderr
