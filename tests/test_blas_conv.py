@@ -91,3 +91,13 @@ def test_without_a_compiler_falls_back_to_xla(tmp_path):
     words = done.stdout.split()
     assert words[3] == "False" and float(words[5]) == 0.0
     assert "falls back to XLA's" in done.stderr and "no-such-compiler" in done.stderr
+
+
+@needs_handler
+def test_disabled_context_traces_xla_gradient(monkeypatch):
+    # bench.py counts FLOPs on such a trace: XLA's cost analysis cannot see into the custom call.
+    monkeypatch.setenv(blas_conv.ENV, "1")
+    x, k = jnp.ones((1, 8, 8, 4)), jnp.ones((3, 3, 4, 2))
+    with blas_conv.disabled():
+        assert not blas_conv.applies(x, k, 1, "SAME")
+    assert blas_conv.applies(x, k, 1, "SAME")

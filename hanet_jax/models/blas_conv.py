@@ -18,6 +18,7 @@ cannot be built (no compiler, no scipy OpenBLAS: logged once), `Conv` keeps XLA'
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import glob
@@ -95,9 +96,23 @@ def load_handlers(source: Path, targets: dict[str, str]) -> ctypes.CDLL:
 load_handlers.keep = []
 
 
+_off = []  # `disabled()` contexts open
+
+
 def enabled() -> bool:
     """HANET_BLAS_CONV is not 0 (read at trace time, so one process can compare both)."""
-    return os.environ.get(ENV, "1").strip() != "0"
+    return not _off and os.environ.get(ENV, "1").strip() != "0"
+
+
+@contextlib.contextmanager
+def disabled():
+    """Trace with XLA's gradient: e.g. for FLOP counts, since XLA's cost analysis does not see
+    inside the custom call. Functions traced earlier keep their cached trace."""
+    _off.append(True)
+    try:
+        yield
+    finally:
+        _off.pop()
 
 
 @functools.cache
