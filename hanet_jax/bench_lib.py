@@ -144,7 +144,7 @@ class _JaxSide:
         # (models/blas_conv.py): count the same arithmetic on a fresh XLA-only trace, compiled
         # as before (the unoptimised HLO counts ~0.6% fewer FLOPs).
         self.train_flops = flops_lib.xla_flops(self.train)
-        if blas_conv.enabled() and jax.default_backend() == "cpu":
+        if blas_conv.active():
             with blas_conv.disabled():
                 xla_step = jax.jit(make_train_step(self.model, tx, make_loss("bce_jaccard")))
                 self.train_flops = flops_lib.xla_flops(

@@ -89,11 +89,11 @@ def load_handlers(source: Path, targets: dict[str, str]) -> ctypes.CDLL:
     lib.SetSgemm(ctypes.cast(blas.scipy_cblas_sgemm, ctypes.c_void_p))
     for target, symbol in targets.items():
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
-    load_handlers.keep.append((blas, lib))
+    _LOADED.append((blas, lib))
     return lib
 
 
-load_handlers.keep = []
+_LOADED = []  # the loaded libraries, kept referenced for the life of the process
 
 
 _off = []  # `disabled()` contexts open
@@ -127,11 +127,15 @@ def available() -> bool:
         return False
 
 
+def active() -> bool:
+    """Whether a trace now would use the handler: enabled, CPU backend, handler loaded."""
+    return enabled() and jax.default_backend() == "cpu" and available()
+
+
 def applies(x: jax.Array, kernel: jax.Array, strides: int, padding: str) -> bool:
-    """Whether `conv3x3` should compute this conv: 3x3, stride 1, SAME, float32, CPU backend."""
+    """Whether `conv3x3` should compute this conv: 3x3, stride 1, SAME, float32, `active()`."""
     return (kernel.shape[:2] == (3, 3) and strides == 1 and padding == "SAME"
-            and x.dtype == np.float32 and kernel.dtype == np.float32
-            and enabled() and jax.default_backend() == "cpu" and available())
+            and x.dtype == np.float32 and kernel.dtype == np.float32 and active())
 
 
 def _weight_grad_local(x, dy):

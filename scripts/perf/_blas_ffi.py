@@ -45,8 +45,7 @@ def forward(x, k):
 
 
 def _batch(mesh, arg_shapes):
-    spec = arg_shapes[0].sharding.spec
-    return NamedSharding(mesh, PartitionSpec(spec[0] if len(spec) else None))
+    return NamedSharding(mesh, PartitionSpec(blas_conv._batch_axis(arg_shapes[0])))
 
 
 def _forward_partition(mesh, arg_shapes, result_shape):
