@@ -142,7 +142,7 @@ class _JaxSide:
         # FLOPs and memory of the whole batch on one device (a sharded executable reports one shard's).
         # XLA's cost analysis does not count the CPU weight-gradient custom call
         # (models/blas_conv.py): count the same arithmetic on a fresh XLA-only trace, compiled
-        # as before (the unoptimised HLO counts ~0.6% fewer FLOPs).
+        # as before (the unoptimised HLO counts slightly fewer FLOPs).
         self.train_flops = flops_lib.xla_flops(self.train)
         if blas_conv.active():
             with blas_conv.disabled():
