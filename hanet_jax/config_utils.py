@@ -121,6 +121,7 @@ RULES: dict[str, Check] = {
     "optimizer.min_lr": _float(0.0),
     "optimizer.early_stopping_patience": _int(1),
     "optimizer.early_stopping_min_delta": _float(0.0),
+    "optimizer.ema_decay": _float(0.0, 1.0, open_high=True),
     "init_from": _str,
     "init_scope": _choice("all", "encoder"),
     "checkpoint.every_steps": _int(0),

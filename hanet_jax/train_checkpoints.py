@@ -1,8 +1,10 @@
 """Training checkpoints: one Orbax CheckpointManager at WORKDIR/checkpoints.
 
 Layout of a step directory `WORKDIR/checkpoints/<step>/` (step = training steps done):
-- `variables/`: {"params", "batch_stats"} (what inference and `restore_best_variables` read);
-- `train/`: {"step", "opt_state", "plateau", "rng"} (the rest of the device state);
+- `variables/`: {"params", "batch_stats"} (what inference and `restore_best_variables` read:
+  the weights' moving average when the run keeps one, config.optimizer.ema_decay > 0);
+- `train/`: {"step", "opt_state", "plateau", "rng"} (the rest of the device state), and with
+  an EMA {"live": {"params", "batch_stats"}}, the weights the optimiser updates;
 - `meta/`: JSON: data position (epoch, step, steps_per_epoch), early-stopping state, the
   per-epoch history, the running training metrics of an unfinished epoch, wall time;
 - `metrics/`: Orbax's metrics of epoch-end checkpoints: val_loss, val_dice, improved, epoch.
@@ -71,9 +73,11 @@ def make_manager(workdir: str | os.PathLike, *, keep_latest: int = 1, keep_best:
 
 
 def _split(state) -> tuple[dict, dict]:
-    return ({"params": state.params, "batch_stats": state.batch_stats},
-            {"step": state.step, "opt_state": state.opt_state, "plateau": state.plateau,
-             "rng": state.rng})
+    train = {"step": state.step, "opt_state": state.opt_state, "plateau": state.plateau,
+             "rng": state.rng}
+    if state.ema is not None:
+        train["live"] = state.variables
+    return state.eval_variables, train
 
 
 def save(manager: ocp.CheckpointManager, state, meta: Mapping, metrics: Mapping | None = None
@@ -96,11 +100,24 @@ def restore_latest(manager: ocp.CheckpointManager, like_state):
     if step is None:
         return None
     variables, train = _split(like_state)
+    saved_ema = "live" in _saved_tree(manager, step, "train")
+    if saved_ema != ("live" in train):
+        raise CheckpointError(
+            f"{Path(manager.directory) / str(step)}: saved {'with' if saved_ema else 'without'}"
+            f" a weights' moving average, and config.optimizer.ema_decay="
+            f"{'0' if saved_ema else 'a positive value'} asks for the opposite; resume with the "
+            "run's own setting or use a new workdir")
     out = manager.restore(step, args=ocp.args.Composite(
         variables=ocp.args.StandardRestore(_abstract(variables)),
         train=ocp.args.StandardRestore(_abstract(train)), meta=ocp.args.JsonRestore()))
-    state = like_state.replace(params=out.variables["params"],
-                               batch_stats=out.variables["batch_stats"], **out.train)
+    rest = dict(out.train)
+    live = rest.pop("live", None)
+    if live is None:
+        state = like_state.replace(params=out.variables["params"],
+                                   batch_stats=out.variables["batch_stats"], **rest)
+    else:
+        state = like_state.replace(params=live["params"], batch_stats=live["batch_stats"],
+                                   ema=dict(out.variables), **rest)
     return state, dict(out.meta)
 
 
@@ -116,15 +133,20 @@ def restore_best(manager: ocp.CheckpointManager, like_variables=None) -> tuple[i
     return step, dict(manager.restore(step, args=ocp.args.Composite(variables=target)).variables)
 
 
+def _saved_tree(manager: ocp.CheckpointManager, step: int, item: str):
+    """The metadata tree of one saved item ("variables" | "train") of checkpoint `step`."""
+    path = Path(manager.directory) / str(step) / item
+    try:
+        with ocp.StandardCheckpointer() as reader:
+            return reader.metadata(path).item_metadata.tree
+    except Exception as e:  # noqa: BLE001 - Orbax raises many kinds; name the directory
+        raise CheckpointError(f"{path}: cannot read the saved {item} ({type(e).__name__}: {e})") from e
+
+
 def _on_one_device(manager: ocp.CheckpointManager, step: int):
     """The saved variables' shapes, placed on this process's first device: a run may have saved
     them over another set of devices (e.g. the CPU split in two by train.py) than eval.py has."""
-    path = Path(manager.directory) / str(step) / "variables"
-    try:
-        with ocp.StandardCheckpointer() as reader:
-            saved = reader.metadata(path).item_metadata.tree
-    except Exception as e:  # noqa: BLE001 - Orbax raises many kinds; name the directory
-        raise CheckpointError(f"{path}: cannot read the saved variables ({type(e).__name__}: {e})") from e
+    saved = _saved_tree(manager, step, "variables")
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), saved)
 

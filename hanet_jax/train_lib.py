@@ -43,7 +43,7 @@ from hanet_jax.data import pipeline
 from hanet_jax.models.hanet import model_config, model_from_config
 from hanet_jax.plateau import EarlyStopping, scale_updates
 from hanet_jax.train_state import (TrainState, apply_init_from, batch_sharded, create_train_state,
-                                   learning_rate_schedule, make_loss_fn, make_mesh,
+                                   ema_update, learning_rate_schedule, make_loss_fn, make_mesh,
                                    optimizer_from_config, replicate, replicated,
                                    resolve_model_config, to_host)
 
@@ -104,8 +104,9 @@ EvalMetrics = clu_metrics.Collection.create(loss=BatchLoss, dice=PooledDice, iou
 
 
 # -------------------------------------------------------------------------------------- steps
-def train_step(state: TrainState, batch, *, model, loss_fn, tx):
-    """One Adam step on a global batch; dropout key fold_in(state.rng, state.step)."""
+def train_step(state: TrainState, batch, *, model, loss_fn, tx, ema_decay: float = 0.0):
+    """One Adam step on a global batch; dropout key fold_in(state.rng, state.step); then the
+    EMA's step when the state has one."""
     dropout_key = jax.random.fold_in(state.rng, state.step)
 
     def loss_of(params):
@@ -118,13 +119,17 @@ def train_step(state: TrainState, batch, *, model, loss_fn, tx):
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, scale_updates(updates, state.plateau.scale))
     metrics = TrainMetrics.single_from_model_output(loss=loss, logits=logits, targets=batch["mask"])
+    ema = state.ema
+    if ema is not None:
+        ema = ema_update(ema, {"params": params, "batch_stats": batch_stats}, state.step,
+                         ema_decay)
     return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                         opt_state=opt_state), metrics
+                         opt_state=opt_state, ema=ema), metrics
 
 
 def eval_step(state: TrainState, batch, *, model, loss_fn):
     """Validation metrics of a padded global batch (padding has weight 0), and predictions."""
-    logits = model.apply(state.variables, batch["image"], train=False)
+    logits = model.apply(state.eval_variables, batch["image"], train=False)
     loss = loss_fn(logits, batch["mask"], batch["valid"])
     metrics = EvalMetrics.single_from_model_output(loss=loss, logits=logits, targets=batch["mask"],
                                                    valid=batch["valid"])
@@ -140,13 +145,14 @@ class Steps:
 _STEPS: dict = {}
 
 
-def compiled_steps(model, loss_name: str, tx, mesh) -> Steps:
-    """jitted train/eval steps, cached per (model, loss, optimiser, mesh)."""
-    key = (model, loss_name, tx, mesh)
+def compiled_steps(model, loss_name: str, tx, mesh, ema_decay: float = 0.0) -> Steps:
+    """jitted train/eval steps, cached per (model, loss, optimiser, mesh, EMA decay)."""
+    key = (model, loss_name, tx, mesh, ema_decay)
     if key not in _STEPS:
         loss_fn, repl, data = make_loss_fn(loss_name), replicated(mesh), batch_sharded(mesh)
         _STEPS[key] = Steps(
-            train=jax.jit(lambda s, b: train_step(s, b, model=model, loss_fn=loss_fn, tx=tx),
+            train=jax.jit(lambda s, b: train_step(s, b, model=model, loss_fn=loss_fn, tx=tx,
+                                                  ema_decay=ema_decay),
                           in_shardings=(repl, data), out_shardings=(repl, repl),
                           donate_argnums=(0,)),
             eval=jax.jit(lambda s, b: eval_step(s, b, model=model, loss_fn=loss_fn),
@@ -257,10 +263,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     manager = ckpt.make_manager(workdir, keep_latest=c.keep_latest, keep_best=c.keep_best,
                                 async_save=c.async_save)
     writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-    run = _Run(config, workdir, compiled_steps(model, config.loss, tx, mesh), data, mesh,
-               manager, writer, plateau, spe, spe * config.num_epochs)
+    ema_decay = float(config.optimizer.ema_decay)
+    run = _Run(config, workdir, compiled_steps(model, config.loss, tx, mesh, ema_decay), data,
+               mesh, manager, writer, plateau, spe, spe * config.num_epochs)
     try:
-        state = create_train_state(model, config.model.image_size, tx, plateau, config.seed, mesh)
+        state = create_train_state(model, config.model.image_size, tx, plateau, config.seed, mesh,
+                                   ema=ema_decay > 0)
         progress = {"history": [], "stopper": dataclasses.asdict(stopper), "train_metrics": None,
                     "wall_seconds": 0.0}
         restored = ckpt.restore_latest(manager, state)
@@ -354,7 +362,7 @@ def _train_loop(run: _Run, state, stopper, progress, batch_hook) -> TrainResult:
     manager.wait_until_finished()
     if preempted:
         return TrainResult({"preempted_at_step": done}, state, None, preempted=True)
-    best_step, variables = ckpt.restore_best(manager, state.variables)
+    best_step, variables = ckpt.restore_best(manager, state.eval_variables)
     summary = _summary(run, history, stopper, best_step, done,
                        progress["wall_seconds"] + time.time())
     if jax.process_index() == 0:

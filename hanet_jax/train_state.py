@@ -34,10 +34,28 @@ class TrainState:
     opt_state: Any           # Adam moments (per-step)
     plateau: Any             # ReduceLROnPlateauState: its `scale` x learning_rate = lr in force
     rng: jax.Array           # uint32[2] base key; step s uses fold_in(rng, s) for dropout
+    # {"params", "batch_stats"} averaged over steps (config.optimizer.ema_decay > 0), or None
+    ema: Any = None
 
     @property
     def variables(self) -> dict:
+        """The live weights: what the optimiser updates."""
         return {"params": self.params, "batch_stats": self.batch_stats}
+
+    @property
+    def eval_variables(self) -> dict:
+        """What validation, model selection and export use: the EMA when there is one."""
+        return self.variables if self.ema is None else self.ema
+
+
+def ema_update(ema, live, step, decay: float):
+    """One step of the weights' moving average; `step` is the number of updates done before
+    this one. The decay warms up as min(decay, (1+t)/(10+t)) (TensorFlow's
+    ExponentialMovingAverage with num_updates), so early averages are not dominated by the
+    random initialisation."""
+    t = jnp.asarray(step, jnp.float32)
+    d = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
+    return jax.tree.map(lambda e, x: (d * e + (1.0 - d) * x).astype(x.dtype), ema, live)
 
 
 # Cached so that equal configs give the same objects, and jitted steps keyed on them are reused.
@@ -116,27 +134,27 @@ def to_host(tree):
 
 
 @functools.lru_cache(maxsize=8)
-def _jit_init(model: HANet, image_size: int, tx, plateau):
+def _jit_init(model: HANet, image_size: int, tx, plateau, ema: bool = False):
     def init(seed):
         params_key, dropout_key = jax.random.split(jax.random.PRNGKey(seed))
         variables = model.init({"params": params_key},
                                jnp.zeros((1, image_size, image_size, 3), jnp.float32), train=False)
-        params = variables["params"]
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                          batch_stats=variables.get("batch_stats", {}),
-                          opt_state=tx.init(params), plateau=plateau.init(), rng=dropout_key)
+        params, batch_stats = variables["params"], variables.get("batch_stats", {})
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                          opt_state=tx.init(params), plateau=plateau.init(), rng=dropout_key,
+                          ema={"params": params, "batch_stats": batch_stats} if ema else None)
     return jax.jit(init)
 
 
 def create_train_state(model: HANet, image_size: int, tx, plateau, seed: int,
-                       mesh: Mesh) -> TrainState:
-    """A fresh state, replicated over `mesh`.
+                       mesh: Mesh, ema: bool = False) -> TrainState:
+    """A fresh state, replicated over `mesh`; with `ema`, the average starts at the init.
 
     Computed on one device (the init program is then the same for any mesh: compiled once per
     model, size and optimiser), by process 0 only when there are several processes, which get
     its values by a broadcast (no process compiles or runs init but the first).
     """
-    init = _jit_init(model, image_size, tx, plateau)
+    init = _jit_init(model, image_size, tx, plateau, ema)
     if jax.process_index() == 0:
         host = to_host(init(jax.device_put(np.int32(seed), jax.local_devices()[0])))
     else:
@@ -247,8 +265,10 @@ def merge_init(target: Mapping, source: Mapping, scope: str, source_name: str) -
 
 
 def apply_init_from(state: TrainState, directory: str, scope: str, mesh: Mesh) -> TrainState:
-    """The state with params/batch_stats (all, or the encoder's) loaded from `directory`."""
+    """The state with params/batch_stats (all, or the encoder's) loaded from `directory`; an
+    EMA restarts from the loaded weights."""
     source = load_variables(directory)
     merged = merge_init(to_host(state.variables), source, scope, directory)
     merged = replicate(merged, mesh)
-    return state.replace(params=merged["params"], batch_stats=merged["batch_stats"])
+    return state.replace(params=merged["params"], batch_stats=merged["batch_stats"],
+                         ema=None if state.ema is None else merged)
