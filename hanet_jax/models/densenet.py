@@ -43,7 +43,18 @@ class DenseNet121(nn.Module):
         if x.shape[1] % 32 or x.shape[2] % 32:
             raise ValueError(f"DenseNet121 input height and width must be multiples of 32, got {x.shape[1:3]}")
         skips = {}
-        # Stem: ZeroPadding2D(3) + valid 7x7/2 conv, BN, ReLU, ZeroPadding2D(1) + valid 3x3/2 max-pool.
+        x = self._stem(x, skips, train)
+        for stage, n_layers in enumerate(self.blocks, start=2):
+            for i in range(1, n_layers + 1):
+                y = self._dense_layer(x, f"conv{stage}_block{i}", train)
+                x = jnp.concatenate([x, y], axis=-1)
+            x = self._transition(x, stage, skips, train)
+        features = self._bn_relu(x, "bn", train)
+        return features, skips
+
+    # The pieces below are also what scripts/perf swaps block layouts around.
+    def _stem(self, x, skips, train):
+        """ZeroPadding2D(3) + valid 7x7/2 conv, BN, ReLU, ZeroPadding2D(1) + valid 3x3/2 max-pool."""
         x = jnp.pad(x, ((0, 0), (3, 3), (3, 3), (0, 0)))
         x = Conv(64, 7, strides=2, padding="VALID", use_bias=False, dtype=self.dtype, name="conv1_conv")(x)
         x = batch_norm("conv1_bn", train=train, epsilon=self.epsilon, dtype=self.dtype)(x)
@@ -53,20 +64,21 @@ class DenseNet121(nn.Module):
         x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
         skips["pool1"] = x
+        return x
 
-        for stage, n_layers in enumerate(self.blocks, start=2):
-            for i in range(1, n_layers + 1):
-                prefix = f"conv{stage}_block{i}"
-                y = self._bn_relu(x, f"{prefix}_0_bn", train)
-                y = Conv(4 * self.growth_rate, 1, use_bias=False, dtype=self.dtype, name=f"{prefix}_1_conv")(y)
-                y = self._bn_relu(y, f"{prefix}_1_bn", train)
-                y = Conv(self.growth_rate, 3, use_bias=False, dtype=self.dtype, name=f"{prefix}_2_conv")(y)
-                x = jnp.concatenate([x, y], axis=-1)
-            if stage < 1 + len(self.blocks):
-                x = self._bn_relu(x, f"pool{stage}_bn", train)
-                x = Conv(x.shape[-1] // 2, 1, use_bias=False, dtype=self.dtype, name=f"pool{stage}_conv")(x)
-                x = nn.avg_pool(x, (2, 2), strides=(2, 2))
-                skips[f"pool{stage}_pool"] = x
+    def _dense_layer(self, x, prefix, train):
+        """The `growth_rate` new channels of one dense layer (BN-ReLU-1x1, BN-ReLU-3x3)."""
+        y = self._bn_relu(x, f"{prefix}_0_bn", train)
+        y = Conv(4 * self.growth_rate, 1, use_bias=False, dtype=self.dtype, name=f"{prefix}_1_conv")(y)
+        y = self._bn_relu(y, f"{prefix}_1_bn", train)
+        return Conv(self.growth_rate, 3, use_bias=False, dtype=self.dtype, name=f"{prefix}_2_conv")(y)
 
-        features = self._bn_relu(x, "bn", train)
-        return features, skips
+    def _transition(self, x, stage, skips, train):
+        """BN-ReLU-1x1 halving the channels, 2x2 average pool; none after the last block."""
+        if stage == 1 + len(self.blocks):
+            return x
+        x = self._bn_relu(x, f"pool{stage}_bn", train)
+        x = Conv(x.shape[-1] // 2, 1, use_bias=False, dtype=self.dtype, name=f"pool{stage}_conv")(x)
+        x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+        skips[f"pool{stage}_pool"] = x
+        return x

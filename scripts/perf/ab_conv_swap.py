@@ -14,7 +14,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _bench_process import set_up_like_bench  # noqa: E402
+from _bench_process import set_up_like_bench, time_sides  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--swap", choices=["winograd", "blas_dw", "blas_all", "ffi_dw", "ffi_all"], required=True)
@@ -65,9 +65,4 @@ for name, conv in (("xla", direct_conv), (args.swap, swapped_conv)):
 probs = {k: np.asarray(s.infer(s.variables, s.x)) for k, s in sides.items()}
 print(f"inference outputs, max |diff|: {np.abs(probs['xla'] - probs[args.swap]).max():.2e} "
       f"(scale {np.abs(probs['xla']).max():.2e})")
-fns = {f"{k} {kind}": getattr(s, f"{kind}_once") for kind in ("train", "infer") for k, s in sides.items()}
-sec = bench_lib.interleaved_medians(fns, args.repeats)
-for k, v in sec.items():
-    kind = k.split()[-1]
-    print(f"{k:16s} {1e3 * v:8.0f} ms/batch  {args.batch_size / v:6.2f} img/s  "
-          f"speed-up vs xla: {sec[f'xla {kind}'] / v:.2f}x")
+time_sides(sides, "xla", args.batch_size, args.repeats)

@@ -13,7 +13,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _bench_process import set_up_like_bench  # noqa: E402
+from _bench_process import set_up_like_bench, time_sides  # noqa: E402
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--batch_size", type=int, default=8)
@@ -30,7 +30,6 @@ import numpy as np  # noqa: E402
 from hanet_jax import bench_lib  # noqa: E402
 from hanet_jax.models import hanet  # noqa: E402
 from hanet_jax.models.densenet import DenseNet121  # noqa: E402
-from hanet_jax.models.layers import Conv, batch_norm  # noqa: E402
 
 
 class Buffered(DenseNet121):
@@ -38,31 +37,16 @@ class Buffered(DenseNet121):
     def __call__(self, x, *, train):
         """DenseNet121.__call__ with a per-block feature buffer; the same submodule names."""
         skips = {}
-        x = jnp.pad(x, ((0, 0), (3, 3), (3, 3), (0, 0)))
-        x = Conv(64, 7, strides=2, padding="VALID", use_bias=False, dtype=self.dtype, name="conv1_conv")(x)
-        x = batch_norm("conv1_bn", train=train, epsilon=self.epsilon, dtype=self.dtype)(x)
-        skips["conv1_bn"] = x
-        x = nn.relu(x)
-        x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
-        skips["pool1"] = x
+        x = self._stem(x, skips, train)
         for stage, n_layers in enumerate(self.blocks, start=2):
             c0 = x.shape[-1]
             buf = jnp.zeros(x.shape[:-1] + (c0 + n_layers * self.growth_rate,), x.dtype)
             buf = jax.lax.dynamic_update_slice_in_dim(buf, x, 0, axis=3)
             for i in range(1, n_layers + 1):
-                prefix, c = f"conv{stage}_block{i}", c0 + (i - 1) * self.growth_rate
-                y = self._bn_relu(buf[..., :c], f"{prefix}_0_bn", train)
-                y = Conv(4 * self.growth_rate, 1, use_bias=False, dtype=self.dtype, name=f"{prefix}_1_conv")(y)
-                y = self._bn_relu(y, f"{prefix}_1_bn", train)
-                y = Conv(self.growth_rate, 3, use_bias=False, dtype=self.dtype, name=f"{prefix}_2_conv")(y)
+                c = c0 + (i - 1) * self.growth_rate
+                y = self._dense_layer(buf[..., :c], f"conv{stage}_block{i}", train)
                 buf = jax.lax.dynamic_update_slice_in_dim(buf, y, c, axis=3)
-            x = buf
-            if stage < 1 + len(self.blocks):
-                x = self._bn_relu(x, f"pool{stage}_bn", train)
-                x = Conv(x.shape[-1] // 2, 1, use_bias=False, dtype=self.dtype, name=f"pool{stage}_conv")(x)
-                x = nn.avg_pool(x, (2, 2), strides=(2, 2))
-                skips[f"pool{stage}_pool"] = x
+            x = self._transition(buf, stage, skips, train)
         return self._bn_relu(x, "bn", train), skips
 
 
@@ -76,9 +60,4 @@ for name, encoder in (("concat", DenseNet121), ("buffer", Buffered)):
     print(f"compiled {name} in {time.perf_counter() - t0:.0f} s", flush=True)
 probs = {k: np.asarray(s.infer(s.variables, s.x)) for k, s in sides.items()}
 print(f"inference outputs, max |diff|: {np.abs(probs['concat'] - probs['buffer']).max():.2e}")
-fns = {f"{k} {kind}": getattr(s, f"{kind}_once") for kind in ("train", "infer") for k, s in sides.items()}
-sec = bench_lib.interleaved_medians(fns, args.repeats)
-for k, v in sec.items():
-    kind = k.split()[-1]
-    print(f"{k:16s} {1e3 * v:8.0f} ms/batch  {args.batch_size / v:6.2f} img/s  "
-          f"speed-up vs concat: {sec[f'concat {kind}'] / v:.2f}x")
+time_sides(sides, "concat", args.batch_size, args.repeats)
