@@ -122,10 +122,13 @@ def dataset_rows(dataset: str, workdir: Path) -> tuple[list[str], str]:
     summary, config = _read(workdir, "summary.json"), _read(workdir, "config.json")
     times = _read(workdir, "reproduce_times.json")
     name, paper = NAMES[dataset], PAPER[dataset]
+    ema = config.get("optimizer", {}).get("ema_decay")  # absent in runs from before the key
     setting = (f"{config['model']['variant']}, {config['model']['image_size']}px, "
                f"batch {config['batch_size']}, {summary['epochs']} epochs, "
                f"{config.get('optimizer', {}).get('schedule', 'plateau')} schedule, "
-               f"{config.get('loss', 'bce_jaccard')} loss, seed {config['seed']}")
+               f"{config.get('loss', 'bce_jaccard')} loss"
+               + (f", weights' moving average {ema}" if ema else "")
+               + f", seed {config['seed']}")
     fixed = test["protocols"]["fixed"]
     rows = [f"| {name} | paper (oracle; test images also in training) | — | "
             f"{paper['dice']:.3f} | {paper['jaccard']:.3f} |"]

@@ -39,6 +39,9 @@ def _run(*args):
 
 def test_each_table_is_written_between_its_markers_from_the_json(tmp_path):
     busi, udiat = _workdir(tmp_path / "b", 0.777), _workdir(tmp_path / "u", 0.654)
+    config = json.loads((udiat / "config.json").read_text())
+    config["optimizer"] = {"schedule": "cosine", "ema_decay": 0.998}
+    (udiat / "config.json").write_text(json.dumps(config))
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results:busi:begin -->\nSTALE\n<!-- results:busi:end -->\nmid\n"
                       "<!-- results:udiat:begin -->\nKEPT\n<!-- results:udiat:end -->\noutro\n")
@@ -59,6 +62,7 @@ def test_each_table_is_written_between_its_markers_from_the_json(tmp_path):
     assert "KEPT" not in text and text.count("| data |") == 2
     assert "| UDIAT | ours, paper_oracle + flip TTA | test, 97 | 0.754 [0.704, 0.794] | 0.654 |" in text
     assert proc.stdout.count("| data |") == 2
+    assert "batch 16, 12 epochs, cosine schedule, bce_jaccard loss, weights' moving average 0.998, seed 0" in text
 
 
 def test_missing_outputs_and_markers_are_named(tmp_path):
