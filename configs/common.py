@@ -84,6 +84,8 @@ def get_config() -> ml_collections.ConfigDict:
         min_lr=1e-9,
         early_stopping_patience=9,
         early_stopping_min_delta=1e-3,
+        weight_decay=0.0,         # > 0: AdamW's decoupled decay of the conv and dense kernels
+                                  # (w -= lr * weight_decay * w per step); 0: none (the release)
         ema_decay=0.0,            # > 0: validate, select and export an exponential moving
                                   # average of the weights (and BatchNorm statistics) with this
                                   # decay per step, warmed up as min(decay, (1+t)/(10+t));

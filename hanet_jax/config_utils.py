@@ -122,6 +122,7 @@ RULES: dict[str, Check] = {
     "optimizer.early_stopping_patience": _int(1),
     "optimizer.early_stopping_min_delta": _float(0.0),
     "optimizer.ema_decay": _float(0.0, 1.0, open_high=True),
+    "optimizer.weight_decay": _float(0.0),
     "init_from": _str,
     "init_scope": _choice("all", "encoder"),
     "checkpoint.every_steps": _int(0),

@@ -48,13 +48,39 @@ from optax.contrib import ReduceLROnPlateauState
 
 
 def adam(learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.999,
-         eps: float = 1e-9) -> optax.GradientTransformation:
+         eps: float = 1e-9, weight_decay: float = 0.0) -> optax.GradientTransformation:
     """The release's Adam (Keras: lr 1e-3, beta_1 0.9, beta_2 0.999, epsilon 1e-9).
 
     Keras adds epsilon to sqrt(v) before bias correction, optax after: Keras' step equals
     optax's with eps / sqrt(1 - b2^t), a difference that only matters where sqrt(v̂) is near 1e-9.
+
+    weight_decay > 0: AdamW's decoupled decay (the step also subtracts lr * weight_decay * w) on
+    the conv and dense kernels only, not on biases or BatchNorm scales. It is folded into the
+    Adam transform, so the optimiser state is Adam's with or without it and a checkpoint
+    resumes under either setting.
     """
-    return optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)
+    if weight_decay == 0.0:
+        return optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)
+    return optax.chain(_adam_with_kernel_decay(b1, b2, eps, weight_decay),
+                       optax.scale_by_learning_rate(learning_rate))
+
+
+def _is_kernel(path) -> bool:
+    return getattr(path[-1], "key", None) == "kernel"
+
+
+def _adam_with_kernel_decay(b1, b2, eps, weight_decay) -> optax.GradientTransformation:
+    inner = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
+
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("weight decay needs the parameters: tx.update(grads, state, params)")
+        updates, state = inner.update(updates, state, params)
+        updates = jax.tree_util.tree_map_with_path(
+            lambda path, u, w: u + weight_decay * w if _is_kernel(path) else u, updates, params)
+        return updates, state
+
+    return optax.GradientTransformation(inner.init, update)
 
 
 def scale_updates(updates, scale):

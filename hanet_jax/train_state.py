@@ -61,10 +61,12 @@ def ema_update(ema, live, step, decay: float):
 # Cached so that equal configs give the same objects, and jitted steps keyed on them are reused.
 @functools.lru_cache(maxsize=None)
 def make_tx(learning_rate: float, b1: float, b2: float, eps: float,
-            cosine_steps: int = 0, min_lr: float = 0.0) -> optax.GradientTransformation:
-    """Adam; with cosine_steps > 0 its rate follows a cosine from learning_rate to min_lr."""
+            cosine_steps: int = 0, min_lr: float = 0.0,
+            weight_decay: float = 0.0) -> optax.GradientTransformation:
+    """Adam (AdamW's decoupled decay on kernels with weight_decay > 0); with cosine_steps > 0
+    its rate follows a cosine from learning_rate to min_lr."""
     return plateau_lib.adam(learning_rate_schedule(learning_rate, cosine_steps, min_lr),
-                            b1=b1, b2=b2, eps=eps)
+                            b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
 
 
 def learning_rate_schedule(learning_rate: float, cosine_steps: int = 0, min_lr: float = 0.0):
@@ -93,7 +95,7 @@ def optimizer_from_config(opt, total_steps: int = 0) -> tuple[
             raise ValueError("optimizer.schedule=cosine needs the run's total_steps")
         cosine_steps = int(total_steps)
     tx = make_tx(float(opt.learning_rate), float(opt.b1), float(opt.b2), float(opt.eps),
-                 cosine_steps, float(opt.min_lr))
+                 cosine_steps, float(opt.min_lr), float(opt.weight_decay))
     plateau = plateau_lib.ReduceLROnPlateau(
         learning_rate=float(opt.learning_rate), factor=float(opt.plateau_factor),
         patience=int(opt.plateau_patience), min_delta=float(opt.plateau_min_delta),

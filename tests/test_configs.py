@@ -87,9 +87,11 @@ def test_unknown_and_bad_values_name_the_key():
         config_utils.validate_config(config)
     config = helpers.load_config("smoke")
     config.batch_size, config.model.image_size, config.loss = 0, 48, "dice"
+    config.optimizer.weight_decay = -1e-4
     with pytest.raises(config_utils.ConfigError) as error:
         config_utils.validate_config(config)
-    for key in ("config.batch_size", "config.model.image_size", "config.loss"):
+    for key in ("config.batch_size", "config.model.image_size", "config.loss",
+                "config.optimizer.weight_decay"):
         assert key in str(error.value)
     config = helpers.load_config("busi")
     with pytest.raises(config_utils.ConfigError, match=r"config\.data\.root"):

@@ -4,8 +4,10 @@ import dataclasses
 import math
 import types
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from hanet_jax.plateau import EarlyStopping, ReduceLROnPlateau, adam, scale_updates
@@ -201,6 +203,62 @@ def test_scale_updates_is_a_learning_rate_change():
     u_small, _ = tx_small.update(grads, tx_small.init(params), params)
     u, _ = tx.update(grads, tx.init(params), params)
     np.testing.assert_allclose(scale_updates(u, 0.25)["w"], u_small["w"], rtol=1e-6)
+
+
+def _toy_model():
+    rng = np.random.default_rng(0)
+    params = {"conv": {"kernel": jnp.asarray(rng.normal(size=(3, 3, 2, 4)), jnp.float32),
+                       "bias": jnp.asarray(rng.normal(size=(4,)), jnp.float32)},
+              "bn": {"scale": jnp.ones((4,)), "bias": jnp.zeros((4,))}}
+    grads = [jax.tree.map(lambda p: jnp.asarray(rng.normal(size=p.shape), p.dtype), params)
+             for _ in range(3)]
+    return params, grads
+
+
+def test_weight_decay_is_optax_adamw_on_kernels_only():
+    params, grads = _toy_model()
+    kernels_only = jax.tree_util.tree_map_with_path(lambda path, _: path[-1].key == "kernel", params)
+    ours = adam(1e-2, eps=1e-9, weight_decay=0.05)
+    ref = optax.adamw(1e-2, eps=1e-9, weight_decay=0.05, mask=kernels_only)
+    p_ours = p_ref = params
+    s_ours, s_ref = ours.init(params), ref.init(params)
+    for g in grads:
+        u, s_ours = ours.update(g, s_ours, p_ours)
+        p_ours = optax.apply_updates(p_ours, u)
+        u, s_ref = ref.update(g, s_ref, p_ref)
+        p_ref = optax.apply_updates(p_ref, u)
+    for a, b in zip(jax.tree.leaves(p_ours), jax.tree.leaves(p_ref)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    # Against plain Adam: only the kernels moved by the decay, by lr * wd * w on the first step.
+    plain = adam(1e-2, eps=1e-9)
+    u_plain, _ = plain.update(grads[0], plain.init(params), params)
+    u_wd, _ = ours.update(grads[0], ours.init(params), params)
+    np.testing.assert_allclose(u_wd["conv"]["kernel"] - u_plain["conv"]["kernel"],
+                               -1e-2 * 0.05 * params["conv"]["kernel"], rtol=1e-5, atol=1e-8)
+    for path in (("conv", "bias"), ("bn", "scale"), ("bn", "bias")):
+        np.testing.assert_array_equal(u_wd[path[0]][path[1]], u_plain[path[0]][path[1]])
+
+
+def test_weight_decay_keeps_adams_state_so_checkpoints_resume_under_either():
+    params, _ = _toy_model()
+    for lr in (1e-3, optax.cosine_decay_schedule(1e-3, 100)):
+        with_wd, without = adam(lr, weight_decay=1e-4).init(params), adam(lr).init(params)
+        assert jax.tree.structure(with_wd) == jax.tree.structure(without)
+
+
+def test_config_weight_decay_reaches_the_trainers_optimiser():
+    from configs import common
+    from hanet_jax import train_state
+
+    params, grads = _toy_model()
+    config = common.get_config()
+    plain, _, _ = train_state.optimizer_from_config(config.optimizer)
+    config.optimizer.weight_decay = 0.05
+    decayed, _, _ = train_state.optimizer_from_config(config.optimizer)
+    u_plain, _ = plain.update(grads[0], plain.init(params), params)
+    u_wd, _ = decayed.update(grads[0], decayed.init(params), params)
+    np.testing.assert_allclose(u_wd["conv"]["kernel"] - u_plain["conv"]["kernel"],
+                               -1e-3 * 0.05 * params["conv"]["kernel"], rtol=1e-5, atol=1e-9)
 
 
 def test_plateau_rejects_configs_optax_cannot_mirror():
