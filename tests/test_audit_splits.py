@@ -193,13 +193,24 @@ def test_cli_as_module(processed, tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["leaked_test"] == ["d"]
 
 
-def test_fingerprint_cache(processed, tmp_path):
+def test_fingerprint_cache(processed, tmp_path, monkeypatch):
     paths = [e.image_path for e in layouts.list_examples(processed, "processed", "train")]
     first = audit.fingerprints(paths, cache_dir=tmp_path)
     assert len(list(tmp_path.glob("fingerprints-*.npy"))) == 1
-    np.testing.assert_array_equal(audit.fingerprints(paths, cache_dir=tmp_path), first)
-    audit.fingerprints(paths[:3], cache_dir=tmp_path)
+
+    def unreadable(path):
+        raise AssertionError(f"read {path}: the cache was not used")
+
+    with monkeypatch.context() as m:  # a cache hit reads no image
+        m.setattr(audit.layouts, "read_image", unreadable)
+        np.testing.assert_array_equal(audit.fingerprints(paths, cache_dir=tmp_path), first)
+    audit.fingerprints(paths[:3], cache_dir=tmp_path)  # other paths: a new entry
     assert len(list(tmp_path.glob("fingerprints-*.npy"))) == 2
+    # a changed file invalidates its entry
+    os.utime(paths[0], (1, 1))
+    with monkeypatch.context() as m, pytest.raises(AssertionError, match="cache was not used"):
+        m.setattr(audit.layouts, "read_image", unreadable)
+        audit.fingerprints(paths, cache_dir=tmp_path)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -98,6 +98,12 @@ def test_disabled_context_traces_xla_gradient(monkeypatch):
     # bench.py counts FLOPs on such a trace: XLA's cost analysis cannot see into the custom call.
     monkeypatch.setenv(blas_conv.ENV, "1")
     x, k = jnp.ones((1, 8, 8, 4)), jnp.ones((3, 3, 4, 2))
+    module = layers.Conv(2, kernel_size=3)
+    variables = module.init(jax.random.key(0), x)
+    loss = lambda v: jnp.sum(module.apply(v, x) ** 2)
+    traced = lambda: str(jax.make_jaxpr(jax.grad(loss))(variables))
     with blas_conv.disabled():
         assert not blas_conv.applies(x, k, 1, "SAME")
+        assert blas_conv._TARGET not in traced()
     assert blas_conv.applies(x, k, 1, "SAME")
+    assert blas_conv._TARGET in traced()

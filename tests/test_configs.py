@@ -77,6 +77,8 @@ def test_smoke_config_trains(request, tmp_path_factory):
     helpers.enable_compilation_cache(request.config, tmp_path_factory)
     summary = helpers.reference_run(tmp_path_factory)["summary"]
     assert summary["epochs"] == 2 and np.isfinite(summary["best_val_loss"])
+    losses = [epoch["train_loss"] for epoch in summary["history"]]
+    assert losses[1] < losses[0], losses  # it learns
 
 
 def test_unknown_and_bad_values_name_the_key():

@@ -1,5 +1,9 @@
 """tf.data pipeline: determinism, process sharding, augmentation, resume, eval padding."""
 
+import os
+import subprocess
+import sys
+
 import data_fixtures as fx
 import jax
 import numpy as np
@@ -141,3 +145,29 @@ def test_to_global_batch_shards_the_batch_dimension(data):
     assert arrays["image"].shape == batch["image"].shape
     assert arrays["image"].sharding.spec == jax.sharding.PartitionSpec("data")
     np.testing.assert_array_equal(np.asarray(arrays["mask"]), batch["mask"])
+
+
+_TWO_DEVICES = """
+import jax, numpy as np
+from jax.sharding import Mesh
+from hanet_jax.data import pipeline
+mesh = Mesh(np.array(jax.devices()), ("data",))
+batch = {"image": np.arange(4 * 3 * 2, dtype=np.float32).reshape(4, 3, 2),
+         "index": np.arange(4), "stem": np.array(list("abcd"))}
+arrays = pipeline.to_global_batch(batch, mesh)
+assert set(arrays) == {"image", "index"}, set(arrays)
+for key, value in arrays.items():
+    shards = sorted(value.addressable_shards, key=lambda s: s.index[0].start)
+    assert [s.device for s in shards] == list(mesh.devices), shards
+    for k, shard in enumerate(shards):  # each device holds its own half of the batch
+        np.testing.assert_array_equal(np.asarray(shard.data), batch[key][2 * k:2 * k + 2])
+print("ok", jax.device_count())
+"""
+
+
+def test_to_global_batch_splits_the_batch_over_two_devices():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", _TWO_DEVICES], capture_output=True, text=True,
+                          env=env, timeout=120, cwd=os.path.dirname(os.path.dirname(__file__)))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["ok", "2"]
