@@ -47,6 +47,8 @@ def get_config() -> ml_collections.ConfigDict:
         test_fraction=0.0,        # > 0: first hold out this fraction (whole groups) as a test
                                   # set that training and model selection never see; val_fraction
                                   # then applies to the rest (needs val_split=grouped)
+        folds=0,                  # >= 2: k-fold cross-validation of the non-test data instead
+        fold=0,                   # of val_fraction; this run validates on fold `fold` (grouped)
         group_by="content",       # grouped split: content | processed_release (content plus
                                   # the release's copy numbering; needs `release`)
         release="",               # busi | udiat, for group_by=processed_release
@@ -136,7 +138,12 @@ BEYOND_RELEASE = {
 }
 
 
-PROFILES = {"cpu2h": CPU_2H,
+# `:cpu2h,cv`: each run of a k-fold cross-validation (scripts/reproduce.sh with HANET_FOLDS=5)
+# in the same two-hour budget: five runs of half the epochs (~22 min each at 128x128 here).
+CV_RUN = {"num_epochs": 10}
+
+
+PROFILES = {"cpu2h": CPU_2H, "cv": CV_RUN,
             "release": {k: config_utils.get_dotted(get_config(), k) for k in BEYOND_RELEASE}}
 
 

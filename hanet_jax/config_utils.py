@@ -95,6 +95,8 @@ RULES: dict[str, Check] = {
     "data.val_split": _choice(*VAL_SPLITS),
     "data.val_fraction": _float(0.0, 1.0, open_low=True, open_high=True),
     "data.test_fraction": _float(0.0, 1.0, open_high=True),
+    "data.folds": _int(0),
+    "data.fold": _int(0),
     "data.group_by": _choice(*GROUP_BY),
     "data.release": _choice("", *RELEASES),
     "data.n_train": _int(1),
@@ -194,6 +196,16 @@ def validate_config(config) -> dict:
     if flat["data.group_by"] == "processed_release" and not flat["data.release"]:
         problems.append("config.data.release: must be 'busi' or 'udiat' when "
                         "config.data.group_by='processed_release'")
+    folds, fold = flat["data.folds"], flat["data.fold"]
+    if isinstance(folds, int) and isinstance(fold, int):
+        if folds == 1:
+            problems.append("config.data.folds: 0 (no cross-validation) or at least 2, got 1")
+        elif folds and not fold < folds:
+            problems.append(f"config.data.fold: must be below config.data.folds={folds}, got {fold}")
+        elif not folds and fold:
+            problems.append("config.data.fold: needs config.data.folds >= 2")
+        if folds and flat["data.val_split"] != "grouped":
+            problems.append("config.data.folds: needs config.data.val_split='grouped'")
     if isinstance(flat["optimizer.min_lr"], (int, float)) and isinstance(
             flat["optimizer.learning_rate"], (int, float)) and \
             flat["optimizer.min_lr"] > flat["optimizer.learning_rate"]:

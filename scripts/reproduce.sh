@@ -19,6 +19,14 @@
 #   4. print the results table (scripts/results_table.py writes it into the README).
 # Rerunning with the same WORKDIR resumes training. ImageNet weights, where a user has them:
 # --config.init_from=DIR --config.init_scope=encoder.
+#
+# HANET_FOLDS=5: k-fold cross-validation instead of one run, in the same budget (profile
+# cpu2h,cv: five runs of 10 epochs). The same test set is held out; the rest is split into k
+# grouped folds and run f (WORKDIR/fold_f) validates on fold f. WORKDIR/ensemble.json names the
+# k runs, so WORKDIR is one checkpoint for eval.py and predict.py: their average. The test set
+# is scored by the average of the k models; the threshold and post-processing are chosen on
+# the out-of-fold predictions (each development image predicted by the one run that held it
+# out), which are also what eval_val.json scores: the cross-validation estimate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $# -lt 3 || ! "$1" =~ ^(busi|udiat)$ ]]; then
@@ -32,23 +40,46 @@ if [[ ! -d "$FOLDER/train/images" ]]; then
     echo "error: $FOLDER/train/images does not exist (DATA_ROOT must hold ${DATASET^^}/train/)" >&2
     exit 2
 fi
-PROFILE="${HANET_PROFILE-cpu2h}"
+FOLDS="${HANET_FOLDS:-0}"
+if [[ ! "$FOLDS" =~ ^[0-9]+$ || "$FOLDS" == 1 ]]; then
+    echo "error: HANET_FOLDS must be 0 (one run) or at least 2, got '$FOLDS'" >&2
+    exit 2
+fi
+if (( FOLDS >= 2 )); then PROFILE="${HANET_PROFILE-cpu2h,cv}"; else PROFILE="${HANET_PROFILE-cpu2h}"; fi
 
 source scripts/setup_env.sh
 set -euo pipefail
 
+# train RUN_DIR [--config.KEY=VALUE ...]: one training run, resumed if RUN_DIR holds one.
+train() {
+    local dir="$1"
+    shift
+    mkdir -p "$dir"
+    touch "$dir/.reproduce_started"
+    python train.py --config="configs/$DATASET.py${PROFILE:+:$PROFILE}" --workdir="$dir" \
+        --config.data.root="$FOLDER" --config.data.test_fraction=0.2 "$@"
+    # train.py exits 0 after a SIGTERM too (a scheduler's preemption), with a checkpoint but no
+    # new summary.json: then stop here, and let the same command resume.
+    if [[ ! "$dir/summary.json" -nt "$dir/.reproduce_started" ]]; then
+        echo "training $dir stopped before its end (SIGTERM?); run the same command again to resume" >&2
+        exit 3
+    fi
+}
+
 start=$(date +%s)
 mkdir -p "$WORKDIR"
-touch "$WORKDIR/.reproduce_started"
-python train.py --config="configs/$DATASET.py${PROFILE:+:$PROFILE}" --workdir="$WORKDIR" \
-    --config.data.root="$FOLDER" --config.data.test_fraction=0.2 "$@"
-trained=$(date +%s)
-# train.py exits 0 after a SIGTERM too (a scheduler's preemption), with a checkpoint but no new
-# summary.json: then stop here, and let the same command resume.
-if [[ ! "$WORKDIR/summary.json" -nt "$WORKDIR/.reproduce_started" ]]; then
-    echo "training stopped before its end (SIGTERM?); run the same command again to resume" >&2
-    exit 3
+if (( FOLDS >= 2 )); then
+    members=()
+    for ((fold = 0; fold < FOLDS; fold++)); do
+        echo "== fold $((fold + 1)) of $FOLDS: $WORKDIR/fold_$fold"
+        train "$WORKDIR/fold_$fold" --config.data.folds="$FOLDS" --config.data.fold="$fold" "$@"
+        members+=("fold_$fold")
+    done
+    python -m hanet_jax.ensemble write "$WORKDIR" "${members[@]}"
+else
+    train "$WORKDIR" "$@"
 fi
+trained=$(date +%s)
 python eval.py --checkpoint "$WORKDIR" --run_split test --threshold_from_split val --postprocess auto \
     --protocol both --tta --out "$WORKDIR/eval_test.json" --per_image "$WORKDIR/eval_test.csv" \
     --overlays "$WORKDIR/overlays_test"

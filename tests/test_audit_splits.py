@@ -303,3 +303,34 @@ def test_release_copies_on_real_data(dataset):
         assert audit.near_duplicate_pairs(fps[:10], fps[10:]) == []
         ids = audit.group_ids(stems, fps, group_by="processed_release", release="udiat")
         assert ids[:10] == ids[10:]
+
+
+def test_grouped_folds_partition_whole_groups_evenly():
+    rng = np.random.default_rng(0)
+    group_of = rng.integers(0, 60, size=300)  # 60 groups of uneven sizes
+    folds = splits.grouped_folds(group_of.tolist(), 5, seed=3)
+    assert sorted(i for f in folds for i in f) == list(range(300))  # a partition
+    for a in range(5):
+        for b in range(a + 1, 5):  # no group in two folds
+            assert not set(group_of[folds[a]]) & set(group_of[folds[b]])
+    largest_group = np.bincount(group_of).max()
+    assert max(map(len, folds)) - min(map(len, folds)) <= largest_group
+    assert splits.grouped_folds(group_of.tolist(), 5, seed=3) == folds
+    assert splits.grouped_folds(group_of.tolist(), 5, seed=4) != folds
+    with pytest.raises(ValueError, match="folds must be >= 2"):
+        splits.grouped_folds([0, 1], 1, seed=0)
+    with pytest.raises(ValueError, match="2 near-duplicate groups into 3 folds"):
+        splits.grouped_folds([0, 0, 1], 3, seed=0)
+
+
+def test_split_examples_by_fold_validates_each_example_once(processed):
+    examples = layouts.list_examples(processed, "processed", "train")
+    vals = [splits.split_examples(examples, folds=3, fold=f, seed=0) for f in range(3)]
+    stems = sorted(e.stem for e in examples)
+    assert sorted(e.stem for _, val in vals for e in val) == stems
+    for train, val in vals:
+        assert sorted(e.stem for e in train + val) == stems and val
+    with pytest.raises(ValueError, match="fold must be in"):
+        splits.split_examples(examples, folds=3, fold=3)
+    with pytest.raises(ValueError, match="grouped split"):
+        splits.split_examples(examples, method="release", folds=3)

@@ -1,6 +1,7 @@
 """Every config builds and validates; bad keys, values and data fail early, naming the culprit;
 the smoke config trains (shared reference run); the launch commands and flag overrides work."""
 
+import re
 import subprocess
 import sys
 import time
@@ -68,6 +69,9 @@ def test_cpu2h_profile_changes_only_its_keys(name):
     changed = {k for k, v in config_utils.flatten(cpu.to_dict()).items() if base[k] != v}
     assert changed == set(common.CPU_2H) | {"data.root"}
     assert cpu.model.image_size == 128 and cpu.num_epochs == 20
+    cv = config_utils.flatten(helpers.load_config(name, "cpu2h,cv").to_dict())
+    assert cv == {**config_utils.flatten(cpu.to_dict()), "data.root": "", **common.CV_RUN}
+    assert cv["num_epochs"] == 10 and cv["data.folds"] == 0  # reproduce.sh sets the folds
     with pytest.raises(ValueError, match="unknown config profile 'gpu'"):
         helpers.load_config(name, "gpu")
 
@@ -98,6 +102,21 @@ def test_unknown_and_bad_values_name_the_key():
     config = helpers.load_config("busi")
     with pytest.raises(config_utils.ConfigError, match=r"config\.data\.root"):
         config_utils.validate_config(config)
+
+
+@pytest.mark.parametrize("folds, fold, val_split, key", [
+    (1, 0, "grouped", "config.data.folds: 0 (no cross-validation) or at least 2"),
+    (5, 5, "grouped", "config.data.fold: must be below config.data.folds=5"),
+    (0, 2, "grouped", "config.data.fold: needs config.data.folds >= 2"),
+    (5, 0, "release", "config.data.folds: needs config.data.val_split='grouped'"),
+])
+def test_cross_validation_keys_are_checked(folds, fold, val_split, key):
+    config = helpers.load_config("smoke")
+    config.data.folds, config.data.fold, config.data.val_split = folds, fold, val_split
+    with pytest.raises(config_utils.ConfigError, match=re.escape(key)):
+        config_utils.validate_config(config)
+    config.data.folds, config.data.fold, config.data.val_split = 5, 4, "grouped"
+    config_utils.validate_config(config)
 
 
 def test_missing_or_invalid_dataset_fails_before_any_work(tmp_path):

@@ -47,6 +47,24 @@ def _grouped_indices(
     return np.flatnonzero(~in_val).tolist(), np.flatnonzero(in_val).tolist()
 
 
+def grouped_folds(group_ids: Sequence[Hashable], folds: int, seed: int) -> list[list[int]]:
+    """`folds` lists of indices, ascending, that partition the items with each group in one
+    fold: groups in a seeded random order, each to the fold with the fewest items so far (ties
+    to the lower fold), so the folds' sizes differ by at most one group's size."""
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
+    members: dict[Hashable, list[int]] = {}
+    for i, g in enumerate(group_ids):
+        members.setdefault(g, []).append(i)
+    groups = list(members.values())  # in order of first appearance: deterministic
+    if len(groups) < folds:
+        raise ValueError(f"cannot split {len(groups)} near-duplicate groups into {folds} folds")
+    out: list[list[int]] = [[] for _ in range(folds)]
+    for k in np.random.default_rng(seed).permutation(len(groups)):
+        min(out, key=len).extend(groups[k])
+    return [sorted(f) for f in out]
+
+
 def grouped_split(
     stems: Sequence[str],
     group_ids: Sequence[Hashable],
@@ -105,8 +123,14 @@ def split_examples(
     release: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     group_ids: Sequence[Hashable] | None = None,
+    folds: int = 0,
+    fold: int = 0,
 ) -> tuple[list[layouts.Example], list[layouts.Example]]:
     """(train_examples, val_examples) by `method`, each in the input order.
+
+    With `folds` >= 2 ("grouped" only), validation is fold `fold` of `grouped_folds` instead
+    of a `val_fraction` (k-fold cross-validation: the k runs' validation sets partition the
+    examples, each image validated by the one run that never trained on it).
 
     "grouped": near-duplicate groups from the images' content (read with `layouts.read_image`;
     fingerprints cached in `cache_dir` when given), joined with the release's copy numbering
@@ -117,6 +141,8 @@ def split_examples(
     if method not in METHODS:
         raise ValueError(f"unknown split method {method!r}; choose from {METHODS}")
     examples = list(examples)
+    if folds and method != "grouped":
+        raise ValueError(f"folds need the grouped split, not {method!r}")
     if method == "release":
         names = [os.path.basename(e.image_path) for e in examples]
         val_names = set(release_split(names, val_fraction)[1])
@@ -125,7 +151,13 @@ def split_examples(
     else:
         ids = _given_or_content_groups(group_ids, examples, smooth=smooth, threshold=threshold,
                                        group_by=group_by, release=release, cache_dir=cache_dir)
-        train, val = _grouped_indices(ids, val_fraction, seed)
+        if folds:
+            if not 0 <= fold < folds:
+                raise ValueError(f"fold must be in [0, {folds}), got {fold}")
+            val = grouped_folds(ids, folds, seed)[fold]
+            train = sorted(set(range(len(examples))) - set(val))
+        else:
+            train, val = _grouped_indices(ids, val_fraction, seed)
     return [examples[i] for i in train], [examples[i] for i in val]
 
 
