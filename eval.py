@@ -35,7 +35,9 @@ from hanet_jax.postprocess import POSTPROCESS  # NumPy and SciPy only: --help st
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="ported checkpoint dir or training workdir")
+    p.add_argument("--checkpoint", required=True,
+                   help="ported checkpoint dir, training workdir, or a dir with ensemble.json "
+                        "(the members' average; hanet_jax/ensemble.py)")
     p.add_argument("--data_dir", default=None, help="dataset root (for 'processed': holds <split>/images)")
     p.add_argument("--layout", default=None, choices=("processed", "busi", "udiat"))
     p.add_argument("--split", default="test", help="split folder ('processed'); 'train' = all for busi/udiat")

@@ -1,4 +1,4 @@
-"""Segment every image in a folder with a ported checkpoint or a training workdir.
+"""Segment every image in a folder with a ported checkpoint, a training workdir or an ensemble.
 
     python predict.py --checkpoint DIR --input FOLDER --output FOLDER [--probabilities]
     python predict.py --checkpoint WORKDIR --settings_from WORKDIR/eval_test.json ...
@@ -26,7 +26,9 @@ from hanet_jax.postprocess import POSTPROCESS
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="ported checkpoint dir or training workdir")
+    p.add_argument("--checkpoint", required=True,
+                   help="ported checkpoint dir, training workdir, or a dir with ensemble.json "
+                        "(the members' average; hanet_jax/ensemble.py)")
     p.add_argument("--input", required=True, help="folder of png/jpg/tif/bmp images")
     p.add_argument("--output", required=True, help="folder for <stem>.png (and <stem>.npy)")
     p.add_argument("--probabilities", action="store_true", help="also write float32 <stem>.npy")
@@ -69,9 +71,9 @@ def main(argv=None) -> int:
     from hanet_jax import host_memory
 
     host_memory.keep_freed_host_memory_if_cpu_only()
-    from hanet_jax.checkpoints import CheckpointError, load_bundle
+    from hanet_jax.checkpoints import CheckpointError
+    from hanet_jax.ensemble import load_predictor
     from hanet_jax.data.layouts import IMAGE_EXTENSIONS, DatasetError, natural_key, read_image
-    from hanet_jax.inference import Predictor
     from hanet_jax.protocols import fixed_mask
 
     src, dst = Path(args.input), Path(args.output)
@@ -104,11 +106,10 @@ def main(argv=None) -> int:
     if clashes:  # both would be written to <stem>.png
         return _error(f"{src}: images share a stem, so their masks would overwrite each other: "
                       + "; ".join(", ".join(n) for n in clashes[:5]))
-    try:
-        bundle = load_bundle(args.checkpoint)
+    try:  # one checkpoint, or an ensemble's average (hanet_jax/ensemble.py)
+        predictor = load_predictor(args.checkpoint, batch_size=args.batch_size, tta=args.tta)
     except CheckpointError as e:
         return _error(str(e))
-    predictor = Predictor(bundle, batch_size=args.batch_size, tta=args.tta)
     dst.mkdir(parents=True, exist_ok=True)
 
     failed, done = [], 0

@@ -118,6 +118,23 @@ class EnsemblePredictor:
         return [t / len(w) for t, w in zip(total, who)]
 
 
+def predictor(bundles: Sequence, *, batch_size: int = 8, tta: bool = False,
+              held_out: Sequence[set[str]] | None = None):
+    """One bundle's `inference.Predictor`, or the members' `EnsemblePredictor`."""
+    from hanet_jax.inference import Predictor
+
+    predictors = [Predictor(b, batch_size=batch_size, tta=tta) for b in bundles]
+    return predictors[0] if len(predictors) == 1 else EnsemblePredictor(predictors, held_out)
+
+
+def load_predictor(checkpoint: str | os.PathLike, *, batch_size: int = 8, tta: bool = False):
+    """The predictor behind `--checkpoint DIR` (one checkpoint or an ensemble's average), for
+    new images. Raises CheckpointError naming the file."""
+    from hanet_jax.checkpoints import load_bundle
+
+    return predictor([load_bundle(d) for d in member_dirs(checkpoint)], batch_size=batch_size, tta=tta)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) < 3 or argv[0] != "write":

@@ -25,6 +25,11 @@ Decisions (each also recorded in the JSON report):
 - **TTA.** Evaluated as a separate predictor; its summaries go to `"protocols_tta"` and its CSV
   rows carry the protocol names `fixed+tta` / `paper_oracle+tta` (same columns as
   `metrics.PER_IMAGE_COLUMNS`). With a validation threshold, the TTA predictor gets its own.
+- **Ensembles** (`--checkpoint DIR` with `DIR/ensemble.json`, `hanet_jax/ensemble.py`): the
+  members' mean probability. On a training run's split (`--run_split`, and the validation
+  split of `--threshold_from_split val`) each image is predicted only by the members that held
+  it out, as their `data_split.json` files record: for a k-fold cross-validation the test
+  images by all k members and each validation image by its fold's member (out-of-fold).
 - **Confidence intervals.** Percentile bootstrap (`bootstrap.bootstrap_ci`), per metric,
   seeded; NaN images are left out, as for the mean. It resamples images, or, for a training
   run's held-out split whose `data_split.json` records the near-duplicate groups, whole groups
@@ -62,6 +67,8 @@ PredictFn = Callable[[list[np.ndarray]], Sequence[np.ndarray]]
 
 THRESHOLD_GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))  # 0.05 .. 0.95
 ORACLE_LABEL = "oracle: per-image threshold chosen with the ground truth"
+ENSEMBLE_LABEL = ("mean probability of the members; on a training run's split, of the members "
+                  "that held the image out")
 TTA_SUFFIX = "+tta"
 DATA_SPLIT_FILE = "data_split.json"
 GRID_FILE = "cases_grid.png"
@@ -92,7 +99,11 @@ def predictions(predict_fn: PredictFn, examples: Sequence[Example], *, batch_siz
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
         loaded = [load_example(ex, score_size) for ex in chunk]
-        probs = list(predict_fn([image for image, _ in loaded]))
+        images = [image for image, _ in loaded]
+        if hasattr(predict_fn, "predict_examples"):  # an ensemble: per image, its held-out members
+            probs = list(predict_fn.predict_examples([ex.stem for ex in chunk], images))
+        else:
+            probs = list(predict_fn(images))
         if len(probs) != len(chunk):
             raise EvalError(f"predict_fn returned {len(probs)} maps for {len(chunk)} images")
         for ex, (image, gt), prob in zip(chunk, loaded, probs):
@@ -263,10 +274,11 @@ def read_data_split(path: str | os.PathLike) -> dict:
     return ds
 
 
-def run_split_examples(checkpoint: str | os.PathLike, which: str = "val"
+def run_split_examples(checkpoint: str | os.PathLike, which: str = "val", *, pools: dict | None = None
                        ) -> tuple[list[Example], dict]:
     """The images a training run held out, as its WORKDIR/data_split.json names them (validated
-    with `check.require_valid`), and a description of where they come from."""
+    with `check.require_valid`), and a description of where they come from. `pools` caches the
+    validated folders across calls."""
     ds_path = Path(checkpoint) / DATA_SPLIT_FILE
     if not ds_path.is_file():
         raise EvalError(f"{ds_path} does not exist: only a training workdir that trained on a "
@@ -277,9 +289,12 @@ def run_split_examples(checkpoint: str | os.PathLike, which: str = "val"
                         + (" (train with config.data.test_fraction > 0 to hold out a test set)"
                            if which == "test" else ""))
     source_split = ds.get("split", "train")
-    pool = check.require_valid(ds["root"], ds["layout"], source_split,
-                               include_normal=bool(ds.get("include_normal", False)))
-    by_stem = {ex.stem: ex for ex in pool}
+    key = (ds["root"], ds["layout"], source_split, bool(ds.get("include_normal", False)))
+    if pools is None or key not in pools:  # an ensemble's members share the folder: check it once
+        pool = check.require_valid(*key[:3], include_normal=key[3])
+        if pools is not None:
+            pools[key] = pool
+    by_stem = {ex.stem: ex for ex in (pools[key] if pools is not None else pool)}
     missing = [s for s in ds[which] if s not in by_stem]
     if missing:
         raise EvalError(f"{ds_path}: {len(missing)} {which} stem(s) not found in {ds['root']} "
@@ -292,6 +307,33 @@ def run_split_examples(checkpoint: str | os.PathLike, which: str = "val"
     return [by_stem[s] for s in ds[which]], info
 
 
+def held_out_examples(checkpoints: Sequence[str | os.PathLike], which: str = "val"
+                      ) -> tuple[list[Example], dict, list[set[str]]]:
+    """`run_split_examples` over the members of an ensemble: the union of the images they held
+    out in split `which`, its description, and each member's held-out stems (for
+    `ensemble.EnsemblePredictor`: an image is predicted only by the members that held it out)."""
+    pools: dict = {}
+    per = [run_split_examples(c, which, pools=pools) for c in checkpoints]
+    if len(per) == 1:
+        examples, info = per[0]
+        return examples, info, [{ex.stem for ex in examples}]
+    folders = {(i["root"], i["layout"], i["folder_split"]) for _, i in per}
+    if len(folders) > 1:
+        raise EvalError(f"the ensemble's members held out {which} images of different folders "
+                        f"({', '.join(i['source'] for _, i in per)}): {sorted(folders)}")
+    by_stem, groups = {}, {}
+    for examples, info in per:
+        for ex in examples:
+            by_stem.setdefault(ex.stem, ex)
+        groups.update(info.get("groups") or {})
+    root, layout, folder_split = folders.pop()
+    info = {"source": [i["source"] for _, i in per], "root": root, "layout": layout,
+            "folder_split": folder_split}
+    if all(stem in groups for stem in by_stem):
+        info["groups"] = {stem: groups[stem] for stem in by_stem}
+    return list(by_stem.values()), info, [{ex.stem for ex in examples} for examples, _ in per]
+
+
 def resolve_threshold_examples(checkpoint: str | os.PathLike, root: str, layout: str, split: str,
                                test_examples: Sequence[Example]) -> tuple[list[Example], dict]:
     """Validation examples for `--threshold_from_split split` and a description of them.
@@ -300,8 +342,18 @@ def resolve_threshold_examples(checkpoint: str | os.PathLike, root: str, layout:
     own root/layout); otherwise the `split` folder of ROOT. Both are validated (`check.require_valid`). Raises
     `EvalError` when the validation set shares an image file with the evaluated examples.
     """
-    if split == "val" and (Path(checkpoint) / DATA_SPLIT_FILE).is_file():
-        examples, info = run_split_examples(checkpoint, "val")
+    examples, info, _ = _threshold_examples([checkpoint], root, layout, split, test_examples)
+    return examples, info
+
+
+def _threshold_examples(members: Sequence[str | os.PathLike], root: str, layout: str, split: str,
+                        test_examples: Sequence[Example]) -> tuple[list[Example], dict, list[set[str]] | None]:
+    """`resolve_threshold_examples` for an ensemble's members, with each member's held-out
+    stems when they come from the members' `data_split.json` (else None: every member
+    predicts every image)."""
+    held = None
+    if split == "val" and all((Path(m) / DATA_SPLIT_FILE).is_file() for m in members):
+        examples, info, held = held_out_examples(members, "val")
         info = {"split": split, **info}
     else:
         examples = check.require_valid(root, layout, split)
@@ -311,7 +363,7 @@ def resolve_threshold_examples(checkpoint: str | os.PathLike, root: str, layout:
     if shared:
         raise EvalError(f"the threshold split {info['source']} shares {len(shared)} image file(s) with the "
                         f"evaluated split, e.g. {shared[0]}; choose the threshold on held-out data")
-    return examples, info
+    return examples, info, held
 
 
 # --------------------------------------------------------------------------- report
@@ -392,29 +444,38 @@ def _check_config(cfg: EvalConfig) -> None:
 def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
     """Validates the data, loads the checkpoint, evaluates, writes every requested output and
     returns the report (the JSON's content). Raises DatasetError, CheckpointError or EvalError."""
+    from hanet_jax import ensemble
     from hanet_jax.checkpoints import load_bundle
-    from hanet_jax.inference import Predictor
 
     _check_config(cfg)
-    groups = None
+    members = ensemble.member_dirs(cfg.checkpoint)  # the checkpoint, or an ensemble's members
+    groups, held = None, None
     if cfg.run_split:
-        examples, run_info = run_split_examples(cfg.checkpoint, cfg.run_split)
+        examples, run_info, held = held_out_examples(members, cfg.run_split)
         groups = run_info.get("groups")
+        source = run_info["source"]
         cfg = dataclasses.replace(cfg, data_dir=run_info["root"], layout=run_info["layout"],
-                                  split=f"{cfg.run_split} of {run_info['source']}")
+                                  split=f"{cfg.run_split} of {source if isinstance(source, str) else ', '.join(source)}")
     else:
         examples = check.require_valid(cfg.data_dir, cfg.layout, cfg.split)
-    val_examples, val_info = [], None
+    val_examples, val_info, val_held = [], None, None
     if cfg.threshold_from_split:
-        val_examples, val_info = resolve_threshold_examples(cfg.checkpoint, cfg.data_dir, cfg.layout,
-                                                            cfg.threshold_from_split, examples)
+        val_examples, val_info, val_held = _threshold_examples(members, cfg.data_dir, cfg.layout,
+                                                               cfg.threshold_from_split, examples)
     by_stem = {ex.stem: ex for ex in examples}
     unknown = [s for s in cfg.gradcam_stems if s not in by_stem]
     if unknown:
         raise EvalError(f"--gradcam_stems: {unknown} not in {cfg.data_dir} (split {cfg.split}); "
                         f"stems look like {list(by_stem)[:3]}")
 
-    bundle = load_bundle(cfg.checkpoint)
+    bundles = [load_bundle(m) for m in members]
+    bundle = bundles[0]
+    if len(bundles) > 1 and cfg.gradcam:
+        raise EvalError(f"--gradcam explains one model; {cfg.checkpoint} is an ensemble of "
+                        f"{len(bundles)}: give one member's directory ({members[0]})")
+    if len(bundles) > 1 and cfg.model_resolution and len({tuple(b.image_size) for b in bundles}) > 1:
+        raise EvalError(f"--model_resolution: the members of {cfg.checkpoint} have different input "
+                        f"sizes {sorted({tuple(b.image_size) for b in bundles})}")
     if cfg.gradcam:
         from hanet_jax import gradcam
 
@@ -430,6 +491,7 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
         "evaluated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "checkpoint": str(cfg.checkpoint),
         "model": {"variant": bundle.model.variant, "image_size": list(bundle.image_size)},
+        **({"ensemble": {"members": members, "averaging": ENSEMBLE_LABEL}} if len(members) > 1 else {}),
         "data": {"root": str(cfg.data_dir), "layout": cfg.layout, "split": cfg.split,
                  "scored_at": "model resolution" if score_size else "ground-truth mask resolution",
                  **({"score_size": list(score_size)} if score_size else {})},
@@ -441,8 +503,10 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
     all_rows: list[dict] = []
     plain = None
     for key, tta in variants:
-        predict = Predictor(bundle, batch_size=cfg.batch_size, tta=tta)
-        threshold, post, source, choice = _fixed_threshold(cfg, predict, tta, val_examples, common, log)
+        predict = ensemble.predictor(bundles, batch_size=cfg.batch_size, tta=tta, held_out=held)
+        val_predict = (predict if len(bundles) == 1  # the same members, averaged per validation image
+                       else ensemble.EnsemblePredictor(predict.predictors, val_held))
+        threshold, post, source, choice = _fixed_threshold(cfg, val_predict, tta, val_examples, common, log)
         result = evaluate(predict, examples, protocols=cfg.protocols, threshold=threshold, postprocess=post,
                           n_bootstrap=cfg.bootstrap, seed=cfg.seed, suffix=TTA_SUFFIX if tta else "",
                           overlay_dir=None if tta else cfg.overlays, groups=groups, **common)

@@ -7,6 +7,7 @@ image's own size bilinearly.
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
@@ -31,22 +32,28 @@ def resize_probabilities(prob: np.ndarray, size: Sequence[int]) -> np.ndarray:
     return np.asarray(Image.fromarray(prob, mode="F").resize((width, height), Image.BILINEAR), np.float32)
 
 
+@functools.lru_cache(maxsize=16)
+def _forward(model, tta: bool):
+    """The jitted forward of `model` (a hashable Flax module): shared by the Predictors of equal
+    models, such as an ensemble's members, so each shape compiles once."""
+
+    def forward(variables, x):
+        prob = jax.nn.sigmoid(model.apply(variables, x, train=False))
+        if tta:  # average with the horizontally flipped prediction, flipped back
+            flipped = jax.nn.sigmoid(model.apply(variables, x[:, :, ::-1], train=False))[:, :, ::-1]
+            prob = 0.5 * (prob + flipped)
+        return prob[..., 0]
+
+    return jax.jit(forward)
+
+
 class Predictor:
     """Batched probabilities from a `Bundle` (an exported checkpoint or a training workdir)."""
 
     def __init__(self, bundle: Bundle, batch_size: int = 8, tta: bool = False):
         self.bundle = bundle
         self.batch_size = batch_size
-        model = bundle.model
-
-        def forward(variables, x):
-            prob = jax.nn.sigmoid(model.apply(variables, x, train=False))
-            if tta:  # average with the horizontally flipped prediction, flipped back
-                flipped = jax.nn.sigmoid(model.apply(variables, x[:, :, ::-1], train=False))[:, :, ::-1]
-                prob = 0.5 * (prob + flipped)
-            return prob[..., 0]
-
-        self._forward = jax.jit(forward)
+        self._forward = _forward(bundle.model, bool(tta))
 
     @property
     def image_size(self) -> tuple[int, int]:

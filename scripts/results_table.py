@@ -3,7 +3,9 @@
     python scripts/results_table.py --busi WORKDIR [--udiat WORKDIR] [--readme README.md]
 
 Reads each WORKDIR's eval_test.json, eval_val.json, summary.json, config.json and
-reproduce_times.json (and eval_test.csv, where present, for the count of failed images); prints
+reproduce_times.json (and eval_test.csv, where present, for the count of failed images); for a
+cross-validation (HANET_FOLDS; WORKDIR/ensemble.json) the runs' summary.json and config.json
+from its members, and the validation row is then the out-of-fold score. Prints
 one table per dataset, and with --readme replaces the text between that dataset's
 `<!-- results:busi:begin -->` and `<!-- results:busi:end -->` markers (udiat likewise) with it,
 leaving the other dataset's table as it was: a reproduce run takes about two hours here, so
@@ -24,6 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from configs import common  # noqa: E402  (the repo root is not on sys.path)
+from hanet_jax import ensemble  # noqa: E402
+from hanet_jax.checkpoints import CheckpointError  # noqa: E402
 from hanet_jax.config_utils import flat_json  # noqa: E402
 from hanet_jax.metrics import read_per_image_csv  # noqa: E402
 
@@ -96,7 +100,7 @@ def failure_note(workdir: Path) -> str:
 
 
 # Keys scripts/reproduce.sh sets itself, from its DATA_ROOT argument and its test split.
-SET_BY_REPRODUCE = ("data.root", "data.test_fraction")
+SET_BY_REPRODUCE = ("data.root", "data.test_fraction", "data.folds", "data.fold")
 
 
 def _flag_value(value) -> str:
@@ -105,26 +109,41 @@ def _flag_value(value) -> str:
     return shlex.quote(str(value))
 
 
-def reproduce_command(dataset: str, workdir: Path, config: dict) -> str:
+def reproduce_command(dataset: str, workdir: Path, config: dict, folds: int = 0) -> str:
     """The scripts/reproduce.sh command that trains `config` with today's recipe: every key
-    where the run's config.json differs from configs/<dataset>.py:cpu2h becomes an override,
-    so a row stays reproducible after the default recipe moves on."""
-    recipe = flat_json(common.dataset_recipe(dataset, "cpu2h"))
+    where the run's config.json differs from configs/<dataset>.py:cpu2h (:cpu2h,cv for the
+    runs of a `folds`-fold cross-validation) becomes an override, so a row stays reproducible
+    after the default recipe moves on."""
+    recipe = flat_json(common.dataset_recipe(dataset, "cpu2h,cv" if folds else "cpu2h"))
     ran = flat_json(config)
     overrides = [f"--config.{k}={_flag_value(v)}" for k, v in sorted(ran.items())
                  if k in recipe and k not in SET_BY_REPRODUCE and v != recipe[k]]
     root = str(Path(ran["data.root"]).parent) if ran.get("data.root") else "DATA_ROOT"
-    return " ".join(["bash scripts/reproduce.sh", dataset, root, str(workdir), *overrides])
+    return " ".join([*([f"HANET_FOLDS={folds}"] if folds else []), "bash scripts/reproduce.sh",
+                     dataset, root, str(workdir), *overrides])
+
+
+def _runs(workdir: Path) -> list[Path]:
+    """The training runs behind WORKDIR: itself, or its ensemble's members."""
+    try:
+        return [Path(d) for d in ensemble.member_dirs(workdir)]
+    except CheckpointError as e:
+        raise ResultsError(str(e)) from e
 
 
 def dataset_rows(dataset: str, workdir: Path) -> tuple[list[str], str]:
     test, val = _read(workdir, "eval_test.json"), _read(workdir, "eval_val.json")
-    summary, config = _read(workdir, "summary.json"), _read(workdir, "config.json")
+    runs = _runs(workdir)
+    summaries = [_read(r, "summary.json") for r in runs]
+    config = _read(runs[0], "config.json")
+    folds = len(runs) if ensemble.is_ensemble(workdir) else 0
     times = _read(workdir, "reproduce_times.json")
     name, paper = NAMES[dataset], PAPER[dataset]
     ema = config.get("optimizer", {}).get("ema_decay")  # absent in runs from before the key
-    setting = (f"{config['model']['variant']}, {config['model']['image_size']}px, "
-               f"batch {config['batch_size']}, {summary['epochs']} epochs, "
+    epochs = "/".join(str(s["epochs"]) for s in summaries)
+    setting = ((f"the mean of a {folds}-fold cross-validation's {folds} runs, each " if folds else "")
+               + f"{config['model']['variant']}, {config['model']['image_size']}px, "
+               f"batch {config['batch_size']}, {epochs} epochs, "
                f"{config.get('optimizer', {}).get('schedule', 'plateau')} schedule, "
                f"{config.get('loss', 'bce_jaccard')} loss"
                + (f", weights' moving average {ema}" if ema else "")
@@ -140,16 +159,21 @@ def dataset_rows(dataset: str, workdir: Path) -> tuple[list[str], str]:
                     f"{_cell(p['paper_oracle'])} |")
         rows.append(f"| {name} | ours, fixed ({_fixed_setting(p['fixed'])}){label} | "
                     f"test, {test['n_images']} | {_cell(p['fixed'])} |")
-    rows.append(f"| {name} | ours, fixed, validation (guide only) | val, {val['n_images']} | "
+    val_label = ("fixed at 0.5, out-of-fold validation (each image by the run that held it out)"
+                 if folds else "fixed, validation (guide only)")
+    rows.append(f"| {name} | ours, {val_label} | val, {val['n_images']} | "
                 f"{_cell(val['protocols']['fixed'])} |")
     # wall_seconds sums the training over resumed runs; the evaluation ran in the last one.
     eval_min = (times["total_seconds"] - times["train_command_seconds"]) / 60
-    note = (f"{name}: {setting}; training {summary['wall_seconds'] / 60:.0f} min (summed over "
-            f"resumes), evaluation {eval_min:.0f} min; best epoch by validation loss at "
-            f"step {summary['best_step']}; fixed threshold{_postprocess_note(fixed)} from "
-            f"{fixed.get('threshold_source', 'default')}; test CIs resample {_ci_unit(test)}."
+    wall = sum(s["wall_seconds"] for s in summaries)
+    best = "/".join(str(s["best_step"]) for s in summaries)
+    note = (f"{name}: {setting}; training {wall / 60:.0f} min (summed over "
+            f"{'runs and ' if folds else ''}resumes), evaluation {eval_min:.0f} min; best epoch by "
+            f"validation loss at step {best}; fixed threshold{_postprocess_note(fixed)} from "
+            f"{fixed.get('threshold_source', 'default')}"
+            + (" (out-of-fold)" if folds else "") + f"; test CIs resample {_ci_unit(test)}."
             + failure_note(workdir)
-            + f" Reproduce: `{reproduce_command(dataset, workdir, config)}`.")
+            + f" Reproduce: `{reproduce_command(dataset, workdir, config, folds)}`.")
     return rows, note
 
 

@@ -147,3 +147,30 @@ def test_the_note_gives_the_command_that_reproduces_the_row(tmp_path):
     assert (f"Reproduce: `bash scripts/reproduce.sh busi /data/hp {busi} "
             f"--config.batch_size={recipe.batch_size + 4} "
             f"--config.model.encoder_blocks=(1,2,3,4)`." in proc.stdout)
+
+
+def test_a_cross_validation_names_its_runs_and_the_out_of_fold_row(tmp_path):
+    from hanet_jax import ensemble
+    from hanet_jax.checkpoints import write_meta
+
+    cv = _workdir(tmp_path / "cv", 0.75)
+    for fold, (epochs, wall, best) in enumerate(((10, 1200.0, 990), (9, 1300.0, 891))):
+        run = cv / f"fold_{fold}"
+        run.mkdir()
+        write_meta(run, kind="workdir", model_cfg={"variant": "full"}, image_size=(128, 128))
+        config = {"model": {"variant": "full", "image_size": 128}, "batch_size": 16, "seed": 0,
+                  "num_epochs": 10, "data": {"folds": 2, "fold": fold}}
+        (run / "config.json").write_text(json.dumps(config))
+        (run / "summary.json").write_text(json.dumps({"epochs": epochs, "wall_seconds": wall,
+                                                      "best_step": best}))
+    (cv / "summary.json").unlink()  # a cross-validation's own dir holds no run
+    ensemble.write(cv, ["fold_0", "fold_1"])
+    proc = _run("--busi", cv)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert ("the mean of a 2-fold cross-validation's 2 runs, each full, 128px, batch 16, 10/9 epochs"
+            in text)
+    assert "training 42 min (summed over runs and resumes)" in text
+    assert "at step 990/891" in text and "from val (out-of-fold)" in text
+    assert "| BUSI | ours, fixed at 0.5, out-of-fold validation (each image by the run that held it out) | val, 80 |" in text
+    assert f"`HANET_FOLDS=2 bash scripts/reproduce.sh busi DATA_ROOT {cv}`" in text
