@@ -138,8 +138,8 @@ BEYOND_RELEASE = {
 }
 
 
-# `:cpu2h,cv`: each run of a k-fold cross-validation (scripts/reproduce.sh with HANET_FOLDS=5)
-# in the same two-hour budget: five runs of half the epochs (~22 min each at 128x128 here).
+# `:cpu2h,cv`: each run of a k-fold cross-validation (scripts/reproduce.sh with HANET_FOLDS=4)
+# in the same two-hour budget: four runs of half the epochs (~22 min each at 128x128 here).
 CV_RUN = {"num_epochs": 10}
 
 

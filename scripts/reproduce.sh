@@ -20,8 +20,8 @@
 # Rerunning with the same WORKDIR resumes training. ImageNet weights, where a user has them:
 # --config.init_from=DIR --config.init_scope=encoder.
 #
-# HANET_FOLDS=5: k-fold cross-validation instead of one run, in the same budget (profile
-# cpu2h,cv: five runs of 10 epochs). The same test set is held out; the rest is split into k
+# HANET_FOLDS=4: k-fold cross-validation instead of one run, in about the same budget (profile
+# cpu2h,cv: runs of 10 epochs; four fit in two hours here). The same test set is held out; the rest is split into k
 # grouped folds and run f (WORKDIR/fold_f) validates on fold f. WORKDIR/ensemble.json names the
 # k runs, so WORKDIR is one checkpoint for eval.py and predict.py: their average. The test set
 # is scored by the average of the k models; the threshold and post-processing are chosen on
