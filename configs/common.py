@@ -139,7 +139,8 @@ BEYOND_RELEASE = {
 
 
 # `:cpu2h,cv`: each run of a k-fold cross-validation (scripts/reproduce.sh with HANET_FOLDS=4)
-# in the same two-hour budget: four runs of half the epochs (~22 min each at 128x128 here).
+# in about the same two-hour budget: four runs of half the epochs (24-26 min each at 128x128
+# here, README: 103 min of training and 7 of evaluation for BUSI).
 CV_RUN = {"num_epochs": 10}
 
 

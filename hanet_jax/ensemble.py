@@ -89,11 +89,7 @@ class EnsemblePredictor:
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Every member's average (new images: no member trained on them)."""
-        total = None
-        for predict in self.predictors:
-            probs = [np.asarray(p, np.float32) for p in predict(images)]
-            total = probs if total is None else [t + p for t, p in zip(total, probs)]
-        return [t / len(self.predictors) for t in total]
+        return self._average(images, [range(len(self.predictors))] * len(images))
 
     def members_for(self, stem: str) -> list[int]:
         if self.held_out is None:
@@ -107,6 +103,10 @@ class EnsemblePredictor:
         if missing:
             raise ValueError(f"no member of the ensemble held out image(s) {missing[:5]}: "
                              "every member trained on them")
+        return self._average(images, who)
+
+    def _average(self, images, who) -> list[np.ndarray]:
+        """Image i's mean over the members `who[i]`; each member runs once, on its images."""
         total = [None] * len(images)
         for k, predict in enumerate(self.predictors):
             mine = [i for i, w in enumerate(who) if k in w]

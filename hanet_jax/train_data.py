@@ -62,6 +62,8 @@ def _folder(data_cfg, image_size: int, cache_dir: str | None):
     def group_ids(subset):
         return [groups[ex.stem] for ex in subset] if groups else None
 
+    what = (f"config.data.folds={data_cfg.folds}" if data_cfg.folds
+            else f"config.data.val_fraction={data_cfg.val_fraction}")
     try:
         if data_cfg.test_fraction > 0:
             examples, test = splits.holdout_test(examples, data_cfg.test_fraction,
@@ -70,14 +72,12 @@ def _folder(data_cfg, image_size: int, cache_dir: str | None):
             examples, method=data_cfg.val_split, val_fraction=data_cfg.val_fraction,
             folds=data_cfg.folds, fold=data_cfg.fold, group_ids=group_ids(examples), **grouping)
     except ValueError as e:  # a fraction no split of these groups can honour
-        what = (f"config.data.folds={data_cfg.folds}" if data_cfg.folds
-                else f"config.data.val_fraction={data_cfg.val_fraction}")
         raise DatasetError(f"{root}: {e} (config.data.test_fraction={data_cfg.test_fraction}, "
                            f"{what})") from e
     if not train or not val:
         raise DatasetError(f"{root}: the {data_cfg.val_split} split of {len(examples)} examples "
                            f"left {len(train)} for training and {len(val)} for validation "
-                           f"(config.data.val_fraction={data_cfg.val_fraction})")
+                           f"({what})")
     record = {"root": os.path.abspath(root), "layout": data_cfg.layout, "split": data_cfg.split,
               "include_normal": bool(data_cfg.include_normal), "val_split": data_cfg.val_split,
               **({"folds": data_cfg.folds, "fold": data_cfg.fold} if data_cfg.folds else {}),

@@ -23,6 +23,14 @@ def _check_fraction(val_fraction: float, name: str = "val_fraction") -> None:
         raise ValueError(f"{name} must be in (0, 1), got {val_fraction}")
 
 
+def _group_members(group_ids: Sequence[Hashable]) -> list[list[int]]:
+    """The indices of each group, groups in order of first appearance (deterministic)."""
+    members: dict[Hashable, list[int]] = {}
+    for i, g in enumerate(group_ids):
+        members.setdefault(g, []).append(i)
+    return list(members.values())
+
+
 def _grouped_indices(
     group_ids: Sequence[Hashable], val_fraction: float, seed: int, name: str = "val_fraction"
 ) -> tuple[list[int], list[int]]:
@@ -30,10 +38,7 @@ def _grouped_indices(
     brings its size closer to val_fraction of the total; each group lands on one side only.
     `name` is the fraction's name in error messages."""
     _check_fraction(val_fraction, name)
-    members: dict[Hashable, list[int]] = {}
-    for i, g in enumerate(group_ids):
-        members.setdefault(g, []).append(i)
-    groups = list(members.values())  # in order of first appearance: deterministic
+    groups = _group_members(group_ids)
     target = val_fraction * len(group_ids)
     in_val = np.zeros(len(group_ids), bool)
     for k in np.random.default_rng(seed).permutation(len(groups)):
@@ -53,10 +58,7 @@ def grouped_folds(group_ids: Sequence[Hashable], folds: int, seed: int) -> list[
     to the lower fold), so the folds' sizes differ by at most one group's size."""
     if folds < 2:
         raise ValueError(f"folds must be >= 2, got {folds}")
-    members: dict[Hashable, list[int]] = {}
-    for i, g in enumerate(group_ids):
-        members.setdefault(g, []).append(i)
-    groups = list(members.values())  # in order of first appearance: deterministic
+    groups = _group_members(group_ids)
     if len(groups) < folds:
         raise ValueError(f"cannot split {len(groups)} near-duplicate groups into {folds} folds")
     out: list[list[int]] = [[] for _ in range(folds)]
