@@ -3,6 +3,11 @@ grouped split at a short budget and compare them on the validation images.
 
     python scripts/recipe_search.py --dataset busi --data_root ../shared/data/hanet-processed \
         --out workdirs/recipe_busi [--budget 96px_8ep] [--readme README.md]
+    python scripts/recipe_search.py --study variants ...   # the paper's four-variant ablation
+
+`--study recipe` (the default) runs cumulative arms, each adding one change to the arm above.
+`--study variants` runs the paper's ablation: the recipe's last arm (the default recipe) with
+each of the four model variants, each compared with the full model.
 
 Each arm is `train.py --config=configs/<dataset>.py:release` (the release's exact recipe) plus
 the budget's and the arm's overrides,
@@ -41,7 +46,12 @@ ARMS = {
     "+bce_dice": {"optimizer.schedule": "cosine", "data.augment.affine": True,
                   "data.augment.brightness_contrast": True, "loss": "bce_dice"},
 }
-BEGIN, END = "<!-- recipe:begin -->", "<!-- recipe:end -->"
+# The ablation: the recipe's last arm (configs' default) with each model variant.
+VARIANT_ARMS = {v: {**ARMS["+bce_dice"], "model.variant": v}
+                for v in ("full", "no_tam", "no_tam_no_sfeb", "baseline")}
+# study -> (arms, cumulative, README markers)
+STUDIES = {"recipe": (ARMS, True, ("<!-- recipe:begin -->", "<!-- recipe:end -->")),
+           "variants": (VARIANT_ARMS, False, ("<!-- variants:begin -->", "<!-- variants:end -->"))}
 
 
 def _overrides(values: dict) -> list[str]:
@@ -72,19 +82,26 @@ def run_arm(dataset: str, folder: Path, workdir: Path, budget: dict, arm: dict) 
             "best_val_loss": summary["best_val_loss"], "minutes": summary["wall_seconds"] / 60}
 
 
-def table(dataset: str, budget_name: str, results: dict[str, dict], command: str) -> str:
-    lines = [f"| {dataset.upper()} arm ({budget_name}) | changes from the arm above | val Dice "
-             "@0.5 [95% CI] | val Jaccard | Δ Dice | best val loss | train min |",
+def table(dataset: str, budget_name: str, results: dict[str, dict], command: str,
+          study: str = "recipe") -> str:
+    """Cumulative studies show each arm's change and Δ from the arm above; the others show
+    both from the first arm."""
+    arms, cumulative, _ = STUDIES[study]
+    than = "the arm above" if cumulative else "the first arm"
+    lines = [f"| {dataset.upper()} arm ({budget_name}) | changes from {than} | val Dice "
+             f"@0.5 [95% CI] | val Jaccard | Δ Dice | best val loss | train min |",
              "|---|---|---|---|---|---|---|"]
     previous, before = None, {}
     for name, r in results.items():
-        arm = ARMS[name]
-        changed = {k: v for k, v in arm.items() if before.get(k) != v} or {"—": ""}
+        arm = arms[name]
+        changed = ({k: v for k, v in arm.items() if before.get(k) != v} if previous is not None
+                   else {}) or {"—": ""}
         delta = "" if previous is None else f"{r['dice'] - previous:+.3f}"
         lines.append(f"| {name} | {', '.join(f'{k}={v}' if v != '' else k for k, v in changed.items())}"
                      f" | {r['dice']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}] | "
                      f"{r['jaccard']:.3f} | {delta} | {r['best_val_loss']:.4f} | {r['minutes']:.0f} |")
-        previous, before = r["dice"], arm
+        if cumulative or previous is None:
+            previous, before = r["dice"], arm
     first = next(iter(results.values()))
     unit = (f"the {first['n_groups']} near-duplicate groups" if first.get("n_groups")
             else first.get("ci_over", "images"))
@@ -102,24 +119,30 @@ def main(argv=None) -> int:
     p.add_argument("--data_root", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--budget", choices=sorted(BUDGETS), default="96px_8ep")
-    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
+    p.add_argument("--study", choices=sorted(STUDIES), default="recipe")
+    p.add_argument("--arms", nargs="+", help="a subset of the study's arms, in order "
+                   f"(recipe: {' '.join(ARMS)}; variants: {' '.join(VARIANT_ARMS)})")
     p.add_argument("--readme", type=Path)
     args = p.parse_args(argv)
+    arms, _, (begin, end) = STUDIES[args.study]
+    unknown = [a for a in args.arms or () if a not in arms]
+    if unknown:
+        p.error(f"--arms {' '.join(unknown)}: not arms of --study {args.study} ({' '.join(arms)})")
     folder = args.data_root / args.dataset.upper()
     if not (folder / "train" / "images").is_dir():
         p.error(f"{folder}/train/images does not exist (--data_root must hold "
                 f"{args.dataset.upper()}/train/)")
     results = {}
-    for name in args.arms:
+    for name in args.arms or arms:
         workdir = args.out / name.lstrip("+")
-        results[name] = run_arm(args.dataset, folder, workdir, BUDGETS[args.budget], ARMS[name])
+        results[name] = run_arm(args.dataset, folder, workdir, BUDGETS[args.budget], arms[name])
         print(f"{name}: val Dice {results[name]['dice']:.4f}", flush=True)
     command = "python scripts/recipe_search.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    text = table(args.dataset, args.budget, results, command)
+    text = table(args.dataset, args.budget, results, command, args.study)
     (args.out / "recipe_search.md").write_text(text + "\n")
     if args.readme:
         try:
-            results_table.write_readme(args.readme, text, BEGIN, END)
+            results_table.write_readme(args.readme, text, begin, end)
         except results_table.ResultsError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -25,6 +25,28 @@ def test_table_lists_each_arms_own_change_and_its_delta():
     assert "400 validation images" in text and "`CMD`" in text
 
 
+def test_the_variant_ablation_compares_each_variant_with_the_full_model():
+    text = recipe_search.table("busi", "96px_8ep", {"full": _result(0.75), "no_tam": _result(0.74),
+                                                    "baseline": _result(0.77)}, "CMD", "variants")
+    lines = text.splitlines()
+    assert "changes from the first arm" in lines[0]
+    assert lines[2].startswith("| full | — | 0.750")
+    # Each row names only its own variant and is measured against full, not the row above.
+    assert lines[3].startswith("| no_tam | model.variant=no_tam | 0.740") and "| -0.010 |" in lines[3]
+    assert lines[4].startswith("| baseline | model.variant=baseline | 0.770") and "| +0.020 |" in lines[4]
+    # The ablation's arms are the default recipe's (the recipe study's last arm).
+    assert all(arm.items() >= recipe_search.ARMS["+bce_dice"].items()
+               for arm in recipe_search.VARIANT_ARMS.values())
+
+
+def test_arms_of_another_study_are_refused_by_name():
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "recipe_search.py"), "--dataset",
+                           "busi", "--data_root", "/nowhere", "--out", "/tmp/unused", "--study",
+                           "variants", "--arms", "no_tam", "+cosine"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--arms +cosine: not arms of --study variants" in proc.stderr
+
+
 def test_a_missing_dataset_folder_is_named():
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "recipe_search.py"), "--dataset",
                            "udiat", "--data_root", "/nowhere", "--out", "/tmp/unused"],
