@@ -23,6 +23,9 @@ CONFIGS = {
     "serial_scheduler": {"xla_cpu_enable_concurrency_optimized_scheduler": False},
     # 512-bit vectors for XLA's own loop code (BatchNorm, ReLU, concatenation) on AVX-512.
     "vector512": {"xla_cpu_prefer_vector_width": 512},
+    # One intra-op thread per device: under the CPU split two devices share two cores, so each
+    # device's pool of two threads oversubscribes them.
+    "single_thread": {"xla_cpu_multi_thread_eigen": False},
 }
 
 parser = argparse.ArgumentParser()
