@@ -16,7 +16,8 @@ the reproduce runs are never touched here. Each arm's best checkpoint is then sc
 validation split with `eval.py --run_split val --protocol fixed` at the default threshold 0.5
 (no threshold is tuned, so arms are compared on equal terms). Arms already finished in OUT are
 not rerun; an interrupted arm resumes. The table goes to OUT/recipe_search.md and, with
---readme, between the README's `<!-- recipe:begin -->` and `<!-- recipe:end -->` markers.
+--readme, between the README's `<!-- recipe:begin -->` and `<!-- recipe:end -->` markers
+(`<!-- variants:begin -->` and `<!-- variants:end -->` for the ablation).
 """
 
 from __future__ import annotations
