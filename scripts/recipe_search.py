@@ -31,7 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-import results_table  # noqa: E402  (write_readme: the README's marker writer)
+import results_table  # noqa: E402  (write_readme: the README's marker writer; puts ROOT on the path)
+from hanet_jax.models.hanet import VARIANTS  # noqa: E402
 
 BUDGETS = {
     # ~12-13 images/s at 96x96 on the 2-core CPU: 21-29 min per arm on BUSI's 1,590 images.
@@ -48,8 +49,7 @@ ARMS = {
                   "data.augment.brightness_contrast": True, "loss": "bce_dice"},
 }
 # The ablation: the recipe's last arm (configs' default) with each model variant.
-VARIANT_ARMS = {v: {**ARMS["+bce_dice"], "model.variant": v}
-                for v in ("full", "no_tam", "no_tam_no_sfeb", "baseline")}
+VARIANT_ARMS = {v: {**ARMS["+bce_dice"], "model.variant": v} for v in VARIANTS}
 # study -> (arms, cumulative, README markers)
 STUDIES = {"recipe": (ARMS, True, ("<!-- recipe:begin -->", "<!-- recipe:end -->")),
            "variants": (VARIANT_ARMS, False, ("<!-- variants:begin -->", "<!-- variants:end -->"))}
