@@ -2,7 +2,6 @@
 as XLA's, on one device and split over two, used by `layers.Conv` only where it applies, and a
 clean fall-back where it cannot be built."""
 
-import json
 import os
 import subprocess
 import sys
@@ -79,7 +78,7 @@ SPLIT = """
 
 @needs_handler
 def test_split_over_two_devices_sums_the_shards():
-    done = _run(SPLIT, XLA_FLAGS="--xla_force_host_platform_device_count=2", HANET_BLAS_CONV="1")
+    done = _run(SPLIT, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     assert done.returncode == 0, done.stderr[-3000:]
     words = done.stdout.split()
     assert words[1] == "2" and words[3] == "True"
@@ -108,50 +107,3 @@ def test_disabled_context_traces_xla_gradient(monkeypatch):
         assert blas_conv._TARGET not in traced()
     assert blas_conv.applies(x, k, 1, "SAME")
     assert blas_conv._TARGET in traced()
-
-
-def _traced_uses_custom_call(shape, features, monkeypatch) -> bool:
-    monkeypatch.setenv(blas_conv.ENV, "auto")
-    x = jnp.ones(shape)
-    module = layers.Conv(features, kernel_size=3)
-    variables = module.init(jax.random.key(0), x)
-    loss = lambda v: jnp.sum(module.apply(v, x) ** 2)  # noqa: E731
-    return blas_conv._TARGET in str(jax.make_jaxpr(jax.grad(loss))(variables))
-
-
-@needs_handler
-def test_auto_times_each_shape_once_and_keeps_the_choice(tmp_path, monkeypatch):
-    monkeypatch.setenv(blas_conv.CACHE_ENV, str(tmp_path))
-    monkeypatch.setattr(blas_conv, "_TIMINGS", {})
-    shape, features = (2, 48, 48, 32), 32  # 0.08 GFLOP: above the floor once MIN_TIMED_GFLOP is lowered
-    monkeypatch.setattr(blas_conv, "MIN_TIMED_GFLOP", 0.01)
-    used = _traced_uses_custom_call(shape, features, monkeypatch)
-    table = json.loads((tmp_path / "conv3x3_dw_timings.json").read_text())
-    (host, entries), = table.items()
-    entry = entries["2x48x48x32->32"]
-    assert entry["custom_call_ms"] > 0 and entry["xla_ms"] > 0
-    assert entry["custom_call"] == (entry["custom_call_ms"] < blas_conv.MARGIN * entry["xla_ms"]) == used
-
-    # Later traces and later processes read the choice instead of timing again, and follow it.
-    def no_timing(*a, **k):
-        raise AssertionError("timed again")
-    monkeypatch.setattr(blas_conv, "_time_both", no_timing)
-    monkeypatch.setattr(blas_conv, "_TIMINGS", {})
-    for choice in (True, False):
-        entries["2x48x48x32->32"]["custom_call"] = choice
-        (tmp_path / "conv3x3_dw_timings.json").write_text(json.dumps(table))
-        monkeypatch.setattr(blas_conv, "_TIMINGS", {})
-        assert _traced_uses_custom_call(shape, features, monkeypatch) is choice
-
-
-@needs_handler
-def test_auto_keeps_xla_for_small_convs_untimed(tmp_path, monkeypatch):
-    monkeypatch.setenv(blas_conv.CACHE_ENV, str(tmp_path))
-    assert not _traced_uses_custom_call((1, 8, 8, 4), 2, monkeypatch)
-    assert not (tmp_path / "conv3x3_dw_timings.json").exists()
-
-
-def test_bad_mode_names_the_variable(monkeypatch):
-    monkeypatch.setenv(blas_conv.ENV, "yes")
-    with pytest.raises(ValueError, match="HANET_BLAS_CONV='yes'"):
-        blas_conv.enabled()

@@ -1,5 +1,7 @@
 """On the CPU, the 3x3 conv's weight gradient as nine BLAS GEMMs (issue 7; docs/performance.md,
-round 7): XLA:CPU's own runs 2-3x slower at the decoder's large-channel convs.
+round 7): XLA:CPU's own ran 2-3x slower at the decoder's large-channel convs there (1.18x on the
+train step). How much it gains depends on the CPU: on an AVX-512 host the two tie in the step
+(round 10, where blocking the GEMMs for cache and a per-shape choice were tried and not kept).
 
 No im2col copy is needed: pad the NHWC input by one pixel and flatten it to rows of
 (B*(H+2)*(W+2), C). Output pixel (h, w) sits at row r = h*(W+2) + w of that grid and its tap
@@ -12,55 +14,34 @@ batch-sharded jit each device computes its shard's partial gradient and a psum a
 XLA does for its own conv gradient. The forward and the input gradient stay XLA's, so
 inference, exports and ports are untouched, and the parameters are the same.
 
-Which is faster depends on the CPU: on an AVX2 host the GEMMs won 1.5-2.8x at the large
-shapes, on an AVX-512 one XLA's own gradient wins at most shapes (docs/performance.md, rounds 7
-and 10). So by default (`HANET_BLAS_CONV=auto`) each weight-gradient shape is timed once per
-host, both ways, the first time a trace meets it, and the custom call is used only where it
-measured faster; the results are kept in `~/.cache/hanet_jax/conv3x3_dw_timings.json`
-(`HANET_CACHE_DIR`) and reused by later processes. `HANET_BLAS_CONV=1` uses the custom call for
-every eligible conv, `0` never. Multi-process runs skip the timing (every process must trace
-the same program) and keep XLA's unless set to 1.
-
 Only for the CPU backend at float32; elsewhere, with HANET_BLAS_CONV=0, or where the handler
 cannot be built (no compiler, no scipy OpenBLAS: logged once), `Conv` keeps XLA's gradient.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import ctypes
 import functools
 import glob
 import hashlib
-import json
 import logging
 import os
-import time
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.experimental.custom_partitioning import custom_partitioning
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 
-ENV = "HANET_BLAS_CONV"           # auto (default): per shape, the faster; 1: always; 0: never
+ENV = "HANET_BLAS_CONV"           # 0: XLA's weight gradient everywhere
 CACHE_ENV = "HANET_CACHE_DIR"     # where the built handler is kept (~/.cache/hanet_jax)
 _SOURCE = Path(__file__).with_name("blas_conv3x3.cc")
 _TARGET = "hanet_conv3x3_weight_grad"
 DN = ("NHWC", "HWIO", "NHWC")
-# Smaller weight gradients keep XLA's untimed: the custom call's fixed costs dominate them.
-MIN_TIMED_GFLOP = 0.1
-# The custom call must time at least this much faster: XLA's gradient is the default path.
-MARGIN = 0.95
-# Rows of the input and output gradient taken per block of the nine GEMMs, in bytes: a block
-# stays in cache across its nine GEMMs instead of each GEMM streaming both from memory
-# (docs/performance.md, round 10). Read at trace time; <= 0 is one block.
-BLOCK_BYTES = 512 * 1024
 
 
 def _cache_dir() -> Path:
@@ -120,16 +101,9 @@ _LOADED = []  # the loaded libraries, kept referenced for the life of the proces
 _off = []  # `disabled()` contexts open
 
 
-def _mode() -> str:
-    raw = os.environ.get(ENV, "auto").strip().lower() or "auto"
-    if raw not in ("0", "1", "auto"):
-        raise ValueError(f"{ENV}={raw!r}: expected auto, 1 or 0")
-    return raw
-
-
 def enabled() -> bool:
     """HANET_BLAS_CONV is not 0 (read at trace time, so one process can compare both)."""
-    return not _off and _mode() != "0"
+    return not _off and os.environ.get(ENV, "1").strip() != "0"
 
 
 @contextlib.contextmanager
@@ -168,7 +142,7 @@ def applies(x: jax.Array, kernel: jax.Array, strides: int, padding: str) -> bool
 
 def _weight_grad_local(x, dy):
     out = jax.ShapeDtypeStruct((3, 3, x.shape[-1], dy.shape[-1]), np.float32)
-    return jax.ffi.ffi_call(_TARGET, out)(x, dy, block_bytes=np.int64(BLOCK_BYTES))
+    return jax.ffi.ffi_call(_TARGET, out)(x, dy)
 
 
 @custom_partitioning
@@ -216,118 +190,12 @@ def _fwd(x, kernel):
     return _xla_conv(x, kernel), (x, kernel)
 
 
-def _xla_weight_grad(x, dy):
-    kernel = jnp.zeros((3, 3, x.shape[-1], dy.shape[-1]), x.dtype)  # the gradient is linear in dy
-    return jax.vjp(lambda k: _xla_conv(x, k), kernel)[1](dy)[0]
-
-
 def _bwd(res, dy):
     x, kernel = res
+    if not available():  # called directly where the handler cannot be built: XLA's gradients
+        return jax.vjp(_xla_conv, x, kernel)[1](dy)
     dx = jax.vjp(lambda x_: _xla_conv(x_, kernel), x)[1](dy)[0]
-    if available() and uses_custom_call(x.shape, dy.shape[-1]):
-        return dx, weight_grad(x, dy)
-    return dx, _xla_weight_grad(x, dy)
-
-
-# --------------------------------------------------------------------------- per-shape timing
-
-def uses_custom_call(x_shape, features: int) -> bool:
-    """Whether the weight gradient of this conv (NHWC input `x_shape`, `features` outputs) runs
-    in the custom call: always with HANET_BLAS_CONV=1; with auto, where it timed faster."""
-    mode = _mode()
-    if mode == "1":
-        return True
-    gflop = 2 * 9 * int(np.prod(x_shape)) * features / 1e9
-    if mode == "0" or gflop < MIN_TIMED_GFLOP or jax.process_count() > 1:
-        return False
-    return timing(tuple(int(d) for d in x_shape), int(features))["custom_call"]
-
-
-def _host_key() -> str:
-    """What the timings depend on: the CPU, how it is split, jax, and the handler's source."""
-    model = flags = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                name, _, value = line.partition(":")
-                if name.strip() == "model name" and not model:
-                    model = value.strip()
-                elif name.strip() == "flags" and not flags:
-                    flags = value.strip()
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    digest = hashlib.sha256((flags + _SOURCE.read_text() + str(BLOCK_BYTES)).encode()).hexdigest()[:12]
-    return (f"{model or 'cpu'} ({digest}), {cores} cores, {jax.local_device_count('cpu')} devices, "
-            f"jax {jax.__version__}")
-
-
-def _timings_file() -> Path:
-    return _cache_dir() / "conv3x3_dw_timings.json"
-
-
-def _read_timings() -> dict:
-    try:
-        return json.loads(_timings_file().read_text())
-    except (OSError, ValueError):  # none yet, or unreadable: time again
-        return {}
-
-
-_TIMINGS: dict = {}
-
-
-def timing(x_shape: tuple, features: int) -> dict:
-    """{"custom_call_ms", "xla_ms", "custom_call"} for this shape on this host: from this
-    process, else from the cache file, else measured now (and added to the file)."""
-    key = "x".join(map(str, x_shape)) + f"->{features}"
-    host = _host_key()
-    if (host, key) not in _TIMINGS:
-        entry = _read_timings().get(host, {}).get(key)
-        if entry is None:
-            # In a fresh thread: the trace that asks is open in this one and must not capture
-            # the timing runs.
-            with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                entry = pool.submit(_time_both, x_shape, features).result()
-            _save_timing(host, key, entry)
-            logging.info("%s: 3x3 weight gradient %s: custom call %.2f ms, XLA %.2f ms", __name__,
-                         key, entry["custom_call_ms"], entry["xla_ms"])
-        _TIMINGS[host, key] = entry
-    return _TIMINGS[host, key]
-
-
-def _save_timing(host: str, key: str, entry: dict) -> None:
-    table = _read_timings()  # re-read: another process may have added shapes meanwhile
-    table.setdefault(host, {})[key] = entry
-    path = _timings_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(table, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
-
-
-def _time_both(x_shape: tuple, features: int, repeats: int = 3) -> dict:
-    """Both weight gradients, batch-sharded over this process's CPU devices as train.py and
-    bench.py run them (one device if the batch does not divide), timed in turns, medians."""
-    devices = jax.local_devices(backend="cpu")
-    n = len(devices) if x_shape[0] % len(devices) == 0 else 1
-    mesh = Mesh(np.array(devices[:n]), ("batch",))
-    data, repl = NamedSharding(mesh, PartitionSpec("batch")), NamedSharding(mesh, PartitionSpec())
-    rng = np.random.default_rng(0)
-    x = jax.device_put(rng.standard_normal(x_shape, np.float32), data)
-    dy = jax.device_put(rng.standard_normal(x_shape[:3] + (features,), np.float32), data)
-    fns = {name: jax.jit(fn, out_shardings=repl).lower(x, dy).compile()
-           for name, fn in (("custom_call", weight_grad), ("xla", _xla_weight_grad))}
-    times = {name: [] for name in fns}
-    for fn in fns.values():
-        fn(x, dy).block_until_ready()
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn(x, dy).block_until_ready()
-            times[name].append(1e3 * (time.perf_counter() - t0))
-    ms = {f"{name}_ms": float(np.median(t)) for name, t in times.items()}
-    return {**ms, "custom_call": ms["custom_call_ms"] < MARGIN * ms["xla_ms"]}
+    return dx, weight_grad(x, dy)
 
 
 conv3x3.defvjp(_fwd, _bwd)

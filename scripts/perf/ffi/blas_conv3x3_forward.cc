@@ -1,6 +1,6 @@
 // Round 7's experiment (scripts/perf/_blas_ffi.py): the 3x3 SAME conv's forward as nine
 // row-offset GEMMs accumulated in place. Appended to hanet_jax/models/blas_conv3x3.cc (its
-// sgemm pointer and FillLines) before building. Slower than XLA's forward: not in the model.
+// sgemm pointer and PaddedRows) before building. Slower than XLA's forward: not in the model.
 
 static ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
                               ffi::ResultBuffer<ffi::F32> y) {
@@ -9,9 +9,7 @@ static ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
   if (xd.size() != 4 || kd.size() != 4) return ffi::Error::InvalidArgument("need NHWC, HWIO");
   const int64_t b = xd[0], h = xd[1], w = xd[2], c = xd[3], f = kd[3];
   const int64_t gw = w + 2, n = b * (h + 2) * gw;
-  // The padded input, three zero lines past the grid for the taps' reach.
-  std::vector<float> xr((b * (h + 2) + 3) * gw * c);
-  FillLines(x.typed_data(), b, h, w, c, 1, 1, 0, b * (h + 2) + 3, xr.data());
+  std::vector<float> xr = PaddedRows(x.typed_data(), b, h, w, c, 2 * gw + 2);
   std::vector<float> yg(n * f, 0.0f);
   const float* kern = k.typed_data();
   for (int i = 0; i < 3; ++i)
