@@ -1,6 +1,11 @@
 """One benchmark run: parameters, FLOPs, memory and throughput of our HA-Net beside the Keras original.
 
-`run(...)` measures everything in one process, so the ratios compare like with like:
+`run(..., isolate=True)` (what bench.py does) builds each side in its own worker process, set up
+as its framework runs alone, and times them in turns from this one; `isolate=False` builds
+and times both in this process. The second is what bench.py did until 2026-12-01: there the
+two frameworks' thread pools share the process, and the Keras side measured ~20% slower than
+alone while ours did not (docs/performance.md, round 10), which flattered the ratios.
+
 
 * `params`: trainable and non-trainable (BN statistics) counts. Ours come from `jax.eval_shape`
   and the Keras rebuild's from `count_params`.
@@ -17,7 +22,7 @@
 * `throughput`: images/s of the train step and of inference, for ours and for Keras
   (`train_on_batch` with the release's compile; `tf.function(model, jit_compile=False)`).
   Each is warmed up, then timed interleaved (J, K, J, K, ...), and the median of `repeats` is
-  taken.
+  taken. Isolated, each call is timed inside its worker, and the idle worker waits on a pipe.
 * `peak_matmul_gflops` is this device's float32 matmul rate under XLA, measured in the same run,
   and `peak_matmul_gflops_tf` the same probe under TensorFlow (with Keras); `machine_peak_gflops`
   is the faster of the two. `utilisation` gives both models' achieved FLOP/s, train and
@@ -34,9 +39,12 @@ fresh dropout key each step.
 from __future__ import annotations
 
 import datetime
+import functools
+import multiprocessing
 import os
 import platform
 import time
+import traceback
 from typing import Any, Callable, Sequence
 
 import jax
@@ -119,8 +127,8 @@ class _JaxSide:
     """Our model: compiled forward (batch 1 and bench batch) and train step, and their costs."""
 
     def __init__(self, variant: str, batch: dict, compiler_options: dict | None = None,
-                 devices: int | None = None):
-        self.model = HANet(variant=variant)
+                 devices: int | None = None, model_kwargs: dict | None = None):
+        self.model = HANet(variant=variant, **(model_kwargs or {}))
         x = batch["image"]
         variables = fast_init(self.model, x[:1].shape)
         self.params = (count_leaves(variables["params"]), count_leaves(variables["batch_stats"]))
@@ -215,16 +223,83 @@ def _time(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
-def interleaved_medians(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Median seconds per call of each fn, timed in turns (a, b, a, b, ...) after `warmup` calls."""
+def interleaved_medians(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 1,
+                        timer: Callable[[Callable[[], Any]], float] = _time) -> dict[str, float]:
+    """Median seconds per call of each fn, timed in turns (a, b, a, b, ...) after `warmup` calls.
+    `timer(fn)` gives one call's seconds (by default the wall time around it here)."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(max(1, repeats)):
         for name, fn in fns.items():
-            times[name].append(_time(fn))
+            times[name].append(timer(fn))
     return {k: float(np.median(v)) for k, v in times.items()}
+
+
+# --------------------------------------------------------------------------- isolated sides
+
+def _side_worker(kind: str, spec: dict, conn) -> None:
+    """One side of the bench in its own process: set up as its framework runs alone, built, then
+    answering "train" / "infer" (seconds of one call, timed here) and "peak" (GFLOP/s)."""
+    try:
+        from hanet_jax import cpu_devices, host_memory
+
+        host_memory.keep_freed_host_memory_if_cpu_only()  # as before: both sides get it
+        batch = synthetic_batch(spec["batch_size"], spec["size"])
+        if kind == "jax":
+            cpu_devices.split_cpu_if_cpu_only(spec["batch_size"])
+            side = _JaxSide(spec["variant"], batch, spec["compiler_options"],
+                            model_kwargs=spec["model_kwargs"])
+            info = {"params": side.params, "forward_flops": side.forward_flops, "train_flops": side.train_flops,
+                    "memory": side.memory, "devices": side.devices, "device": device_info()}
+            peak = lambda: flops_lib.peak_matmul_gflops(spec["matmul_n"], repeats=spec["peak_repeats"])  # noqa: E731
+        else:
+            side = _KerasSide(spec["variant"], batch)
+            info = {"params": side.params, "costs": side.costs}
+            peak = lambda: flops_lib.tf_peak_matmul_gflops(spec["matmul_n"], repeats=spec["peak_repeats"])  # noqa: E731
+        conn.send(("ok", {**info, "pid": os.getpid()}))
+        while (command := conn.recv()) != "stop":
+            conn.send(("ok", peak() if command == "peak" else _time(getattr(side, f"{command}_once"))))
+    except BaseException:  # noqa: BLE001  (reported to the parent, which raises it)
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+class _Worker:
+    """The parent's handle on one `_side_worker` process."""
+
+    def __init__(self, kind: str, spec: dict):
+        ctx = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of this process's JAX
+        self.kind, (self.conn, child) = kind, ctx.Pipe()
+        self.process = ctx.Process(target=_side_worker, args=(kind, spec, child), daemon=True,
+                                   name=f"bench-{kind}")
+        self.process.start()
+        child.close()
+
+    def ask(self, command: str | None = None):
+        """Sends `command` (None: only waits for the worker to be built) and returns its answer."""
+        if command is not None:
+            self.conn.send(command)
+        try:
+            status, value = self.conn.recv()
+        except EOFError:
+            self.process.join(timeout=10)
+            raise RuntimeError(f"bench: the {self.kind} side's process died "
+                               f"(exit code {self.process.exitcode})") from None
+        if status == "error":
+            raise RuntimeError(f"bench: the {self.kind} side failed in its process:\n{value}")
+        return value
+
+    def close(self):
+        try:
+            self.conn.send("stop")
+        except OSError:
+            pass
+        self.process.join(timeout=30)
+        if self.process.is_alive():
+            self.process.terminate()
 
 
 def _ratio(a, b):
@@ -253,42 +328,69 @@ def device_info() -> dict[str, Any]:
 
 
 def run(variant: str = "full", batch_size: int = 8, image_size: int | Sequence[int] = 256, repeats: int = 5,
-        keras: bool = True, matmul_n: int = 2048, command: str = "", fast_compile: bool = False) -> dict[str, Any]:
-    """Measure one setting; returns the JSON-able result (see the module doc for the fields)."""
+        keras: bool = True, matmul_n: int = 2048, command: str = "", fast_compile: bool = False,
+        isolate: bool = False, model_kwargs: dict | None = None) -> dict[str, Any]:
+    """Measure one setting; returns the JSON-able result (see the module doc for the fields).
+    `model_kwargs` go to our `HANet` (tests: a tiny encoder)."""
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
-    batch = synthetic_batch(batch_size, size)
-    ours = _JaxSide(variant, batch, FAST_COMPILE_OPTIONS if fast_compile else None)
-    theirs = _KerasSide(variant, batch) if keras else None
-
-    fns = {"jax_train": ours.train_once}
-    if theirs:
-        fns["keras_train"] = theirs.train_once
-    fns["jax_infer"] = ours.infer_once
-    if theirs:
-        fns["keras_infer"] = theirs.infer_once
-    seconds = interleaved_medians(fns, repeats)
+    compiler_options = FAST_COMPILE_OPTIONS if fast_compile else None
+    peak_repeats = max(3, repeats)
+    kinds = ("jax", "keras") if keras else ("jax",)
+    if isolate:
+        spec = {"variant": variant, "batch_size": batch_size, "size": size, "compiler_options": compiler_options,
+                "model_kwargs": model_kwargs, "matmul_n": matmul_n, "peak_repeats": peak_repeats}
+        workers: dict[str, _Worker] = {}
+        try:
+            for kind in kinds:  # both build at once; nothing is timed until both are ready
+                workers[kind] = _Worker(kind, spec)
+            info = {kind: w.ask() for kind, w in workers.items()}
+            fns = {f"{kind}_{call}": functools.partial(workers[kind].ask, call)
+                   for call in ("train", "infer") for kind in kinds}
+            seconds = interleaved_medians(fns, repeats, timer=lambda fn: fn())  # timed in the worker
+            peaks = {kind: w.ask("peak") for kind, w in workers.items()}
+        finally:
+            for w in workers.values():
+                w.close()
+    else:
+        batch = synthetic_batch(batch_size, size)
+        sides = {"jax": _JaxSide(variant, batch, compiler_options, model_kwargs=model_kwargs)}
+        if keras:
+            sides["keras"] = _KerasSide(variant, batch)
+        fns = {f"{kind}_{call}": getattr(sides[kind], f"{call}_once") for call in ("train", "infer") for kind in kinds}
+        seconds = interleaved_medians(fns, repeats)
+        peaks = {"jax": flops_lib.peak_matmul_gflops(matmul_n, repeats=peak_repeats)}
+        if keras:
+            peaks["keras"] = flops_lib.tf_peak_matmul_gflops(matmul_n, repeats=peak_repeats)
+        js = sides["jax"]
+        info = {"jax": {"params": js.params, "forward_flops": js.forward_flops, "train_flops": js.train_flops,
+                        "memory": js.memory, "devices": js.devices, "device": device_info()}}
+        if keras:
+            info["keras"] = {"params": sides["keras"].params, "costs": sides["keras"].costs}
+    ours, theirs = info["jax"], info.get("keras")
     img_s = {k: batch_size / v for k, v in seconds.items()}
-    peak = flops_lib.peak_matmul_gflops(matmul_n, repeats=max(3, repeats))
-    peak_tf = flops_lib.tf_peak_matmul_gflops(matmul_n, repeats=max(3, repeats)) if theirs else None
+    peak, peak_tf = peaks["jax"], peaks.get("keras")
     machine_peak = max(peak, peak_tf or 0.0)
 
-    train_gflops = ours.train_flops / batch_size / 1e9
-    costs = theirs.costs if theirs else {}
-    mem = ours.memory
+    train_gflops = ours["train_flops"] / batch_size / 1e9
+    costs = theirs["costs"] if theirs else {}
+    mem = ours["memory"]
     throughput = {
         "jax_train_img_s": img_s["jax_train"], "keras_train_img_s": img_s.get("keras_train"),
         "jax_infer_img_s": img_s["jax_infer"], "keras_infer_img_s": img_s.get("keras_infer"),
     }
     throughput["ratio_train"] = _ratio(throughput["jax_train_img_s"], throughput["keras_train_img_s"])
     throughput["ratio_infer"] = _ratio(throughput["jax_infer_img_s"], throughput["keras_infer_img_s"])
-    forward_gflops = ours.forward_flops / 1e9
+    forward_gflops = ours["forward_flops"] / 1e9
     utilisation, ratio_at_peak = efficiency({"train": train_gflops, "infer": forward_gflops}, throughput,
                                            machine_peak)
+    trainable, non_trainable = ours["params"]
     return {
         "setting": {"variant": variant, "batch_size": batch_size, "image_size": list(size), "repeats": repeats,
-                    "keras": keras, "fast_compile": fast_compile, "jax_devices": ours.devices},
-        "params": {"trainable": ours.params[0], "non_trainable": ours.params[1]},
-        "params_keras": ({"trainable": theirs.params[0], "non_trainable": theirs.params[1]} if theirs else None),
+                    "keras": keras, "fast_compile": fast_compile, "jax_devices": ours["devices"],
+                    "isolated": isolate, "pids": {k: v.get("pid", os.getpid()) for k, v in info.items()}},
+        "params": {"trainable": trainable, "non_trainable": non_trainable},
+        "params_keras": ({"trainable": theirs["params"][0], "non_trainable": theirs["params"][1]}
+                         if theirs else None),
         "flops": {
             "jax_forward_gflops": forward_gflops,
             "jax_train_step_gflops": train_gflops,
@@ -297,7 +399,7 @@ def run(variant: str = "full", batch_size: int = 8, image_size: int | Sequence[i
             "keras_breakdown": costs or None,
         },
         "memory": {
-            "params_mb": 4 * (ours.params[0] + ours.params[1]) / MB,
+            "params_mb": 4 * (trainable + non_trainable) / MB,
             "train_step_peak_mb": (mem["argument"] + mem["output"] + mem["temp"]) / MB if mem else None,
             "train_step_alias_mb": mem["alias"] / MB if mem else None,
             "train_step_bytes": mem,
@@ -311,7 +413,7 @@ def run(variant: str = "full", batch_size: int = 8, image_size: int | Sequence[i
         "mfu_train": utilisation["jax_train"],
         "utilisation": utilisation,
         "ratio_at_peak": ratio_at_peak,
-        "device": device_info(),
+        "device": ours["device"],
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": command,
     }
@@ -355,6 +457,7 @@ def markdown_table(r: dict) -> str:
             f"median of {s['repeats']}; {d['platform']} ({d['device_kind']}, {d['cpu_count']} CPUs), {r['date']}")
     if s.get("jax_devices", 1) > 1:
         head += f"; ours data-parallel over {s['jax_devices']} XLA devices"
+    head += "; each side in its own process" if s.get("isolated") else "; both sides in one process"
     lines = [head, "", "| metric | ours (JAX) | Keras original | ours / Keras |", "|---|---|---|---|"]
     lines += [f"| {a} | {b} | {c} | {e} |" for a, b, c, e in rows]
     return "\n".join(lines)

@@ -83,3 +83,30 @@ def test_bench_runs_ours_data_parallel_on_a_split_cpu():
     # FLOPs are the whole batch's (from the one-device program), not one shard's
     assert 2 * r["flops"]["jax_forward_gflops"] < r["flops"]["jax_train_step_gflops"]
     assert r["throughput"]["jax_train_img_s"] > 0 and r["throughput"]["jax_infer_img_s"] > 0
+
+
+def test_bench_isolated_runs_each_side_in_its_own_process():
+    # What bench.py does: each side built and timed in a worker process of its own, so the two
+    # frameworks' thread pools do not share a process (docs/performance.md, round 10).
+    import os
+    r = bench_lib.run("baseline", batch_size=2, image_size=32, repeats=1, keras=True, matmul_n=128,
+                      fast_compile=True, isolate=True, model_kwargs={"encoder_blocks": (1, 1, 1, 1)})
+    json.loads(json.dumps(r))
+    s = r["setting"]
+    assert s["isolated"] is True
+    assert len({os.getpid(), s["pids"]["jax"], s["pids"]["keras"]}) == 3
+    t = r["throughput"]
+    assert min(t["jax_train_img_s"], t["keras_train_img_s"], t["jax_infer_img_s"], t["keras_infer_img_s"]) > 0
+    assert math.isclose(t["ratio_train"], t["jax_train_img_s"] / t["keras_train_img_s"])
+    # the tiny encoder reached our worker; the Keras side is the whole release model
+    assert 0 < r["params"]["trainable"] < r["params_keras"]["trainable"]
+    assert r["peak_matmul_gflops"] > 0 and r["peak_matmul_gflops_tf"] > 0
+    assert r["flops"]["keras_conv_macs_g"] > 0
+    assert "each side in its own process" in bench_lib.markdown_table(r)
+
+
+def test_bench_isolated_side_that_fails_is_named_with_its_traceback():
+    import pytest
+    with pytest.raises(RuntimeError, match=r"the jax side failed in its process(.|\n)*no_such_field"):
+        bench_lib.run("baseline", batch_size=2, image_size=32, repeats=1, keras=False, matmul_n=128,
+                      fast_compile=True, isolate=True, model_kwargs={"no_such_field": 1})
