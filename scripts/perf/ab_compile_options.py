@@ -26,6 +26,15 @@ CONFIGS = {
     # One intra-op thread per device: under the CPU split two devices share two cores, so each
     # device's pool of two threads oversubscribes them.
     "single_thread": {"xla_cpu_multi_thread_eigen": False},
+    # YNNPACK's DOT fusion type: the elementwise ops around a dot or conv (BatchNorm's affine,
+    # ReLU) join it in one YNNPACK subgraph instead of each writing its output to memory.
+    # A comma-separated string sets the repeated option's whole list.
+    "ynn_dot": {"xla_cpu_experimental_ynn_fusion_type":
+                "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"},
+    # The same, plus YNNPACK for standalone elementwise ops and reductions.
+    "ynn_all": {"xla_cpu_experimental_ynn_fusion_type":
+                "LIBRARY_FUSION_TYPE_DOT,LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION,"
+                "LIBRARY_FUSION_TYPE_ELTWISE,LIBRARY_FUSION_TYPE_REDUCE"},
 }
 
 parser = argparse.ArgumentParser()
