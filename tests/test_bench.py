@@ -64,37 +64,21 @@ def test_tf_matmul_probe_times_a_real_matmul():
     assert 0.01 < flops.tf_peak_matmul_gflops(256, repeats=2) < 10_000
 
 
-def test_bench_runs_ours_data_parallel_on_a_split_cpu():
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-    code = ("from hanet_jax import cpu_devices; assert cpu_devices.split_cpu_if_cpu_only(8) == 2; "
-            "import functools, json; from hanet_jax import bench_lib; "
-            "bench_lib.HANet = functools.partial(bench_lib.HANet, encoder_blocks=(1, 1, 1, 1)); "  # a tiny encoder
-            "r = bench_lib.run('baseline', batch_size=8, image_size=32, repeats=1, keras=False, matmul_n=128, "
-            "fast_compile=True); print(bench_lib.markdown_table(r)); print(json.dumps(r))")
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env.update(JAX_PLATFORMS="cpu", HANET_CPU_DEVICES="2", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert r["setting"]["jax_devices"] == 2 and "data-parallel over 2 XLA devices" in proc.stdout
-    # FLOPs are the whole batch's (from the one-device program), not one shard's
-    assert 2 * r["flops"]["jax_forward_gflops"] < r["flops"]["jax_train_step_gflops"]
-    assert r["throughput"]["jax_train_img_s"] > 0 and r["throughput"]["jax_infer_img_s"] > 0
-
-
-def test_bench_isolated_runs_each_side_in_its_own_process():
+def test_bench_isolated_runs_each_side_in_its_own_process_ours_split_over_the_cpu(monkeypatch):
     # What bench.py does: each side built and timed in a worker process of its own, so the two
-    # frameworks' thread pools do not share a process (docs/performance.md, round 10).
+    # frameworks' thread pools do not share a process (docs/performance.md, round 10); ours
+    # splits its worker's CPU into two devices and runs data-parallel, as train.py does.
     import os
-    r = bench_lib.run("baseline", batch_size=2, image_size=32, repeats=1, keras=True, matmul_n=128,
+    monkeypatch.setenv("HANET_CPU_DEVICES", "2")  # the spawned workers inherit the environment
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    r = bench_lib.run("baseline", batch_size=8, image_size=32, repeats=1, keras=True, matmul_n=128,
                       fast_compile=True, isolate=True, model_kwargs={"encoder_blocks": (1, 1, 1, 1)})
     json.loads(json.dumps(r))
     s = r["setting"]
-    assert s["isolated"] is True
+    assert s["isolated"] is True and s["jax_devices"] == 2
     assert len({os.getpid(), s["pids"]["jax"], s["pids"]["keras"]}) == 3
+    # FLOPs are the whole batch's (from the one-device program), not one shard's
+    assert 2 * r["flops"]["jax_forward_gflops"] < r["flops"]["jax_train_step_gflops"]
     t = r["throughput"]
     assert min(t["jax_train_img_s"], t["keras_train_img_s"], t["jax_infer_img_s"], t["keras_infer_img_s"]) > 0
     assert math.isclose(t["ratio_train"], t["jax_train_img_s"] / t["keras_train_img_s"])
@@ -102,7 +86,8 @@ def test_bench_isolated_runs_each_side_in_its_own_process():
     assert 0 < r["params"]["trainable"] < r["params_keras"]["trainable"]
     assert r["peak_matmul_gflops"] > 0 and r["peak_matmul_gflops_tf"] > 0
     assert r["flops"]["keras_conv_macs_g"] > 0
-    assert "each side in its own process" in bench_lib.markdown_table(r)
+    table = bench_lib.markdown_table(r)
+    assert "data-parallel over 2 XLA devices" in table and "each side in its own process" in table
 
 
 def test_bench_isolated_side_that_fails_is_named_with_its_traceback():
