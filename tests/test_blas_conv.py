@@ -28,7 +28,8 @@ def _grads(module, x, env_value, monkeypatch):
 
 
 @needs_handler
-@pytest.mark.parametrize("shape,features", [((2, 9, 7, 5), 4), ((3, 16, 16, 12), 8), ((1, 4, 4, 1), 3)])
+@pytest.mark.parametrize("shape,features", [((2, 9, 7, 5), 4), ((3, 16, 16, 12), 8), ((1, 4, 4, 1), 3),
+                                            ((2, 9, 7, 16), 32), ((2, 5, 6, 12), 32)])  # 32: the narrow loop
 def test_conv_gradients_match_xla(shape, features, monkeypatch):
     x = jnp.asarray(np.random.default_rng(0).standard_normal(shape, np.float32))
     conv = layers.Conv(features, kernel_size=3)

@@ -8,8 +8,10 @@ No im2col copy is needed: pad the NHWC input by one pixel and flatten it to rows
 (i, j) reads row r + i*(W+2) + j, so each tap is one contiguous row-offset view and
     dK[i, j] = X_rows[off_ij : off_ij + N]^T @ dY_grid
 with dY_grid the output gradient on the same grid (zero in the pad rows and columns). The
-GEMMs run in a C++ XLA FFI handler (`blas_conv3x3.cc`, built with the system's C++ compiler on
-first use and cached) calling the OpenBLAS that scipy, a dependency of jax, ships; under a
+GEMMs run in a C++ XLA FFI handler (`blas_conv3x3.cc`, built with the system's C++ compiler for
+this CPU on first use and cached) calling the OpenBLAS that scipy, a dependency of jax, ships
+(for 32 outputs, where those GEMMs are long and thin, its own register-blocked loop instead:
+round 11); under a
 batch-sharded jit each device computes its shard's partial gradient and a psum adds them, as
 XLA does for its own conv gradient. The forward and the input gradient stay XLA's, so
 inference, exports and ports are untouched, and the parameters are the same.
@@ -42,10 +44,22 @@ CACHE_ENV = "HANET_CACHE_DIR"     # where the built handler is kept (~/.cache/ha
 _SOURCE = Path(__file__).with_name("blas_conv3x3.cc")
 _TARGET = "hanet_conv3x3_weight_grad"
 DN = ("NHWC", "HWIO", "NHWC")
+# Convs with 32 outputs (the dense layers', dec4's) take the handler's own loop instead of
+# OpenBLAS (round 11). Read at trace time, so the perf scripts can compare both.
+NARROW = True
 
 
 def _cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "hanet_jax")
+
+
+def _cpu_flags() -> str:
+    """The CPU's model and feature flags, as /proc/cpuinfo gives them ('' where it cannot)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "".join(line for line in f if line.startswith(("model name", "flags")))
+    except OSError:
+        return ""
 
 
 def build(source: Path = _SOURCE) -> Path:
@@ -53,13 +67,15 @@ def build(source: Path = _SOURCE) -> Path:
     cxx = os.environ.get("CXX", "c++")
     if shutil.which(cxx) is None:
         raise RuntimeError(f"no C++ compiler {cxx!r} on PATH (set CXX)")
-    key = hashlib.sha256(source.read_bytes() + jax.__version__.encode() + cxx.encode()).hexdigest()[:16]
+    # -march=native: the build is for this CPU, so its features are part of the cache key.
+    key = hashlib.sha256(source.read_bytes() + jax.__version__.encode() + cxx.encode()
+                         + _cpu_flags().encode()).hexdigest()[:16]
     lib = _cache_dir() / "ffi" / key / f"lib{source.stem}.so"
     if not lib.exists():
         lib.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)  # concurrent builders: atomic rename
         os.close(fd)
-        cmd = [cxx, "-O3", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{jax.ffi.include_dir()}",
+        cmd = [cxx, "-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{jax.ffi.include_dir()}",
                str(source), "-o", tmp]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
@@ -142,7 +158,7 @@ def applies(x: jax.Array, kernel: jax.Array, strides: int, padding: str) -> bool
 
 def _weight_grad_local(x, dy):
     out = jax.ShapeDtypeStruct((3, 3, x.shape[-1], dy.shape[-1]), np.float32)
-    return jax.ffi.ffi_call(_TARGET, out)(x, dy)
+    return jax.ffi.ffi_call(_TARGET, out)(x, dy, narrow=np.int64(NARROW))
 
 
 @custom_partitioning

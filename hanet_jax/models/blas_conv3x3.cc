@@ -3,6 +3,7 @@
 // XLA FFI handler: it runs inside XLA on its buffers. The GEMM is the cblas_sgemm of an
 // OpenBLAS already loaded in the process (scipy's), handed over by SetSgemm, so nothing is
 // linked at build time.
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
@@ -31,8 +32,27 @@ static std::vector<float> PaddedRows(const float* x, int64_t b, int64_t h, int64
   return xr;
 }
 
+// For 32 outputs OpenBLAS runs these long, thin GEMMs at ~50-65 GFLOP/s; this loop, built with
+// -march=native, runs at ~160-180 (docs/performance.md, round 11). out (c x 32) += the sum over
+// `rows` grid rows of xr[r]^T dg[r], a block of 8 input channels at a time kept in registers.
+constexpr int kNarrowF = 32, kNarrowCB = 8;
+
+static void NarrowTap(const float* xr, const float* dg, int64_t rows, int64_t c, float* out) {
+  for (int64_t c0 = 0; c0 < c; c0 += kNarrowCB) {
+    float acc[kNarrowCB][kNarrowF] = {};
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* xv = xr + r * c + c0;
+      const float* g = dg + r * kNarrowF;
+      for (int cb = 0; cb < kNarrowCB; ++cb)
+        for (int j = 0; j < kNarrowF; ++j) acc[cb][j] += xv[cb] * g[j];
+    }
+    for (int cb = 0; cb < kNarrowCB; ++cb)
+      for (int j = 0; j < kNarrowF; ++j) out[(c0 + cb) * kNarrowF + j] += acc[cb][j];
+  }
+}
+
 static ffi::Error WeightGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
-                                 ffi::ResultBuffer<ffi::F32> dk) {
+                                 ffi::ResultBuffer<ffi::F32> dk, int64_t narrow) {
   if (sgemm == nullptr) return ffi::Error::InvalidArgument("SetSgemm was not called");
   auto xd = x.dimensions(), yd = dy.dimensions();
   if (xd.size() != 4 || yd.size() != 4) return ffi::Error::InvalidArgument("need NHWC operands");
@@ -46,6 +66,17 @@ static ffi::Error WeightGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> 
       std::memcpy(&dg[((bi * (h + 2) + hi) * gw) * f], ys + ((bi * h + hi) * w) * f,
                   w * f * sizeof(float));
   float* out = dk->typed_data();
+  if (narrow && f == kNarrowF && c % kNarrowCB == 0) {
+    // Row blocks of ~256 KB stay in cache across the nine taps.
+    std::memset(out, 0, 9 * c * f * sizeof(float));
+    const int64_t block = std::max<int64_t>(64, (256 * 1024) / ((c + f) * 4));
+    for (int64_t r0 = 0; r0 < n; r0 += block)
+      for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 3; ++j)
+          NarrowTap(&xr[(r0 + i * gw + j) * c], &dg[r0 * f], std::min(block, n - r0), c,
+                    out + (i * 3 + j) * c * f);
+    return ffi::Error::Success();
+  }
   for (int i = 0; i < 3; ++i)
     for (int j = 0; j < 3; ++j) {
       const int64_t off = i * gw + j;
@@ -60,4 +91,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(WeightGrad, WeightGradImpl,
                               ffi::Ffi::Bind()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("narrow"));
