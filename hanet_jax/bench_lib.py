@@ -6,7 +6,6 @@ and times both in this process. The second is what bench.py did until 2026-12-01
 two frameworks' thread pools share the process, and the Keras side measured ~20% slower than
 alone while ours did not (docs/performance.md, round 10), which flattered the ratios.
 
-
 * `params`: trainable and non-trainable (BN statistics) counts. Ours come from `jax.eval_shape`
   and the Keras rebuild's from `count_params`.
 * `flops`:
@@ -171,6 +170,11 @@ class _JaxSide:
         self.train = jax.jit(step, donate_argnums=0, in_shardings=(repl, data),
                              out_shardings=(repl, repl)).lower(self.state, self.batch).compile(compiler_options)
 
+    def summary(self) -> dict:
+        """What `run` reports of this side besides its timings."""
+        return {"params": self.params, "forward_flops": self.forward_flops, "train_flops": self.train_flops,
+                "memory": self.memory, "devices": self.devices, "device": device_info()}
+
     def train_once(self):
         self.state, loss = self.train(self.state, self.batch)
         jax.block_until_ready((self.state, loss))
@@ -208,6 +212,9 @@ class _KerasSide:
         self.x, self.y = tf.constant(batch["image"]), tf.constant(batch["mask"])
         self.forward = tf.function(self.model, jit_compile=False)
 
+    def summary(self) -> dict:
+        return {"params": self.params, "costs": self.costs}
+
     def train_once(self):
         self.model.train_on_batch(self.x, self.y)
 
@@ -239,6 +246,12 @@ def interleaved_medians(fns: dict[str, Callable[[], Any]], repeats: int, warmup:
 
 # --------------------------------------------------------------------------- isolated sides
 
+def _peak(kind: str, matmul_n: int, repeats: int) -> float:
+    """The matmul probe of that side's framework, GFLOP/s."""
+    probe = flops_lib.peak_matmul_gflops if kind == "jax" else flops_lib.tf_peak_matmul_gflops
+    return probe(matmul_n, repeats=repeats)
+
+
 def _side_worker(kind: str, spec: dict, conn) -> None:
     """One side of the bench in its own process: set up as its framework runs alone, built, then
     answering "train" / "infer" (seconds of one call, timed here) and "peak" (GFLOP/s)."""
@@ -251,16 +264,12 @@ def _side_worker(kind: str, spec: dict, conn) -> None:
             cpu_devices.split_cpu_if_cpu_only(spec["batch_size"])
             side = _JaxSide(spec["variant"], batch, spec["compiler_options"],
                             model_kwargs=spec["model_kwargs"])
-            info = {"params": side.params, "forward_flops": side.forward_flops, "train_flops": side.train_flops,
-                    "memory": side.memory, "devices": side.devices, "device": device_info()}
-            peak = lambda: flops_lib.peak_matmul_gflops(spec["matmul_n"], repeats=spec["peak_repeats"])  # noqa: E731
         else:
             side = _KerasSide(spec["variant"], batch)
-            info = {"params": side.params, "costs": side.costs}
-            peak = lambda: flops_lib.tf_peak_matmul_gflops(spec["matmul_n"], repeats=spec["peak_repeats"])  # noqa: E731
-        conn.send(("ok", {**info, "pid": os.getpid()}))
+        conn.send(("ok", {**side.summary(), "pid": os.getpid()}))
         while (command := conn.recv()) != "stop":
-            conn.send(("ok", peak() if command == "peak" else _time(getattr(side, f"{command}_once"))))
+            conn.send(("ok", _peak(kind, spec["matmul_n"], spec["peak_repeats"]) if command == "peak"
+                       else _time(getattr(side, f"{command}_once"))))
     except BaseException:  # noqa: BLE001  (reported to the parent, which raises it)
         conn.send(("error", traceback.format_exc()))
     finally:
@@ -358,14 +367,8 @@ def run(variant: str = "full", batch_size: int = 8, image_size: int | Sequence[i
             sides["keras"] = _KerasSide(variant, batch)
         fns = {f"{kind}_{call}": getattr(sides[kind], f"{call}_once") for call in ("train", "infer") for kind in kinds}
         seconds = interleaved_medians(fns, repeats)
-        peaks = {"jax": flops_lib.peak_matmul_gflops(matmul_n, repeats=peak_repeats)}
-        if keras:
-            peaks["keras"] = flops_lib.tf_peak_matmul_gflops(matmul_n, repeats=peak_repeats)
-        js = sides["jax"]
-        info = {"jax": {"params": js.params, "forward_flops": js.forward_flops, "train_flops": js.train_flops,
-                        "memory": js.memory, "devices": js.devices, "device": device_info()}}
-        if keras:
-            info["keras"] = {"params": sides["keras"].params, "costs": sides["keras"].costs}
+        peaks = {kind: _peak(kind, matmul_n, peak_repeats) for kind in kinds}
+        info = {kind: side.summary() for kind, side in sides.items()}
     ours, theirs = info["jax"], info.get("keras")
     img_s = {k: batch_size / v for k, v in seconds.items()}
     peak, peak_tf = peaks["jax"], peaks.get("keras")

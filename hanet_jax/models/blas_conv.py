@@ -11,9 +11,8 @@ with dY_grid the output gradient on the same grid (zero in the pad rows and colu
 GEMMs run in a C++ XLA FFI handler (`blas_conv3x3.cc`, built with the system's C++ compiler for
 this CPU on first use and cached) calling the OpenBLAS that scipy, a dependency of jax, ships
 (for 32 outputs, where those GEMMs are long and thin, its own register-blocked loop instead:
-round 11); under a
-batch-sharded jit each device computes its shard's partial gradient and a psum adds them, as
-XLA does for its own conv gradient. The forward and the input gradient stay XLA's, so
+round 11); under a batch-sharded jit each device computes its shard's partial gradient and a
+psum adds them, as XLA does for its own conv gradient. The forward and the input gradient stay XLA's, so
 inference, exports and ports are untouched, and the parameters are the same.
 
 Only for the CPU backend at float32; elsewhere, with HANET_BLAS_CONV=0, or where the handler
@@ -63,7 +62,7 @@ def _cpu_flags() -> str:
 
 
 def build(source: Path = _SOURCE) -> Path:
-    """The shared library of `source`, compiled once per source, jax version and compiler."""
+    """The shared library of `source`, compiled once per source, jax version, compiler and CPU."""
     cxx = os.environ.get("CXX", "c++")
     if shutil.which(cxx) is None:
         raise RuntimeError(f"no C++ compiler {cxx!r} on PATH (set CXX)")

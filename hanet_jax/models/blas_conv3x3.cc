@@ -33,7 +33,7 @@ static std::vector<float> PaddedRows(const float* x, int64_t b, int64_t h, int64
 }
 
 // For 32 outputs OpenBLAS runs these long, thin GEMMs at ~50-65 GFLOP/s; this loop, built with
-// -march=native, runs at ~160-180 (docs/performance.md, round 11). out (c x 32) += the sum over
+// -march=native, runs at ~110-160 (docs/performance.md, round 11). out (c x 32) += the sum over
 // `rows` grid rows of xr[r]^T dg[r], a block of 8 input channels at a time kept in registers.
 constexpr int kNarrowF = 32, kNarrowCB = 8;
 
