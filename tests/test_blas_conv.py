@@ -29,7 +29,9 @@ def _grads(module, x, env_value, monkeypatch):
 
 @needs_handler
 @pytest.mark.parametrize("shape,features", [((2, 9, 7, 5), 4), ((3, 16, 16, 12), 8), ((1, 4, 4, 1), 3),
-                                            ((2, 9, 7, 16), 32), ((2, 5, 6, 12), 32)])  # 32: the narrow loop
+                                            ((2, 9, 7, 16), 32), ((2, 5, 6, 12), 32),
+                                            # the handler's loop: its tiles at 16, 32, 48 and 64 outputs
+                                            ((2, 9, 7, 16), 16), ((1, 7, 9, 32), 48), ((2, 6, 5, 8), 64)])
 def test_conv_gradients_match_xla(shape, features, monkeypatch):
     x = jnp.asarray(np.random.default_rng(0).standard_normal(shape, np.float32))
     conv = layers.Conv(features, kernel_size=3)

@@ -10,8 +10,8 @@ No im2col copy is needed: pad the NHWC input by one pixel and flatten it to rows
 with dY_grid the output gradient on the same grid (zero in the pad rows and columns). The
 GEMMs run in a C++ XLA FFI handler (`blas_conv3x3.cc`, built with the system's C++ compiler for
 this CPU on first use and cached) calling the OpenBLAS that scipy, a dependency of jax, ships
-(for 32 outputs, where those GEMMs are long and thin, its own register-blocked loop instead:
-round 11); under a batch-sharded jit each device computes its shard's partial gradient and a
+(or, at the output widths it tiles, its own register-blocked loop instead, since these GEMMs are
+long and thin and OpenBLAS runs them well below its peak: rounds 11-12); under a batch-sharded jit each device computes its shard's partial gradient and a
 psum adds them, as XLA does for its own conv gradient. The forward and the input gradient stay XLA's, so
 inference, exports and ports are untouched, and the parameters are the same.
 
@@ -43,9 +43,10 @@ CACHE_ENV = "HANET_CACHE_DIR"     # where the built handler is kept (~/.cache/ha
 _SOURCE = Path(__file__).with_name("blas_conv3x3.cc")
 _TARGET = "hanet_conv3x3_weight_grad"
 DN = ("NHWC", "HWIO", "NHWC")
-# Convs with 32 outputs (the dense layers', dec4's) take the handler's own loop instead of
-# OpenBLAS (round 11). Read at trace time, so the perf scripts can compare both.
-NARROW = True
+# Where the handler runs its own register-tiled loop instead of OpenBLAS's GEMMs: 0 nowhere,
+# 1 at 32 outputs only (round 11), 2 at every output width it tiles (multiples of 32, and 16;
+# round 12). Read at trace time, so the perf scripts can compare them.
+LOOP = 2
 
 
 def _cache_dir() -> Path:
@@ -157,7 +158,7 @@ def applies(x: jax.Array, kernel: jax.Array, strides: int, padding: str) -> bool
 
 def _weight_grad_local(x, dy):
     out = jax.ShapeDtypeStruct((3, 3, x.shape[-1], dy.shape[-1]), np.float32)
-    return jax.ffi.ffi_call(_TARGET, out)(x, dy, narrow=np.int64(NARROW))
+    return jax.ffi.ffi_call(_TARGET, out)(x, dy, loop=np.int64(LOOP))
 
 
 @custom_partitioning

@@ -32,27 +32,59 @@ static std::vector<float> PaddedRows(const float* x, int64_t b, int64_t h, int64
   return xr;
 }
 
-// For 32 outputs OpenBLAS runs these long, thin GEMMs at ~50-65 GFLOP/s; this loop, built with
-// -march=native, runs at ~110-160 (docs/performance.md, round 11). out (c x 32) += the sum over
-// `rows` grid rows of xr[r]^T dg[r], a block of 8 input channels at a time kept in registers.
-constexpr int kNarrowF = 32, kNarrowCB = 8;
+// OpenBLAS runs these long, thin GEMMs (K = the pixels) at ~25-90 GFLOP/s; this loop, built
+// with -march=native, at ~150-200 on AVX-512 (docs/performance.md, rounds 11-12). out (c x f) +=
+// the sum over `rows` grid rows of xr[r]^T dg[r], one tile of CB channels x V vectors of outputs
+// at a time, summed in registers. Explicit vectors of the target's width: GCC's own vectorizing
+// of the scalar loop permutes lanes at 16 outputs and runs 8x slower there.
+#if defined(__AVX512F__)
+constexpr int kW = 16;
+#elif defined(__AVX__)
+constexpr int kW = 8;
+#else
+constexpr int kW = 4;
+#endif
+typedef float Vec __attribute__((vector_size(kW * 4)));
+typedef float VecU __attribute__((vector_size(kW * 4), aligned(4), may_alias));  // any float*
 
-static void NarrowTap(const float* xr, const float* dg, int64_t rows, int64_t c, float* out) {
-  for (int64_t c0 = 0; c0 < c; c0 += kNarrowCB) {
-    float acc[kNarrowCB][kNarrowF] = {};
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* xv = xr + r * c + c0;
-      const float* g = dg + r * kNarrowF;
-      for (int cb = 0; cb < kNarrowCB; ++cb)
-        for (int j = 0; j < kNarrowF; ++j) acc[cb][j] += xv[cb] * g[j];
+template <int CB, int V>
+static void LoopTap(const float* xr, const float* dg, int64_t rows, int64_t c, int64_t f,
+                    float* out) {
+  for (int64_t f0 = 0; f0 < f; f0 += V * kW)
+    for (int64_t c0 = 0; c0 < c; c0 += CB) {
+      Vec acc[CB][V] = {};
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* xv = xr + r * c + c0;
+        const VecU* g = reinterpret_cast<const VecU*>(dg + r * f + f0);
+        Vec gv[V];
+        for (int v = 0; v < V; ++v) gv[v] = g[v];
+        for (int cb = 0; cb < CB; ++cb)
+          for (int v = 0; v < V; ++v) acc[cb][v] += xv[cb] * gv[v];
+      }
+      for (int cb = 0; cb < CB; ++cb)
+        for (int v = 0; v < V; ++v)
+          reinterpret_cast<VecU*>(out + (c0 + cb) * f + f0)[v] += acc[cb][v];
     }
-    for (int cb = 0; cb < kNarrowCB; ++cb)
-      for (int j = 0; j < kNarrowF; ++j) out[(c0 + cb) * kNarrowF + j] += acc[cb][j];
-  }
+}
+
+using Tap = void (*)(const float*, const float*, int64_t, int64_t, int64_t, float*);
+
+// The loop's tile for this shape, or nullptr for the GEMMs. loop: 0 never, 1 only at 32 outputs
+// (round 11), 2 at every width it tiles (round 12). Tiles keep 16 accumulators in AVX-512's 32
+// registers, 8 in AVX2's 16 (more spill: measured, round 12).
+static Tap LoopFor(int64_t c, int64_t f, int64_t loop) {
+  if (loop == 0 || (loop == 1 && f != 32)) return nullptr;
+#if defined(__AVX512F__)
+  if (f % 32 == 0 && c % 8 == 0) return LoopTap<8, 2>;
+  if (f % 16 == 0 && c % 16 == 0) return LoopTap<16, 1>;
+#else
+  if (f % (2 * kW) == 0 && c % 4 == 0) return LoopTap<4, 2>;
+#endif
+  return nullptr;
 }
 
 static ffi::Error WeightGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
-                                 ffi::ResultBuffer<ffi::F32> dk, int64_t narrow) {
+                                 ffi::ResultBuffer<ffi::F32> dk, int64_t loop) {
   if (sgemm == nullptr) return ffi::Error::InvalidArgument("SetSgemm was not called");
   auto xd = x.dimensions(), yd = dy.dimensions();
   if (xd.size() != 4 || yd.size() != 4) return ffi::Error::InvalidArgument("need NHWC operands");
@@ -66,15 +98,15 @@ static ffi::Error WeightGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> 
       std::memcpy(&dg[((bi * (h + 2) + hi) * gw) * f], ys + ((bi * h + hi) * w) * f,
                   w * f * sizeof(float));
   float* out = dk->typed_data();
-  if (narrow && f == kNarrowF && c % kNarrowCB == 0) {
+  if (Tap tap = LoopFor(c, f, loop)) {
     // Row blocks of ~256 KB stay in cache across the nine taps.
     std::memset(out, 0, 9 * c * f * sizeof(float));
     const int64_t block = std::max<int64_t>(64, (256 * 1024) / ((c + f) * 4));
     for (int64_t r0 = 0; r0 < n; r0 += block)
       for (int i = 0; i < 3; ++i)
         for (int j = 0; j < 3; ++j)
-          NarrowTap(&xr[(r0 + i * gw + j) * c], &dg[r0 * f], std::min(block, n - r0), c,
-                    out + (i * 3 + j) * c * f);
+          tap(&xr[(r0 + i * gw + j) * c], &dg[r0 * f], std::min(block, n - r0), c, f,
+              out + (i * 3 + j) * c * f);
     return ffi::Error::Success();
   }
   for (int i = 0; i < 3; ++i)
@@ -92,4 +124,4 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(WeightGrad, WeightGradImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("narrow"));
+                                  .Attr<int64_t>("loop"));

@@ -1,10 +1,14 @@
-"""Round 11: the 3x3 weight gradient of the narrow-output convs (32 outputs: dec4's and the 58
-dense layers'; the head's 16 too, which stays on the GEMMs) in the handler's own loop
-(`blas_conv.NARROW`, `hanet_jax/models/blas_conv3x3.cc`) against its OpenBLAS GEMMs and XLA's
-gradient, per shape, batch 4 on one core (each device's share under the CPU split),
-interleaved medians. Counts weight each shape by how often the model has it.
+"""Rounds 11-12: the 3x3 weight gradient in the handler's own loop (`blas_conv.LOOP`,
+`hanet_jax/models/blas_conv3x3.cc`) against its OpenBLAS GEMMs and XLA's gradient, per shape,
+batch 4 on one core (each device's share under the CPU split), interleaved medians. Counts weight
+each shape by how often the model has it.
 
-    PYTHONPATH=. taskset -c 0 .venv/bin/python scripts/perf/narrow_dw.py [--repeats 5]
+    PYTHONPATH=. taskset -c 0 .venv/bin/python scripts/perf/loop_dw.py [--shapes narrow|decoder]
+        [--sides xla,gemms,narrow,loop] [--repeats 5]
+
+Sides: xla (XLA's gradient), gemms (LOOP 0), narrow (LOOP 1: the loop at 32 outputs only, round
+11), loop (LOOP 2: at every width it tiles, round 12). `--shapes narrow` is round 11's set (the 58
+dense layers', dec4's and the head's narrow outputs); `decoder` the bottleneck's and decoder's.
 """
 import argparse
 import os
@@ -22,27 +26,40 @@ from _conv3x3 import conv  # noqa: E402
 from hanet_jax import bench_lib  # noqa: E402
 from hanet_jax.models import blas_conv  # noqa: E402
 
-SHAPES = [(256, 256, 32, 16, 1), (128, 128, 128, 32, 1), (64, 64, 128, 32, 6), (32, 32, 128, 32, 12),
-          (16, 16, 128, 32, 24), (8, 8, 128, 32, 16)]
+# (h, w, c_in, c_out, how many the model has)
+SHAPES = {
+    "narrow": [(256, 256, 32, 16, 1), (128, 128, 128, 32, 1), (64, 64, 128, 32, 6), (32, 32, 128, 32, 12),
+               (16, 16, 128, 32, 24), (8, 8, 128, 32, 16)],
+    "decoder": [(8, 8, 1024, 256, 1), (16, 16, 256, 256, 1), (16, 16, 512, 256, 1), (32, 32, 256, 256, 1),
+                (32, 32, 384, 128, 1), (64, 64, 128, 128, 1), (64, 64, 192, 64, 1), (128, 128, 64, 64, 1),
+                (128, 128, 128, 32, 1), (256, 256, 32, 16, 1)],
+}
+LOOP = {"gemms": 0, "narrow": 1, "loop": 2}
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--shapes", choices=sorted(SHAPES), default="narrow")
+    parser.add_argument("--sides", default="xla,gemms,narrow")
     args = parser.parse_args()
     assert blas_conv.available(), "the model's handler could not be built"
     rng = np.random.default_rng(0)
     xla = jax.jit(lambda x, dy: jax.vjp(lambda k: conv(x, k), jnp.zeros((3, 3, x.shape[-1], dy.shape[-1])))[1](dy)[0])
-    fns = {"xla": xla, "gemms": None, "narrow": None}
-    tot = dict.fromkeys(fns, 0.0)
-    for h, w, c, f, count in SHAPES:
+    names = args.sides.split(",")
+    tot = dict.fromkeys(names, 0.0)
+    for h, w, c, f, count in SHAPES[args.shapes]:
         x = jnp.asarray(rng.standard_normal((args.batch_size, h, w, c), np.float32))
         dy = jnp.asarray(rng.standard_normal((args.batch_size, h, w, f), np.float32))
-        for name in ("gemms", "narrow"):  # NARROW is read while tracing: one executable each
-            blas_conv.NARROW = name == "narrow"
+        fns = {}
+        for name in names:  # LOOP is read while tracing: one executable each
+            if name == "xla":
+                fns[name] = xla
+                continue
+            blas_conv.LOOP = LOOP[name]
             fns[name] = jax.jit(lambda x, dy: blas_conv._weight_grad_local(x, dy)).lower(x, dy).compile()
-        ref = fns["xla"](x, dy)
+        ref = xla(x, dy)
         rel = {k: float(jnp.max(jnp.abs(fn(x, dy) - ref)) / jnp.max(jnp.abs(ref))) for k, fn in fns.items()}
         sec = bench_lib.interleaved_medians(
             {k: (lambda fn=fn: jax.block_until_ready(fn(x, dy))) for k, fn in fns.items()}, args.repeats)
