@@ -40,6 +40,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 ENV = "HANET_BLAS_CONV"           # 0: XLA's weight gradient everywhere
 CACHE_ENV = "HANET_CACHE_DIR"     # where the built handler is kept (~/.cache/hanet_jax)
+MARCH_ENV = "HANET_CXX_MARCH"     # the handler's -march (native: this CPU; e.g. x86-64-v3 to share a build)
 _SOURCE = Path(__file__).with_name("blas_conv3x3.cc")
 _TARGET = "hanet_conv3x3_weight_grad"
 DN = ("NHWC", "HWIO", "NHWC")
@@ -63,19 +64,21 @@ def _cpu_flags() -> str:
 
 
 def build(source: Path = _SOURCE) -> Path:
-    """The shared library of `source`, compiled once per source, jax version, compiler and CPU."""
+    """The shared library of `source`, compiled once per source, jax version, compiler, target
+    and CPU."""
     cxx = os.environ.get("CXX", "c++")
     if shutil.which(cxx) is None:
         raise RuntimeError(f"no C++ compiler {cxx!r} on PATH (set CXX)")
+    march = os.environ.get(MARCH_ENV, "native")
     # -march=native: the build is for this CPU, so its features are part of the cache key.
     key = hashlib.sha256(source.read_bytes() + jax.__version__.encode() + cxx.encode()
-                         + _cpu_flags().encode()).hexdigest()[:16]
+                         + march.encode() + _cpu_flags().encode()).hexdigest()[:16]
     lib = _cache_dir() / "ffi" / key / f"lib{source.stem}.so"
     if not lib.exists():
         lib.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(suffix=".so", dir=lib.parent)  # concurrent builders: atomic rename
         os.close(fd)
-        cmd = [cxx, "-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{jax.ffi.include_dir()}",
+        cmd = [cxx, "-O3", f"-march={march}", "-std=c++17", "-shared", "-fPIC", "-w", f"-I{jax.ffi.include_dir()}",
                str(source), "-o", tmp]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
