@@ -24,7 +24,7 @@ def _grads(module, x, env_value, monkeypatch):
     loss = lambda v, x: jnp.sum(module.apply(v, x) ** 2)  # noqa: E731
     jaxpr = str(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(variables, x))
     grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(variables, x)
-    return grads, blas_conv._TARGET in jaxpr
+    return grads, (blas_conv._TARGET in jaxpr) or (blas_conv._TARGET_1X1 in jaxpr)
 
 
 @needs_handler
@@ -32,9 +32,9 @@ def _grads(module, x, env_value, monkeypatch):
                                             ((2, 9, 7, 16), 32), ((2, 5, 6, 12), 32),
                                             # the handler's loop: its tiles at 16, 32, 48 and 64 outputs
                                             ((2, 9, 7, 16), 16), ((1, 7, 9, 32), 48), ((2, 6, 5, 8), 64)])
-def test_conv_gradients_match_xla(shape, features, monkeypatch):
+def test_conv_gradients_match_xla(shape, features, monkeypatch, kernel_size=3):
     x = jnp.asarray(np.random.default_rng(0).standard_normal(shape, np.float32))
-    conv = layers.Conv(features, kernel_size=3)
+    conv = layers.Conv(features, kernel_size=kernel_size)
     (g_blas, dx_blas), used = _grads(conv, x, "1", monkeypatch)
     (g_xla, dx_xla), used_off = _grads(conv, x, "0", monkeypatch)
     assert used and not used_off
@@ -42,6 +42,13 @@ def test_conv_gradients_match_xla(shape, features, monkeypatch):
     for name in ("kernel", "bias"):
         a, b = g_blas["params"][name], g_xla["params"][name]
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
+@needs_handler
+@pytest.mark.parametrize("shape,features", [((2, 9, 7, 16), 16), ((1, 7, 9, 32), 48), ((2, 6, 5, 8), 64),
+                                            ((2, 5, 6, 12), 32)])  # the last: GEMM on AVX-512
+def test_1x1_conv_gradients_match_xla(shape, features, monkeypatch):
+    test_conv_gradients_match_xla(shape, features, monkeypatch, kernel_size=1)
 
 
 @needs_handler
@@ -54,6 +61,10 @@ def test_only_3x3_stride1_same_float32_use_it(monkeypatch):
     assert not blas_conv.applies(x, k3, 1, "VALID")
     assert not blas_conv.applies(x, jnp.ones((7, 7, 4, 2)), 1, "SAME")
     assert not blas_conv.applies(x.astype(jnp.bfloat16), k3.astype(jnp.bfloat16), 1, "SAME")
+    # 1x1: widths the loop tiles, float32 (the head's single output stays the einsum's)
+    assert blas_conv.applies_1x1(x, jnp.ones((1, 1, 4, 32)))
+    assert not blas_conv.applies_1x1(x, jnp.ones((1, 1, 4, 1)))
+    assert not blas_conv.applies_1x1(x.astype(jnp.bfloat16), jnp.ones((1, 1, 4, 32), jnp.bfloat16))
 
 
 def _run(code: str, **env) -> subprocess.CompletedProcess:
@@ -74,8 +85,12 @@ SPLIT = """
     mesh = Mesh(np.array(jax.devices()), ("data",))
     xs = jax.device_put(x, NamedSharding(mesh, P("data")))
     got = grad(blas_conv.conv3x3)(xs, k)
+    k1 = rng.standard_normal((3, 16), np.float32)  # and the 1x1 conv's
+    ref1 = np.asarray(grad(blas_conv._einsum_1x1)(x, k1))
+    got1 = grad(blas_conv.conv1x1)(xs, k1)
+    rel = lambda a, b: float(np.abs(np.asarray(a) - b).max() / np.abs(b).max())
     print("devices", len(jax.devices()), "available", blas_conv.available(),
-          "rel", float(np.abs(np.asarray(got) - ref).max() / np.abs(ref).max()))
+          "rel", max(rel(got, ref), rel(got1, ref1)))
 """
 
 
@@ -124,7 +139,7 @@ def test_without_a_compiler_falls_back_to_xla(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     words = done.stdout.split()
     assert words[3] == "False" and float(words[5]) == 0.0
-    assert "falls back to XLA's" in done.stderr and "no-such-compiler" in done.stderr
+    assert "fall back to XLA's" in done.stderr and "no-such-compiler" in done.stderr
 
 
 @needs_handler

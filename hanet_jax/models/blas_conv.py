@@ -1,22 +1,23 @@
-"""On the CPU, the 3x3 conv's weight gradient as nine BLAS GEMMs (issue 7; docs/performance.md,
-round 7): XLA:CPU's own ran 2-3x slower at the decoder's large-channel convs there (1.18x on the
-train step). How much it gains depends on the CPU: on an AVX-512 host the two tie in the step
-(round 10, where blocking the GEMMs for cache and a per-shape choice were tried and not kept).
+"""On the CPU, the weight gradients of the 3x3 (stride 1, SAME) and 1x1 convs in a C++ XLA FFI
+handler of ours (issue 7; docs/performance.md, rounds 7 and 11-13). They are GEMMs with the pixels
+as the long contracted axis, which XLA:CPU and OpenBLAS run well below their matmul peak; the
+handler's register-tiled loop (`conv_weight_grad.cc`) runs them at 140-210 GFLOP/s per AVX-512
+core, 1.4-2.5x XLA's own gradient per shape.
 
-No im2col copy is needed: pad the NHWC input by one pixel and flatten it to rows of
+No im2col copy is needed for the 3x3: pad the NHWC input by one pixel and flatten it to rows of
 (B*(H+2)*(W+2), C). Output pixel (h, w) sits at row r = h*(W+2) + w of that grid and its tap
 (i, j) reads row r + i*(W+2) + j, so each tap is one contiguous row-offset view and
     dK[i, j] = X_rows[off_ij : off_ij + N]^T @ dY_grid
-with dY_grid the output gradient on the same grid (zero in the pad rows and columns). The
-GEMMs run in a C++ XLA FFI handler (`blas_conv3x3.cc`, built with the system's C++ compiler for
-this CPU on first use and cached) calling the OpenBLAS that scipy, a dependency of jax, ships
-(or, at the output widths it tiles, its own register-blocked loop instead, since these GEMMs are
-long and thin and OpenBLAS runs them well below its peak: rounds 11-12); under a batch-sharded jit each device computes its shard's partial gradient and a
-psum adds them, as XLA does for its own conv gradient. The forward and the input gradient stay XLA's, so
-inference, exports and ports are untouched, and the parameters are the same.
+with dY_grid the output gradient on the same grid (zero in the pad rows and columns). The 1x1's
+is the same with one tap and no padding. The handler is built with the system's C++ compiler for
+this CPU on first use and cached; at widths its loop does not tile it calls the OpenBLAS that
+scipy, a dependency of jax, ships. Under a batch-sharded jit each device computes its shard's
+partial gradient and a psum adds them, as XLA does for its own conv gradient. The forwards and
+the input gradients stay XLA's, so inference, exports and ports are untouched, and the
+parameters are the same.
 
 Only for the CPU backend at float32; elsewhere, with HANET_BLAS_CONV=0, or where the handler
-cannot be built (no compiler, no scipy OpenBLAS: logged once), `Conv` keeps XLA's gradient.
+cannot be built (no compiler, no scipy OpenBLAS: logged once), `Conv` keeps XLA's gradients.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import tempfile
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec
@@ -41,13 +43,16 @@ from jax.sharding import NamedSharding, PartitionSpec
 ENV = "HANET_BLAS_CONV"           # 0: XLA's weight gradient everywhere
 CACHE_ENV = "HANET_CACHE_DIR"     # where the built handler is kept (~/.cache/hanet_jax)
 MARCH_ENV = "HANET_CXX_MARCH"     # the handler's -march (native: this CPU; e.g. x86-64-v3 to share a build)
-_SOURCE = Path(__file__).with_name("blas_conv3x3.cc")
+_SOURCE = Path(__file__).with_name("conv_weight_grad.cc")
 _TARGET = "hanet_conv3x3_weight_grad"
+_TARGET_1X1 = "hanet_conv1x1_weight_grad"
 DN = ("NHWC", "HWIO", "NHWC")
 # Where the handler runs its own register-tiled loop instead of OpenBLAS's GEMMs: 0 nowhere,
 # 1 at 32 outputs only (round 11), 2 at every output width it tiles (multiples of 32, and 16;
 # round 12). Read at trace time, so the perf scripts can compare them.
 LOOP = 2
+# Whether 1x1 convs' weight gradients run in the handler's loop too (round 13); read at trace time.
+ONE_BY_ONE = True
 
 
 def _cache_dir() -> Path:
@@ -140,10 +145,10 @@ def disabled():
 def available() -> bool:
     """Whether the handler is built and registered (once per process; False also logs why)."""
     try:
-        load_handlers(_SOURCE, {_TARGET: "WeightGrad"})
+        load_handlers(_SOURCE, {_TARGET: "WeightGrad", _TARGET_1X1: "WeightGrad1x1"})
         return True
     except Exception as e:  # noqa: BLE001  (any failure: XLA's gradient is always correct)
-        logging.warning("%s: the CPU 3x3 conv weight gradient falls back to XLA's (%s); "
+        logging.warning("%s: the CPU conv weight gradients fall back to XLA's (%s); "
                         "set %s=0 to skip the attempt", __name__, e, ENV)
         return False
 
@@ -159,15 +164,11 @@ def applies(x: jax.Array, kernel: jax.Array, strides: int, padding: str) -> bool
             and x.dtype == np.float32 and kernel.dtype == np.float32 and active())
 
 
-def _weight_grad_local(x, dy):
-    out = jax.ShapeDtypeStruct((3, 3, x.shape[-1], dy.shape[-1]), np.float32)
-    return jax.ffi.ffi_call(_TARGET, out)(x, dy, loop=np.int64(LOOP))
-
-
-@custom_partitioning
-def weight_grad(x: jax.Array, dy: jax.Array) -> jax.Array:
-    """d(sum(dy * conv(x, k))) / dk for the 3x3 SAME conv, (3, 3, C_in, C_out)."""
-    return _weight_grad_local(x, dy)
+def applies_1x1(x: jax.Array, kernel: jax.Array) -> bool:
+    """Whether `conv1x1` should compute this (stride-1) 1x1 conv: float32, `ONE_BY_ONE`,
+    `active()`, and a width the loop tiles (a multiple of 16; the head's 1 output stays XLA's)."""
+    return (ONE_BY_ONE and kernel.shape[-1] % 16 == 0 and x.dtype == np.float32
+            and kernel.dtype == np.float32 and active())
 
 
 def _batch_axis(arg):
@@ -175,23 +176,37 @@ def _batch_axis(arg):
     return spec[0] if len(spec) else None
 
 
-def _infer(mesh, arg_shapes, result_shape):
-    return NamedSharding(mesh, PartitionSpec())
+def _sharded_over_batch(target: str, taps: tuple[int, ...], rule: str):
+    """The handler `target` as a jax function of (x, dy) -> (*taps, C_in, C_out). Under a
+    batch-sharded jit each device computes its shard's partial gradient and a psum adds them,
+    as XLA does for its own conv gradient."""
+
+    def local(x, dy):
+        out = jax.ShapeDtypeStruct((*taps, x.shape[-1], dy.shape[-1]), np.float32)
+        return jax.ffi.ffi_call(target, out)(x, dy, loop=np.int64(LOOP))
+
+    def infer(mesh, arg_shapes, result_shape):
+        return NamedSharding(mesh, PartitionSpec())
+
+    def partition(mesh, arg_shapes, result_shape):
+        axis = _batch_axis(arg_shapes[0])
+        batch = NamedSharding(mesh, PartitionSpec(axis))
+
+        def lower(x, dy):  # one device's shard; the partial gradients are summed
+            dk = local(x, dy)
+            return dk if axis is None else jax.lax.psum(dk, axis)
+
+        return mesh, lower, NamedSharding(mesh, PartitionSpec()), (batch, batch)
+
+    fn = custom_partitioning(lambda x, dy: local(x, dy))
+    fn.def_partition(infer_sharding_from_operands=infer, partition=partition, sharding_rule=rule)
+    return fn, local
 
 
-def _partition(mesh, arg_shapes, result_shape):
-    axis = _batch_axis(arg_shapes[0])
-    batch = NamedSharding(mesh, PartitionSpec(axis))
-
-    def lower(x, dy):  # one device's shard; the partial gradients are summed
-        dk = _weight_grad_local(x, dy)
-        return dk if axis is None else jax.lax.psum(dk, axis)
-
-    return mesh, lower, NamedSharding(mesh, PartitionSpec()), (batch, batch)
-
-
-weight_grad.def_partition(infer_sharding_from_operands=_infer, partition=_partition,
-                          sharding_rule="b h w c, b h w f -> k l c f")
+# d(sum(dy * conv(x, k))) / dk for the 3x3 SAME conv, (3, 3, C_in, C_out); and for the 1x1 conv,
+# (C_in, C_out).
+weight_grad, _weight_grad_local = _sharded_over_batch(_TARGET, (3, 3), "b h w c, b h w f -> k l c f")
+weight_grad_1x1, _weight_grad_1x1_local = _sharded_over_batch(_TARGET_1X1, (), "b h w c, b h w f -> c f")
 
 
 def _xla_conv(x, kernel):
@@ -218,3 +233,29 @@ def _bwd(res, dy):
 
 
 conv3x3.defvjp(_fwd, _bwd)
+
+
+def _einsum_1x1(x, kernel):
+    return jnp.einsum("bhwc,cf->bhwf", x, kernel)
+
+
+@jax.custom_vjp
+def conv1x1(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """The 1x1 conv as XLA's einsum (kernel (C_in, C_out)); its weight gradient is
+    `weight_grad_1x1` (`Conv` calls this where `applies_1x1`)."""
+    return _einsum_1x1(x, kernel)
+
+
+def _fwd_1x1(x, kernel):
+    return _einsum_1x1(x, kernel), (x, kernel)
+
+
+def _bwd_1x1(res, dy):
+    x, kernel = res
+    if not available():
+        return jax.vjp(_einsum_1x1, x, kernel)[1](dy)
+    dx = jax.vjp(lambda x_: _einsum_1x1(x_, kernel), x)[1](dy)[0]
+    return dx, weight_grad_1x1(x, dy)
+
+
+conv1x1.defvjp(_fwd_1x1, _bwd_1x1)

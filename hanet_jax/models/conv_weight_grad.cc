@@ -83,6 +83,17 @@ static Tap LoopFor(int64_t c, int64_t f, int64_t loop) {
   return nullptr;
 }
 
+// The loop over all taps, out[t] (c x f) = sum over n rows of xr[r + offsets[t]]^T dg[r], in row
+// blocks of ~256 KB that stay in cache across the taps.
+static void LoopOverRows(Tap tap, const float* xr, const float* dg, int64_t n, int64_t c,
+                         int64_t f, const std::vector<int64_t>& offsets, float* out) {
+  std::memset(out, 0, offsets.size() * c * f * sizeof(float));
+  const int64_t block = std::max<int64_t>(64, (256 * 1024) / ((c + f) * 4));
+  for (int64_t r0 = 0; r0 < n; r0 += block)
+    for (size_t t = 0; t < offsets.size(); ++t)
+      tap(xr + (r0 + offsets[t]) * c, dg + r0 * f, std::min(block, n - r0), c, f, out + t * c * f);
+}
+
 static ffi::Error WeightGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                                  ffi::ResultBuffer<ffi::F32> dk, int64_t loop) {
   if (sgemm == nullptr) return ffi::Error::InvalidArgument("SetSgemm was not called");
@@ -99,14 +110,10 @@ static ffi::Error WeightGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> 
                   w * f * sizeof(float));
   float* out = dk->typed_data();
   if (Tap tap = LoopFor(c, f, loop)) {
-    // Row blocks of ~256 KB stay in cache across the nine taps.
-    std::memset(out, 0, 9 * c * f * sizeof(float));
-    const int64_t block = std::max<int64_t>(64, (256 * 1024) / ((c + f) * 4));
-    for (int64_t r0 = 0; r0 < n; r0 += block)
-      for (int i = 0; i < 3; ++i)
-        for (int j = 0; j < 3; ++j)
-          tap(&xr[(r0 + i * gw + j) * c], &dg[r0 * f], std::min(block, n - r0), c, f,
-              out + (i * 3 + j) * c * f);
+    std::vector<int64_t> offsets;
+    for (int i = 0; i < 3; ++i)
+      for (int j = 0; j < 3; ++j) offsets.push_back(i * gw + j);
+    LoopOverRows(tap, xr.data(), dg.data(), n, c, f, offsets, out);
     return ffi::Error::Success();
   }
   for (int i = 0; i < 3; ++i)
@@ -118,6 +125,31 @@ static ffi::Error WeightGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> 
     }
   return ffi::Error::Success();
 }
+
+// The 1x1 conv's weight gradient: x (n x c)^T @ dy (n x f) over all n = b*h*w pixels, read in
+// place (no padding, one tap), in the loop where it tiles, else one GEMM.
+static ffi::Error WeightGrad1x1Impl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
+                                    ffi::ResultBuffer<ffi::F32> dk, int64_t loop) {
+  if (sgemm == nullptr) return ffi::Error::InvalidArgument("SetSgemm was not called");
+  auto xd = x.dimensions(), yd = dy.dimensions();
+  if (xd.size() != 4 || yd.size() != 4) return ffi::Error::InvalidArgument("need NHWC operands");
+  const int64_t c = xd[3], f = yd[3], n = xd[0] * xd[1] * xd[2];
+  float* out = dk->typed_data();
+  if (Tap tap = LoopFor(c, f, loop)) {
+    LoopOverRows(tap, x.typed_data(), dy.typed_data(), n, c, f, {0}, out);
+    return ffi::Error::Success();
+  }
+  sgemm(kRowMajor, kTrans, kNoTrans, c, f, n, 1.0f, x.typed_data(), c, dy.typed_data(), f, 0.0f,
+        out, f);
+  return ffi::Error::Success();
+}
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(WeightGrad1x1, WeightGrad1x1Impl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("loop"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(WeightGrad, WeightGradImpl,
                               ffi::Ffi::Bind()
