@@ -112,7 +112,8 @@ def load_handlers(source: Path, targets: dict[str, str]) -> ctypes.CDLL:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     blas.scipy_openblas_set_num_threads(max(1, (cores or 1) // max(1, jax.local_device_count("cpu"))))
     lib = ctypes.CDLL(str(build(source)))
-    lib.SetSgemm(ctypes.cast(blas.scipy_cblas_sgemm, ctypes.c_void_p))
+    if hasattr(lib, "SetSgemm"):  # the sources that call a GEMM
+        lib.SetSgemm(ctypes.cast(blas.scipy_cblas_sgemm, ctypes.c_void_p))
     for target, symbol in targets.items():
         jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
     _LOADED.append((blas, lib))
@@ -176,37 +177,47 @@ def _batch_axis(arg):
     return spec[0] if len(spec) else None
 
 
-def _sharded_over_batch(target: str, taps: tuple[int, ...], rule: str):
-    """The handler `target` as a jax function of (x, dy) -> (*taps, C_in, C_out). Under a
-    batch-sharded jit each device computes its shard's partial gradient and a psum adds them,
-    as XLA does for its own conv gradient."""
+def _sharded_over_batch(target: str, out_shape, rule: str, summed: bool = True, attrs=dict):
+    """The handler `target` as a jax function of (x, dy), batch-first operands, with result shape
+    `out_shape(x, dy)` and attributes `attrs()` (read at trace time). Under a batch-sharded jit
+    each device runs it on its shard: `summed` results (weight gradients) are partial sums that a
+    psum adds, as XLA does for its own conv gradient; the others stay sharded over the batch."""
 
     def local(x, dy):
-        out = jax.ShapeDtypeStruct((*taps, x.shape[-1], dy.shape[-1]), np.float32)
-        return jax.ffi.ffi_call(target, out)(x, dy, loop=np.int64(LOOP))
+        out = jax.ShapeDtypeStruct(out_shape(x, dy), np.float32)
+        return jax.ffi.ffi_call(target, out)(x, dy, **attrs())
+
+    def result(mesh, axis):
+        return NamedSharding(mesh, PartitionSpec() if summed else PartitionSpec(axis))
 
     def infer(mesh, arg_shapes, result_shape):
-        return NamedSharding(mesh, PartitionSpec())
+        return result(mesh, _batch_axis(arg_shapes[0]))
 
     def partition(mesh, arg_shapes, result_shape):
         axis = _batch_axis(arg_shapes[0])
         batch = NamedSharding(mesh, PartitionSpec(axis))
 
-        def lower(x, dy):  # one device's shard; the partial gradients are summed
-            dk = local(x, dy)
-            return dk if axis is None else jax.lax.psum(dk, axis)
+        def lower(x, dy):  # one device's shard
+            out = local(x, dy)
+            return jax.lax.psum(out, axis) if summed and axis is not None else out
 
-        return mesh, lower, NamedSharding(mesh, PartitionSpec()), (batch, batch)
+        return mesh, lower, result(mesh, axis), (batch, batch)
 
     fn = custom_partitioning(lambda x, dy: local(x, dy))
     fn.def_partition(infer_sharding_from_operands=infer, partition=partition, sharding_rule=rule)
     return fn, local
 
 
+def _loop_attrs():
+    return {"loop": np.int64(LOOP)}
+
+
 # d(sum(dy * conv(x, k))) / dk for the 3x3 SAME conv, (3, 3, C_in, C_out); and for the 1x1 conv,
 # (C_in, C_out).
-weight_grad, _weight_grad_local = _sharded_over_batch(_TARGET, (3, 3), "b h w c, b h w f -> k l c f")
-weight_grad_1x1, _weight_grad_1x1_local = _sharded_over_batch(_TARGET_1X1, (), "b h w c, b h w f -> c f")
+weight_grad, _weight_grad_local = _sharded_over_batch(
+    _TARGET, lambda x, dy: (3, 3, x.shape[-1], dy.shape[-1]), "b h w c, b h w f -> k l c f", attrs=_loop_attrs)
+weight_grad_1x1, _weight_grad_1x1_local = _sharded_over_batch(
+    _TARGET_1X1, lambda x, dy: (x.shape[-1], dy.shape[-1]), "b h w c, b h w f -> c f", attrs=_loop_attrs)
 
 
 def _xla_conv(x, kernel):

@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hanet_jax.models import maxpool
 from hanet_jax.models.layers import Conv, batch_norm
 
 DENSENET_EPS = 1.001e-5  # every BatchNorm in Keras' DenseNet
@@ -62,7 +63,7 @@ class DenseNet121(nn.Module):
         x = nn.relu(x)
         # Zero padding equals -inf padding here because the input is a ReLU output (>= 0).
         x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+        x = maxpool.max_pool_3x3_s2(x)
         skips["pool1"] = x
         return x
 

@@ -1,0 +1,69 @@
+"""The stem's 3x3, stride-2, VALID max-pool, with its gradient on the CPU in a C++ XLA FFI
+handler of ours (`maxpool_grad.cc`; issue 7, docs/performance.md round 14). The forward is
+`flax.linen.max_pool`'s; the gradient routes each output's to the first maximal input of its
+window, exactly as JAX's does (select-and-scatter with `ge`), which XLA:CPU runs as a
+reduce-window over four index arrays and a scatter, the largest non-conv op of the train step.
+
+Used where `blas_conv.active()` (the CPU, HANET_BLAS_CONV not 0) and the input is float32;
+elsewhere, or where the handler cannot be built, `max_pool_3x3_s2` is the plain pool.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import numpy as np
+
+from hanet_jax.models import blas_conv
+
+_SOURCE = Path(__file__).with_name("maxpool_grad.cc")
+_TARGET = "hanet_maxpool3x3s2_grad"
+
+
+@functools.cache
+def available() -> bool:
+    """Whether the handler is built and registered (once per process; False also logs why)."""
+    try:
+        blas_conv.load_handlers(_SOURCE, {_TARGET: "MaxPoolGrad"})
+        return True
+    except Exception as e:  # noqa: BLE001  (XLA's gradient is always correct)
+        logging.warning("%s: the max-pool gradient falls back to XLA's (%s)", __name__, e)
+        return False
+
+
+def _pool(x):
+    return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+
+
+_grad, _ = blas_conv._sharded_over_batch(_TARGET, lambda x, dy: x.shape, "b h w c, b i j c -> b h w c",
+                                         summed=False)
+
+
+@jax.custom_vjp
+def _pool_with_our_grad(x):
+    return _pool(x)
+
+
+def _fwd(x):
+    return _pool(x), x
+
+
+def _bwd(x, dy):
+    if not available():  # called directly where the handler cannot be built: XLA's gradient
+        return jax.vjp(_pool, x)[1](dy)
+    return (_grad(x, dy),)
+
+
+_pool_with_our_grad.defvjp(_fwd, _bwd)
+
+
+def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
+    """`nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")`, NHWC; on the CPU at float32
+    with our gradient."""
+    if x.dtype == np.float32 and blas_conv.active() and available():
+        return _pool_with_our_grad(x)
+    return _pool(x)
