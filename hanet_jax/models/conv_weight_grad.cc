@@ -1,6 +1,7 @@
-// On the CPU, the weight gradient of a 3x3, stride-1, SAME conv (NHWC input, HWIO kernel) as
-// nine GEMMs with no im2col copy (hanet_jax/models/blas_conv.py explains the indexing), as an
-// XLA FFI handler: it runs inside XLA on its buffers. The GEMM is the cblas_sgemm of an
+// On the CPU, the weight gradients of a 3x3, stride-1, SAME conv (NHWC input, HWIO kernel: nine
+// row-offset products with no im2col copy; hanet_jax/models/blas_conv.py explains the indexing)
+// and of a 1x1 conv (one product), as XLA FFI handlers: they run inside XLA on its buffers. Each
+// product runs in our register-tiled loop where it tiles, else as a GEMM: the cblas_sgemm of an
 // OpenBLAS already loaded in the process (scipy's), handed over by SetSgemm, so nothing is
 // linked at build time.
 #include <algorithm>
