@@ -81,6 +81,14 @@ def subprocess_env(devices: int = 1) -> dict:
     return env
 
 
+def run_python(code: str, timeout: float = 300, **env) -> subprocess.CompletedProcess:
+    """`python -c code` (dedented) on the CPU with this repo importable and `env` added."""
+    import textwrap
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", **env}
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def worker_command(workdir, out, **options) -> list[str]:
     """`python tests/_train_worker.py` with its options (see that file)."""
     cmd = [sys.executable, str(WORKER), "--workdir", str(workdir), "--out", str(out)]

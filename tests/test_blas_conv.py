@@ -1,20 +1,17 @@
-"""The CPU 3x3 conv weight gradient in BLAS (hanet_jax/models/blas_conv.py): the same gradients
-as XLA's, on one device and split over two, used by `layers.Conv` only where it applies, and a
-clean fall-back where it cannot be built."""
+"""The CPU conv weight gradients in our handler (hanet_jax/models/blas_conv.py): the same
+gradients as XLA's, on one device and split over two, used by `layers.Conv` only where they apply,
+and a clean fall-back where the handler cannot be built."""
 
 import os
-import subprocess
-import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _train_helpers import run_python
 
 from hanet_jax.models import blas_conv, layers
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_handler = pytest.mark.skipif(not blas_conv.available(), reason="no C++ compiler / scipy OpenBLAS")
 
 
@@ -67,12 +64,6 @@ def test_only_3x3_stride1_same_float32_use_it(monkeypatch):
     assert not blas_conv.applies_1x1(x.astype(jnp.bfloat16), jnp.ones((1, 1, 4, 32), jnp.bfloat16))
 
 
-def _run(code: str, **env) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu", **env}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env,
-                          capture_output=True, text=True, timeout=300)
-
-
 SPLIT = """
     import numpy as np, jax, jax.numpy as jnp
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -96,7 +87,7 @@ SPLIT = """
 
 @needs_handler
 def test_split_over_two_devices_sums_the_shards():
-    done = _run(SPLIT, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+    done = run_python(SPLIT, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     assert done.returncode == 0, done.stderr[-3000:]
     words = done.stdout.split()
     assert words[1] == "2" and words[3] == "True"
@@ -126,7 +117,7 @@ TILES = """
 @needs_handler
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="x86-64 targets")
 def test_loop_tiles_of_other_targets_match_xla(tmp_path):
-    done = _run(TILES, HANET_CACHE_DIR=str(tmp_path))
+    done = run_python(TILES, HANET_CACHE_DIR=str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
     worst = dict(line.split() for line in done.stdout.splitlines())
     assert set(worst) == {"x86-64-v3", "x86-64"}
@@ -135,7 +126,7 @@ def test_loop_tiles_of_other_targets_match_xla(tmp_path):
 
 
 def test_without_a_compiler_falls_back_to_xla(tmp_path):
-    done = _run(SPLIT, CXX=str(tmp_path / "no-such-compiler"), HANET_CACHE_DIR=str(tmp_path))
+    done = run_python(SPLIT, CXX=str(tmp_path / "no-such-compiler"), HANET_CACHE_DIR=str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
     words = done.stdout.split()
     assert words[3] == "False" and float(words[5]) == 0.0

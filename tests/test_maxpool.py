@@ -1,19 +1,14 @@
 """The stem's max-pool with our CPU gradient (hanet_jax/models/maxpool.py): the same values and
 the same gradient as JAX's, ties included, on one device and split over two."""
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _train_helpers import run_python
 
 from hanet_jax.models import blas_conv, maxpool
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 needs_handler = pytest.mark.skipif(not (blas_conv.active() and maxpool.available()),
                                    reason="no C++ compiler / handler")
 
@@ -60,10 +55,7 @@ SPLIT = """
 
 @needs_handler
 def test_split_over_two_devices_keeps_the_batch_sharded():
-    env = {**os.environ, "PYTHONPATH": ROOT, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(SPLIT)], env=env, capture_output=True,
-                          text=True, timeout=300)
+    done = run_python(SPLIT, XLA_FLAGS="--xla_force_host_platform_device_count=2")
     assert done.returncode == 0, done.stderr[-3000:]
     devices, spec, diff = done.stdout.split(None, 1)[0], done.stdout.split()[1:-1], done.stdout.split()[-1]
     assert devices == "2" and "data" in "".join(spec) and float(diff) == 0.0

@@ -1,8 +1,9 @@
 """On the CPU, the weight gradients of the 3x3 (stride 1, SAME) and 1x1 convs in a C++ XLA FFI
 handler of ours (issue 7; docs/performance.md, rounds 7 and 11-13). They are GEMMs with the pixels
 as the long contracted axis, which XLA:CPU and OpenBLAS run well below their matmul peak; the
-handler's register-tiled loop (`conv_weight_grad.cc`) runs them at 140-210 GFLOP/s per AVX-512
-core, 1.4-2.5x XLA's own gradient per shape.
+handler's register-tiled loop (`conv_weight_grad.cc`) runs most of the model's shapes at 130-210
+GFLOP/s per AVX-512 core, up to 2.6x XLA's own gradient; only the 8x8 bottleneck conv's is slower
+(docs/performance.md, rounds 12-13, `scripts/perf/loop_dw.py`).
 
 No im2col copy is needed for the 3x3: pad the NHWC input by one pixel and flatten it to rows of
 (B*(H+2)*(W+2), C). Output pixel (h, w) sits at row r = h*(W+2) + w of that grid and its tap
@@ -224,49 +225,33 @@ def _xla_conv(x, kernel):
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=DN)
 
 
-@jax.custom_vjp
-def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """XLA's 3x3 SAME conv; its weight gradient is `weight_grad` (`Conv` calls this where
-    `applies`)."""
-    return _xla_conv(x, kernel)
-
-
-def _fwd(x, kernel):
-    return _xla_conv(x, kernel), (x, kernel)
-
-
-def _bwd(res, dy):
-    x, kernel = res
-    if not available():  # called directly where the handler cannot be built: XLA's gradients
-        return jax.vjp(_xla_conv, x, kernel)[1](dy)
-    dx = jax.vjp(lambda x_: _xla_conv(x_, kernel), x)[1](dy)[0]
-    return dx, weight_grad(x, dy)
-
-
-conv3x3.defvjp(_fwd, _bwd)
-
-
 def _einsum_1x1(x, kernel):
     return jnp.einsum("bhwc,cf->bhwf", x, kernel)
 
 
-@jax.custom_vjp
-def conv1x1(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """The 1x1 conv as XLA's einsum (kernel (C_in, C_out)); its weight gradient is
-    `weight_grad_1x1` (`Conv` calls this where `applies_1x1`)."""
-    return _einsum_1x1(x, kernel)
+def _with_our_weight_grad(conv, weight_grad_fn):
+    """`conv(x, kernel)` whose weight gradient is `weight_grad_fn(x, dy)`; its input gradient
+    stays XLA's, and so does everything where the handler cannot be built."""
+
+    @jax.custom_vjp
+    def fn(x, kernel):
+        return conv(x, kernel)
+
+    def fwd(x, kernel):
+        return conv(x, kernel), (x, kernel)
+
+    def bwd(res, dy):
+        x, kernel = res
+        if not available():  # called directly where the handler cannot be built: XLA's gradients
+            return jax.vjp(conv, x, kernel)[1](dy)
+        dx = jax.vjp(lambda x_: conv(x_, kernel), x)[1](dy)[0]
+        return dx, weight_grad_fn(x, dy)
+
+    fn.defvjp(fwd, bwd)
+    return fn
 
 
-def _fwd_1x1(x, kernel):
-    return _einsum_1x1(x, kernel), (x, kernel)
-
-
-def _bwd_1x1(res, dy):
-    x, kernel = res
-    if not available():
-        return jax.vjp(_einsum_1x1, x, kernel)[1](dy)
-    dx = jax.vjp(lambda x_: _einsum_1x1(x_, kernel), x)[1](dy)[0]
-    return dx, weight_grad_1x1(x, dy)
-
-
-conv1x1.defvjp(_fwd_1x1, _bwd_1x1)
+# XLA's 3x3 SAME conv (HWIO kernel), and the 1x1 conv as its einsum ((C_in, C_out) kernel), with
+# our weight gradients: `Conv` calls them where `applies` / `applies_1x1`.
+conv3x3 = _with_our_weight_grad(_xla_conv, weight_grad)
+conv1x1 = _with_our_weight_grad(_einsum_1x1, weight_grad_1x1)

@@ -33,11 +33,11 @@ static std::vector<float> PaddedRows(const float* x, int64_t b, int64_t h, int64
   return xr;
 }
 
-// OpenBLAS runs these long, thin GEMMs (K = the pixels) at ~25-90 GFLOP/s; this loop, built
-// with -march=native, at ~150-200 on AVX-512 (docs/performance.md, rounds 11-12). out (c x f) +=
-// the sum over `rows` grid rows of xr[r]^T dg[r], one tile of CB channels x V vectors of outputs
-// at a time, summed in registers. Explicit vectors of the target's width: GCC's own vectorizing
-// of the scalar loop permutes lanes at 16 outputs and runs 8x slower there.
+// OpenBLAS runs these long, thin GEMMs (K = the pixels) at ~20-100 GFLOP/s; this loop, built
+// with -march=native, at ~130-210 on AVX-512 at most shapes (docs/performance.md, rounds 11-13).
+// out (c x f) += the sum over `rows` grid rows of xr[r]^T dg[r], one tile of CB channels x V
+// vectors of outputs at a time, summed in registers. Explicit vectors of the target's width:
+// GCC's own vectorizing of the scalar loop permutes lanes at 16 outputs and runs 8x slower there.
 #if defined(__AVX512F__)
 constexpr int kW = 16;
 #elif defined(__AVX__)
@@ -84,22 +84,35 @@ static Tap LoopFor(int64_t c, int64_t f, int64_t loop) {
   return nullptr;
 }
 
-// The loop over all taps, out[t] (c x f) = sum over n rows of xr[r + offsets[t]]^T dg[r], in row
-// blocks of ~256 KB that stay in cache across the taps.
-static void LoopOverRows(Tap tap, const float* xr, const float* dg, int64_t n, int64_t c,
-                         int64_t f, const std::vector<int64_t>& offsets, float* out) {
-  std::memset(out, 0, offsets.size() * c * f * sizeof(float));
-  const int64_t block = std::max<int64_t>(64, (256 * 1024) / ((c + f) * 4));
-  for (int64_t r0 = 0; r0 < n; r0 += block)
-    for (size_t t = 0; t < offsets.size(); ++t)
-      tap(xr + (r0 + offsets[t]) * c, dg + r0 * f, std::min(block, n - r0), c, f, out + t * c * f);
+// out[t] (c x f) = the sum over n rows of xr[r + offsets[t]]^T dg[r], for every tap t: in the loop
+// where it tiles, in row blocks of ~256 KB that stay in cache across the taps; else one GEMM a
+// tap.
+static void TapProducts(const float* xr, const float* dg, int64_t n, int64_t c, int64_t f,
+                        const std::vector<int64_t>& offsets, int64_t loop, float* out) {
+  if (Tap tap = LoopFor(c, f, loop)) {
+    std::memset(out, 0, offsets.size() * c * f * sizeof(float));
+    const int64_t block = std::max<int64_t>(64, (256 * 1024) / ((c + f) * 4));
+    for (int64_t r0 = 0; r0 < n; r0 += block)
+      for (size_t t = 0; t < offsets.size(); ++t)
+        tap(xr + (r0 + offsets[t]) * c, dg + r0 * f, std::min(block, n - r0), c, f, out + t * c * f);
+    return;
+  }
+  for (size_t t = 0; t < offsets.size(); ++t)  // X[off : off + n]^T (c x n) @ dg (n x f)
+    sgemm(kRowMajor, kTrans, kNoTrans, c, f, n, 1.0f, xr + offsets[t] * c, c, dg, f, 0.0f,
+          out + t * c * f, f);
+}
+
+// The checks both handlers make first ('' when they pass).
+static const char* BadOperands(ffi::Buffer<ffi::F32>& x, ffi::Buffer<ffi::F32>& dy) {
+  if (sgemm == nullptr) return "SetSgemm was not called";
+  if (x.dimensions().size() != 4 || dy.dimensions().size() != 4) return "need NHWC operands";
+  return "";
 }
 
 static ffi::Error WeightGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                                  ffi::ResultBuffer<ffi::F32> dk, int64_t loop) {
-  if (sgemm == nullptr) return ffi::Error::InvalidArgument("SetSgemm was not called");
+  if (const char* bad = BadOperands(x, dy); *bad) return ffi::Error::InvalidArgument(bad);
   auto xd = x.dimensions(), yd = dy.dimensions();
-  if (xd.size() != 4 || yd.size() != 4) return ffi::Error::InvalidArgument("need NHWC operands");
   const int64_t b = xd[0], h = xd[1], w = xd[2], c = xd[3], f = yd[3];
   const int64_t gw = w + 2, n = b * (h + 2) * gw, extra = 2 * gw + 2;
   // Input padded by one pixel, as rows of c; dy on the same grid, zero outside the image.
@@ -109,21 +122,10 @@ static ffi::Error WeightGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> 
     for (int64_t hi = 0; hi < h; ++hi)
       std::memcpy(&dg[((bi * (h + 2) + hi) * gw) * f], ys + ((bi * h + hi) * w) * f,
                   w * f * sizeof(float));
-  float* out = dk->typed_data();
-  if (Tap tap = LoopFor(c, f, loop)) {
-    std::vector<int64_t> offsets;
-    for (int i = 0; i < 3; ++i)
-      for (int j = 0; j < 3; ++j) offsets.push_back(i * gw + j);
-    LoopOverRows(tap, xr.data(), dg.data(), n, c, f, offsets, out);
-    return ffi::Error::Success();
-  }
+  std::vector<int64_t> offsets;  // tap (i, j) reads grid row r + i * gw + j
   for (int i = 0; i < 3; ++i)
-    for (int j = 0; j < 3; ++j) {
-      const int64_t off = i * gw + j;
-      // dk[i, j] (c x f) = X[off : off + n]^T (c x n) @ dg (n x f)
-      sgemm(kRowMajor, kTrans, kNoTrans, c, f, n, 1.0f, &xr[off * c], c, dg.data(), f, 0.0f,
-            out + (i * 3 + j) * c * f, f);
-    }
+    for (int j = 0; j < 3; ++j) offsets.push_back(i * gw + j);
+  TapProducts(xr.data(), dg.data(), n, c, f, offsets, loop, dk->typed_data());
   return ffi::Error::Success();
 }
 
@@ -131,17 +133,10 @@ static ffi::Error WeightGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> 
 // place (no padding, one tap), in the loop where it tiles, else one GEMM.
 static ffi::Error WeightGrad1x1Impl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                                     ffi::ResultBuffer<ffi::F32> dk, int64_t loop) {
-  if (sgemm == nullptr) return ffi::Error::InvalidArgument("SetSgemm was not called");
+  if (const char* bad = BadOperands(x, dy); *bad) return ffi::Error::InvalidArgument(bad);
   auto xd = x.dimensions(), yd = dy.dimensions();
-  if (xd.size() != 4 || yd.size() != 4) return ffi::Error::InvalidArgument("need NHWC operands");
-  const int64_t c = xd[3], f = yd[3], n = xd[0] * xd[1] * xd[2];
-  float* out = dk->typed_data();
-  if (Tap tap = LoopFor(c, f, loop)) {
-    LoopOverRows(tap, x.typed_data(), dy.typed_data(), n, c, f, {0}, out);
-    return ffi::Error::Success();
-  }
-  sgemm(kRowMajor, kTrans, kNoTrans, c, f, n, 1.0f, x.typed_data(), c, dy.typed_data(), f, 0.0f,
-        out, f);
+  TapProducts(x.typed_data(), dy.typed_data(), xd[0] * xd[1] * xd[2], xd[3], yd[3], {0}, loop,
+              dk->typed_data());
   return ffi::Error::Success();
 }
 
