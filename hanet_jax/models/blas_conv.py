@@ -178,11 +178,13 @@ def _batch_axis(arg):
     return spec[0] if len(spec) else None
 
 
-def _sharded_over_batch(target: str, out_shape, rule: str, summed: bool = True, attrs=dict):
-    """The handler `target` as a jax function of (x, dy), batch-first operands, with result shape
-    `out_shape(x, dy)` and attributes `attrs()` (read at trace time). Under a batch-sharded jit
-    each device runs it on its shard: `summed` results (weight gradients) are partial sums that a
-    psum adds, as XLA does for its own conv gradient; the others stay sharded over the batch."""
+def _sharded_over_batch(target: str, out_shape, rule: str, summed: bool = True,
+                        second_sharded: bool = True, attrs=dict):
+    """The handler `target` as a jax function of (x, dy), batch-first operands (`dy` replicated
+    instead where not `second_sharded`, e.g. a kernel), with result shape `out_shape(x, dy)` and
+    attributes `attrs()` (read at trace time). Under a batch-sharded jit each device runs it on
+    its shard: `summed` results (weight gradients) are partial sums that a psum adds, as XLA does
+    for its own conv gradient; the others stay sharded over the batch."""
 
     def local(x, dy):
         out = jax.ShapeDtypeStruct(out_shape(x, dy), np.float32)
@@ -197,12 +199,13 @@ def _sharded_over_batch(target: str, out_shape, rule: str, summed: bool = True, 
     def partition(mesh, arg_shapes, result_shape):
         axis = _batch_axis(arg_shapes[0])
         batch = NamedSharding(mesh, PartitionSpec(axis))
+        second = batch if second_sharded else NamedSharding(mesh, PartitionSpec())
 
         def lower(x, dy):  # one device's shard
             out = local(x, dy)
             return jax.lax.psum(out, axis) if summed and axis is not None else out
 
-        return mesh, lower, result(mesh, axis), (batch, batch)
+        return mesh, lower, result(mesh, axis), (batch, second)
 
     fn = custom_partitioning(lambda x, dy: local(x, dy))
     fn.def_partition(infer_sharding_from_operands=infer, partition=partition, sharding_rule=rule)
@@ -225,13 +228,36 @@ def _xla_conv(x, kernel):
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=DN)
 
 
+def _conv3x3(x, kernel):
+    """The forward: Winograd where `winograd.tile_size` picks an m, else XLA's direct conv."""
+    from hanet_jax.models import winograd  # it builds on this module's loader and wrapper
+
+    m = winograd.tile_size(*x.shape[1:], kernel.shape[-1])
+    return _xla_conv(x, kernel) if m is None else winograd.conv(x, winograd.weights(kernel, m), m)
+
+
+def _conv3x3_input_grad(x, kernel, dy):
+    """The input gradient: the SAME conv of dy with the kernel flipped and its channels swapped,
+    as Winograd where it applies, else XLA's."""
+    from hanet_jax.models import winograd
+
+    m = winograd.tile_size(*dy.shape[1:], kernel.shape[2])
+    if m is None:
+        return jax.vjp(lambda x_: _xla_conv(x_, kernel), x)[1](dy)[0]
+    return winograd.conv(dy, winograd.weights(kernel, m, flip=True), m)
+
+
 def _einsum_1x1(x, kernel):
     return jnp.einsum("bhwc,cf->bhwf", x, kernel)
 
 
-def _with_our_weight_grad(conv, weight_grad_fn):
-    """`conv(x, kernel)` whose weight gradient is `weight_grad_fn(x, dy)`; its input gradient
-    stays XLA's, and so does everything where the handler cannot be built."""
+def _einsum_1x1_input_grad(x, kernel, dy):
+    return jnp.einsum("bhwf,cf->bhwc", dy, kernel)
+
+
+def _with_our_gradients(conv, input_grad, weight_grad_fn):
+    """`conv(x, kernel)` whose input gradient is `input_grad(x, kernel, dy)` and weight gradient
+    `weight_grad_fn(x, dy)`; where the handlers cannot be built, XLA's conv and gradients."""
 
     @jax.custom_vjp
     def fn(x, kernel):
@@ -244,14 +270,14 @@ def _with_our_weight_grad(conv, weight_grad_fn):
         x, kernel = res
         if not available():  # called directly where the handler cannot be built: XLA's gradients
             return jax.vjp(conv, x, kernel)[1](dy)
-        dx = jax.vjp(lambda x_: conv(x_, kernel), x)[1](dy)[0]
-        return dx, weight_grad_fn(x, dy)
+        return input_grad(x, kernel, dy), weight_grad_fn(x, dy)
 
     fn.defvjp(fwd, bwd)
     return fn
 
 
-# XLA's 3x3 SAME conv (HWIO kernel), and the 1x1 conv as its einsum ((C_in, C_out) kernel), with
-# our weight gradients: `Conv` calls them where `applies` / `applies_1x1`.
-conv3x3 = _with_our_weight_grad(_xla_conv, weight_grad)
-conv1x1 = _with_our_weight_grad(_einsum_1x1, weight_grad_1x1)
+# The 3x3 SAME conv (HWIO kernel; Winograd where it applies, winograd.py) and the 1x1 conv as an
+# einsum ((C_in, C_out) kernel), with our weight gradients: `Conv` calls them where `applies` /
+# `applies_1x1`.
+conv3x3 = _with_our_gradients(_conv3x3, _conv3x3_input_grad, weight_grad)
+conv1x1 = _with_our_gradients(_einsum_1x1, _einsum_1x1_input_grad, weight_grad_1x1)

@@ -1,0 +1,104 @@
+"""On the CPU, the 3x3 (stride 1, SAME) convs' forward and input gradient as Winograd
+F(m x m, 3 x 3) in a C++ XLA FFI handler of ours (issue 7; docs/performance.md, round 15).
+
+The direct conv does 9 multiplications per output and input channel; F(4x4, 3x3) does 36 per
+16 outputs (2.25), F(2x2, 3x3) 16 per 4 (4). XLA:CPU's direct convs already run near this
+machine's matmul peak, so fewer multiplications is the one way left to make them faster. The
+handler (`winograd_conv.cc`) transforms each input tile in registers, runs one GEMM per
+transform point over a band of tiles that stays in cache, and transforms the products back,
+so the transformed data never makes a round trip through memory (the jnp Winograd of round 6
+did, and lost). The weights are transformed by a second handler; the input gradient is the same
+conv of the output gradient with the kernel flipped and its channels swapped, which that handler
+builds in the same pass.
+
+Rounding: F(2x2, 3x3) agrees with XLA's conv to ~1e-6 relative, F(4x4, 3x3) to ~1e-5 (its
+transforms multiply by up to 8 and divide by 24); both well inside the Keras parity tolerances
+(tests/test_parity_keras.py). Parameters are untouched: the handler reads the HWIO kernel.
+
+`tile_size` picks m per shape (measured in round 15): 4 where the map is at least 32x32, 2 on
+smaller even maps whose transformed weights fit in cache, XLA's direct conv elsewhere (8x8 with
+1024 channels: the transformed weights would be 4-16x the kernel for a few tiles). Only for the
+CPU backend at float32, where `blas_conv.active()`; HANET_WINOGRAD=0 keeps XLA's conv.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import logging
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from hanet_jax.models import blas_conv
+
+ENV = "HANET_WINOGRAD"            # 0: XLA's direct conv for the forward and input gradient
+_SOURCE = Path(__file__).with_name("winograd_conv.cc")
+_CONV = "hanet_winograd_conv3x3"
+_WEIGHTS = "hanet_winograd_weights"
+# V and M of a band of tiles in ~L2; transformed weights up to ~L3 are read from it once per band,
+# larger ones once per call (round 15's per-shape timings).
+BAND_BYTES = 1 << 20
+L3_BYTES = 12 << 20
+# Read at trace time, so the perf scripts can compare: None picks per shape, 0 turns it off,
+# 2 or 4 forces that m wherever it fits.
+FORCE_M = None
+
+
+@functools.cache
+def _library() -> ctypes.CDLL | None:
+    """The handler, built and registered once per process (None, logged, where it cannot be)."""
+    try:
+        lib = blas_conv.load_handlers(_SOURCE, {_CONV: "WinogradConv", _WEIGHTS: "WinogradWeights"})
+        lib.VectorWidth.restype = ctypes.c_int64
+        return lib
+    except Exception as e:  # noqa: BLE001  (any failure: XLA's conv is always correct)
+        logging.warning("%s: the CPU 3x3 convs stay XLA's (%s); set %s=0 to skip the attempt",
+                        __name__, e, ENV)
+        return None
+
+
+def enabled() -> bool:
+    return os.environ.get(ENV, "1").strip() != "0" and FORCE_M != 0
+
+
+def tile_size(h: int, w: int, c: int, f: int) -> int | None:
+    """m for a 3x3 SAME conv of an (h, w, c) map to f channels, or None for XLA's conv. Call only
+    where `blas_conv.applies` holds (CPU, float32, the handlers enabled)."""
+    if not enabled() or _library() is None:
+        return None
+    width = _library().VectorWidth()
+    if c % width or f % width:
+        return None
+    fits = [m for m in (4, 2) if h % m == 0 and w % m == 0]
+    if FORCE_M is not None:
+        return FORCE_M if FORCE_M in fits else None
+    if 4 in fits and min(h, w) >= 32:
+        return 4
+    if 2 in fits and min(h, w) >= 8 and 16 * c * f * 4 <= L3_BYTES:
+        return 2
+    return None
+
+
+def weights(kernel: jax.Array, m: int, flip: bool = False) -> jax.Array:
+    """The transformed HWIO kernel, ((m+2)^2, C, F); with `flip`, that of the input gradient's
+    conv ((m+2)^2, F, C). Replicated like the kernel under a sharded jit."""
+    c, f = kernel.shape[2:]
+    shape = ((m + 2) ** 2,) + ((f, c) if flip else (c, f))
+    return jax.ffi.ffi_call(_WEIGHTS, jax.ShapeDtypeStruct(shape, np.float32))(
+        kernel, m=np.int64(m), flip=flip)
+
+
+@functools.cache
+def _conv(m: int):
+    return blas_conv._sharded_over_batch(
+        _CONV, lambda x, u: x.shape[:3] + (u.shape[2],), "b h w c, p c f -> b h w f", summed=False,
+        second_sharded=False,
+        attrs=lambda: {"m": np.int64(m), "band_bytes": np.int64(BAND_BYTES), "l3_bytes": np.int64(L3_BYTES)})[0]
+
+
+def conv(x: jax.Array, u: jax.Array, m: int) -> jax.Array:
+    """The 3x3 SAME conv of NHWC `x` with the transformed kernel `u`; batch-sharded under jit."""
+    return _conv(m)(x, u)

@@ -1,0 +1,37 @@
+"""A/B of the bench's train step and inference with the 3x3 convs' forward and input gradient
+in XLA's direct conv (xla) or in our Winograd handler (auto: m per shape as `winograd.tile_size`
+picks it; m2 / m4: F(2x2, 3x3) / F(4x4, 3x3) wherever they fit). Round 15 of
+docs/performance.md. Split over the CPU as bench.py runs it, compiled in one process and timed
+interleaved.
+
+    PYTHONPATH=. .venv/bin/python scripts/perf/ab_winograd_handler.py [--order xla,auto]
+        [--baseline SIDE (default: the first)] [--repeats 5]
+"""
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _bench_process import set_up_like_bench, time_sides  # noqa: E402
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--order", default="xla,auto", help="the sides, in the order compiled (and timed); of xla, auto, m2, m4")
+parser.add_argument("--baseline", default=None, help="the side speed-ups are relative to")
+parser.add_argument("--batch_size", type=int, default=8)
+parser.add_argument("--repeats", type=int, default=5)
+args = parser.parse_args()
+set_up_like_bench(args.batch_size)
+
+from hanet_jax import bench_lib  # noqa: E402
+from hanet_jax.models import winograd  # noqa: E402
+
+batch = bench_lib.synthetic_batch(args.batch_size, (256, 256))
+names = args.order.split(",")
+sides = {}
+for name in names:
+    winograd.FORCE_M = {"xla": 0, "auto": None, "m2": 2, "m4": 4}[name]  # read while tracing
+    t0 = time.perf_counter()
+    sides[name] = bench_lib._JaxSide("full", batch)
+    print(f"compiled {name} in {time.perf_counter() - t0:.0f} s", flush=True)
+time_sides(sides, args.baseline or names[0], args.batch_size, args.repeats)
