@@ -60,21 +60,6 @@ def test_output_and_gradients_match_xla(shape, features, band_bytes, m, force_m,
 
 
 @needs_handler
-def test_weight_transforms_match_numpy():
-    g = {2: np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]]),
-         4: np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
-                      [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])}
-    k = np.random.default_rng(1).standard_normal((3, 3, 16, 32))
-    flipped = np.transpose(k[::-1, ::-1], (0, 1, 3, 2))  # the input gradient's kernel
-    for m in (2, 4):
-        for flip, kk in ((False, k), (True, flipped)):
-            want = np.einsum("ai,ijcf,bj->abcf", g[m], kk, g[m]).reshape(-1, *kk.shape[2:])
-            got = np.asarray(winograd.weights(jnp.asarray(k, jnp.float32), m, flip=flip))
-            assert got.shape == want.shape
-            assert _rel(got, want) < 1e-6, (m, flip)
-
-
-@needs_handler
 def test_tile_size_per_shape(force_m):
     assert winograd.tile_size(64, 64, 128, 32) == 4
     assert winograd.tile_size(32, 32, 256, 256) == 4
@@ -139,17 +124,15 @@ TARGETS = """
     rng = np.random.default_rng(0)
     for march in ("x86-64-v3", "x86-64"):  # AVX2's tiles, and SSE's
         os.environ[blas_conv.MARCH_ENV] = march
-        conv, weights = "wino_" + march, "wino_weights_" + march
-        blas_conv.load_handlers(winograd._SOURCE, {conv: "WinogradConv", weights: "WinogradWeights"})
+        conv = "wino_" + march
+        blas_conv.load_handlers(winograd._SOURCE, {conv: "WinogradConv"})
         worst = {}
         for m in (2, 4):
             for c, f in [(16, 16), (32, 48), (8, 24)]:  # both row tiles at each width
                 x = rng.standard_normal((2, 8, 12, c), np.float32)
                 k = rng.standard_normal((3, 3, c, f), np.float32)
-                u = jax.ffi.ffi_call(weights, jax.ShapeDtypeStruct(((m + 2) ** 2, c, f), np.float32))(
-                    k, m=np.int64(m), flip=False)
                 got = jax.ffi.ffi_call(conv, jax.ShapeDtypeStruct((2, 8, 12, f), np.float32))(
-                    x, u, m=np.int64(m), band_bytes=np.int64(4096), l3_bytes=np.int64(1 << 20))
+                    x, k, m=np.int64(m), flip=False, band_bytes=np.int64(4096), l3_bytes=np.int64(1 << 20))
                 ref = blas_conv._xla_conv(x, k)
                 err = float(jnp.max(jnp.abs(got - ref)) / jnp.max(jnp.abs(ref)))
                 worst[m] = max(worst.get(m, 0.0), err)

@@ -233,7 +233,7 @@ def _conv3x3(x, kernel):
     from hanet_jax.models import winograd  # it builds on this module's loader and wrapper
 
     m = winograd.tile_size(*x.shape[1:], kernel.shape[-1])
-    return _xla_conv(x, kernel) if m is None else winograd.conv(x, winograd.weights(kernel, m), m)
+    return _xla_conv(x, kernel) if m is None else winograd.conv(x, kernel, m)
 
 
 def _conv3x3_input_grad(x, kernel, dy):
@@ -244,7 +244,7 @@ def _conv3x3_input_grad(x, kernel, dy):
     m = winograd.tile_size(*dy.shape[1:], kernel.shape[2])
     if m is None:
         return jax.vjp(lambda x_: _xla_conv(x_, kernel), x)[1](dy)[0]
-    return winograd.conv(dy, winograd.weights(kernel, m, flip=True), m)
+    return winograd.conv(dy, kernel, m, flip=True)
 
 
 def _einsum_1x1(x, kernel):

@@ -75,11 +75,15 @@ class DenseNet121(nn.Module):
         return Conv(self.growth_rate, 3, use_bias=False, dtype=self.dtype, name=f"{prefix}_2_conv")(y)
 
     def _transition(self, x, stage, skips, train):
-        """BN-ReLU-1x1 halving the channels, 2x2 average pool; none after the last block."""
+        """BN-ReLU-1x1 halving the channels, 2x2 average pool; none after the last block.
+
+        Pooled before the (bias-free) 1x1 conv rather than after, as Keras orders them: both are
+        linear, so it is the same map, with rounding of ~1e-7, at a quarter of the FLOPs
+        (docs/performance.md, round 15)."""
         if stage == 1 + len(self.blocks):
             return x
         x = self._bn_relu(x, f"pool{stage}_bn", train)
-        x = Conv(x.shape[-1] // 2, 1, use_bias=False, dtype=self.dtype, name=f"pool{stage}_conv")(x)
         x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+        x = Conv(x.shape[-1] // 2, 1, use_bias=False, dtype=self.dtype, name=f"pool{stage}_conv")(x)
         skips[f"pool{stage}_pool"] = x
         return x

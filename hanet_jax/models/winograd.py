@@ -7,9 +7,9 @@ machine's matmul peak, so fewer multiplications is the one way left to make them
 handler (`winograd_conv.cc`) transforms each input tile in registers, runs one GEMM per
 transform point over a band of tiles that stays in cache, and transforms the products back,
 so the transformed data never makes a round trip through memory (the jnp Winograd of round 6
-did, and lost). The weights are transformed by a second handler; the input gradient is the same
-conv of the output gradient with the kernel flipped and its channels swapped, which that handler
-builds in the same pass.
+did, and lost). The handler transforms the HWIO kernel itself, into a buffer it keeps; the input
+gradient is the same conv of the output gradient with the kernel flipped and its channels
+swapped, which the handler builds in the same pass (`flip`).
 
 Rounding: F(2x2, 3x3) agrees with XLA's conv to ~1e-6 relative, F(4x4, 3x3) to ~1e-5 (its
 transforms multiply by up to 8 and divide by 24); both well inside the Keras parity tolerances
@@ -37,7 +37,6 @@ from hanet_jax.models import blas_conv
 ENV = "HANET_WINOGRAD"            # 0: XLA's direct conv for the forward and input gradient
 _SOURCE = Path(__file__).with_name("winograd_conv.cc")
 _CONV = "hanet_winograd_conv3x3"
-_WEIGHTS = "hanet_winograd_weights"
 # V and M of a band of tiles in ~L2; transformed weights up to ~L3 are read from it once per band,
 # larger ones once per call (round 15's per-shape timings).
 BAND_BYTES = 1 << 20
@@ -51,7 +50,7 @@ FORCE_M = None
 def _library() -> ctypes.CDLL | None:
     """The handler, built and registered once per process (None, logged, where it cannot be)."""
     try:
-        lib = blas_conv.load_handlers(_SOURCE, {_CONV: "WinogradConv", _WEIGHTS: "WinogradWeights"})
+        lib = blas_conv.load_handlers(_SOURCE, {_CONV: "WinogradConv"})
         lib.VectorWidth.restype = ctypes.c_int64
         return lib
     except Exception as e:  # noqa: BLE001  (any failure: XLA's conv is always correct)
@@ -82,23 +81,17 @@ def tile_size(h: int, w: int, c: int, f: int) -> int | None:
     return None
 
 
-def weights(kernel: jax.Array, m: int, flip: bool = False) -> jax.Array:
-    """The transformed HWIO kernel, ((m+2)^2, C, F); with `flip`, that of the input gradient's
-    conv ((m+2)^2, F, C). Replicated like the kernel under a sharded jit."""
-    c, f = kernel.shape[2:]
-    shape = ((m + 2) ** 2,) + ((f, c) if flip else (c, f))
-    return jax.ffi.ffi_call(_WEIGHTS, jax.ShapeDtypeStruct(shape, np.float32))(
-        kernel, m=np.int64(m), flip=flip)
-
-
 @functools.cache
-def _conv(m: int):
+def _conv(m: int, flip: bool):
     return blas_conv._sharded_over_batch(
-        _CONV, lambda x, u: x.shape[:3] + (u.shape[2],), "b h w c, p c f -> b h w f", summed=False,
-        second_sharded=False,
-        attrs=lambda: {"m": np.int64(m), "band_bytes": np.int64(BAND_BYTES), "l3_bytes": np.int64(L3_BYTES)})[0]
+        _CONV, lambda x, k: x.shape[:3] + (k.shape[2 if flip else 3],), "b h w c, k l i o -> b h w o",
+        summed=False, second_sharded=False,
+        attrs=lambda: {"m": np.int64(m), "flip": flip, "band_bytes": np.int64(BAND_BYTES),
+                       "l3_bytes": np.int64(L3_BYTES)})[0]
 
 
-def conv(x: jax.Array, u: jax.Array, m: int) -> jax.Array:
-    """The 3x3 SAME conv of NHWC `x` with the transformed kernel `u`; batch-sharded under jit."""
-    return _conv(m)(x, u)
+def conv(x: jax.Array, kernel: jax.Array, m: int, flip: bool = False) -> jax.Array:
+    """The 3x3 SAME conv of NHWC `x` with the HWIO `kernel`; with `flip`, with the kernel flipped
+    and its channels swapped (the input gradient's conv: `x` is then the output gradient).
+    Batch-sharded under jit, the kernel replicated."""
+    return _conv(m, flip)(x, kernel)

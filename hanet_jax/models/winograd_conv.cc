@@ -1,6 +1,7 @@
 // On the CPU, the 3x3, stride-1, SAME conv (NHWC input) as Winograd F(m x m, 3 x 3), m = 2 or 4,
-// in an XLA FFI handler: it runs inside XLA on its buffers. The weights come transformed,
-// U (A*A, C, F) with A = m + 2 (hanet_jax/models/winograd.py). Per band of tiles of one image:
+// in an XLA FFI handler: it runs inside XLA on its buffers (hanet_jax/models/winograd.py). The
+// HWIO kernel is transformed first, U (A*A, C, F) with A = m + 2. Then per band of tiles, across
+// the images:
 //   1. V[p][t][c]: the input transform of each tile's (A x A) patch, zero outside the image;
 //   2. M[p] = V[p] @ U[p], one GEMM per point p, in a register-tiled loop;
 //   3. the output transform of each tile's M into its m x m outputs.
@@ -29,8 +30,17 @@ typedef float VecU __attribute__((vector_size(kW * 4), aligned(4), may_alias)); 
 static inline Vec Load(const float* p) { return *reinterpret_cast<const VecU*>(p); }
 static inline void Store(float* p, Vec v) { *reinterpret_cast<VecU*>(p) = v; }
 
-// The 1-D transforms of F(m, 3): In (B^T d, A values) and Out (A^T m, A -> m values); the weight
-// transform G is in winograd.py. Lavin & Gray (2016), points 0, +-1 (and +-2 for m = 4).
+// Per-thread buffers kept across calls (each XLA device runs on its own thread): fresh ones cost
+// page faults on every call.
+enum Slot { kU, kV, kM, kFlip, kSlots };
+static float* Scratch(Slot slot, size_t n) {
+  thread_local std::vector<float> buffers[kSlots];
+  if (buffers[slot].size() < n) buffers[slot].resize(n);
+  return buffers[slot].data();
+}
+
+// The 1-D transforms of F(m, 3): In (B^T d, A values), Out (A^T m, A -> m values) and Kernel
+// (G g, 3 -> A values). Lavin & Gray (2016), points 0, +-1 (and +-2 for m = 4).
 template <int M>
 struct Wino;
 
@@ -124,7 +134,8 @@ static void Conv(const float* x, const float* u, float* y, int64_t b, int64_t h,
   if (P * c * f * 4 > l3_bytes) band = tiles;
   band = std::min(band, tiles);
   const int64_t rows = (band + mr - 1) / mr * mr;
-  std::vector<float> V(P * rows * c, 0.0f), Mt(P * rows * f);
+  float* V = Scratch(kV, P * rows * c);
+  float* Mt = Scratch(kM, P * rows * f);
   // Tile t: image t / per_image, its top-left output pixel (y0, x0) (and flat offset of pixel 0).
   auto where = [&](int64_t t, int64_t& y0, int64_t& x0) {
     const int64_t i = t % per_image;
@@ -134,20 +145,29 @@ static void Conv(const float* x, const float* u, float* y, int64_t b, int64_t h,
   };
   for (int64_t t0 = 0; t0 < tiles; t0 += band) {
     const int64_t nt = std::min(band, tiles - t0);
-    if (nt < band) std::fill(V.begin(), V.end(), 0.0f);  // the last band's unused rows
+    for (int p = 0; p < P && nt < rows; ++p)  // rows past the band's tiles: zeros
+      std::memset(V + (p * rows + nt) * c, 0, (rows - nt) * c * sizeof(float));
     for (int64_t t = 0; t < nt; ++t) {  // 1. input transform
       int64_t y0, x0;
       const float* xi = x + where(t0 + t, y0, x0) * c;
       y0 -= 1;
       x0 -= 1;
+      // Which patch rows and columns lie in the image (all of them but at the borders).
+      bool in_y[A], in_x[A];
+      for (int i = 0; i < A; ++i) in_y[i] = y0 + i >= 0 && y0 + i < h;
+      for (int j = 0; j < A; ++j) in_x[j] = x0 + j >= 0 && x0 + j < w;
+      const bool inside = in_y[0] && in_y[A - 1] && in_x[0] && in_x[A - 1];
+      const int64_t patch = (y0 * w + x0) * c;  // may be negative at the borders: offsets only
       for (int64_t c0 = 0; c0 < c; c0 += kW) {
         Vec d[A][A], r[A][A], col[A], o[A];
-        for (int i = 0; i < A; ++i)
-          for (int j = 0; j < A; ++j) {
-            const int64_t yy = y0 + i, xx = x0 + j;
-            d[i][j] = (yy >= 0 && yy < h && xx >= 0 && xx < w) ? Load(xi + (yy * w + xx) * c + c0)
-                                                                : Vec{};
-          }
+        if (inside) {
+          for (int i = 0; i < A; ++i)
+            for (int j = 0; j < A; ++j) d[i][j] = Load(xi + (patch + (i * w + j) * c + c0));
+        } else {
+          for (int i = 0; i < A; ++i)
+            for (int j = 0; j < A; ++j)
+              d[i][j] = in_y[i] && in_x[j] ? Load(xi + (patch + (i * w + j) * c + c0)) : Vec{};
+        }
         for (int j = 0; j < A; ++j) {  // B^T d, column by column
           for (int i = 0; i < A; ++i) col[i] = d[i][j];
           W::In(col, o);
@@ -161,9 +181,9 @@ static void Conv(const float* x, const float* u, float* y, int64_t b, int64_t h,
     }
     for (int p = 0; p < P; ++p) {  // 2. one GEMM per point
       if (wide)
-        Gemm<kMR2, 2>(&V[p * rows * c], u + p * c * f, &Mt[p * rows * f], rows, c, f);
+        Gemm<kMR2, 2>(V + p * rows * c, u + p * c * f, Mt + p * rows * f, rows, c, f);
       else
-        Gemm<kMR1, 1>(&V[p * rows * c], u + p * c * f, &Mt[p * rows * f], rows, c, f);
+        Gemm<kMR1, 1>(V + p * rows * c, u + p * c * f, Mt + p * rows * f, rows, c, f);
     }
     for (int64_t t = 0; t < nt; ++t) {  // 3. output transform
       int64_t y0, x0;
@@ -190,13 +210,12 @@ template <int M>
 static void Weights(const float* k, float* u, int64_t c, int64_t f, bool flip) {
   using W = Wino<M>;
   constexpr int A = W::A;
-  std::vector<float> t;
   if (flip) {  // k' as HWIO (3, 3, f, c)
-    t.resize(9 * c * f);
+    float* t = Scratch(kFlip, 9 * c * f);
     for (int tap = 0; tap < 9; ++tap)
       for (int64_t ci = 0; ci < c; ++ci)
         for (int64_t fi = 0; fi < f; ++fi) t[(tap * f + fi) * c + ci] = k[((8 - tap) * c + ci) * f + fi];
-    k = t.data();
+    k = t;
     std::swap(c, f);
   }
   for (int64_t ci = 0; ci < c; ++ci)
@@ -216,33 +235,28 @@ static void Weights(const float* k, float* u, int64_t c, int64_t f, bool flip) {
     }
 }
 
-static ffi::Error WeightsImpl(ffi::Buffer<ffi::F32> k, ffi::ResultBuffer<ffi::F32> u, int64_t m,
-                              bool flip) {
-  auto kd = k.dimensions();
-  if (kd.size() != 4 || kd[0] != 3 || kd[1] != 3) return ffi::Error::InvalidArgument("need a 3x3 HWIO kernel");
-  if (m != 2 && m != 4) return ffi::Error::InvalidArgument("m must be 2 or 4");
-  if (kd[2] % kW || kd[3] % kW) return ffi::Error::InvalidArgument("C, F need multiples of the vector width");
-  if (m == 2)
-    Weights<2>(k.typed_data(), u->typed_data(), kd[2], kd[3], flip);
-  else
-    Weights<4>(k.typed_data(), u->typed_data(), kd[2], kd[3], flip);
-  return ffi::Error::Success();
-}
-
-static ffi::Error ConvImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> u,
-                           ffi::ResultBuffer<ffi::F32> y, int64_t m, int64_t band_bytes,
+// y = the conv of x with the 3x3 HWIO kernel k, or with `flip` with k' (the input gradient's
+// conv; k is then (3, 3, F, C)). The kernel is transformed here, into a per-thread buffer.
+static ffi::Error ConvImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
+                           ffi::ResultBuffer<ffi::F32> y, int64_t m, bool flip, int64_t band_bytes,
                            int64_t l3_bytes) {
-  auto xd = x.dimensions(), ud = u.dimensions();
-  if (xd.size() != 4 || ud.size() != 3) return ffi::Error::InvalidArgument("need NHWC x, (P, C, F) U");
-  const int64_t b = xd[0], h = xd[1], w = xd[2], c = xd[3], f = ud[2];
-  if ((m != 2 && m != 4) || ud[0] != (m + 2) * (m + 2) || ud[1] != c)
-    return ffi::Error::InvalidArgument("U does not fit m and x");
+  auto xd = x.dimensions(), kd = k.dimensions();
+  if (xd.size() != 4 || kd.size() != 4 || kd[0] != 3 || kd[1] != 3)
+    return ffi::Error::InvalidArgument("need NHWC x and a 3x3 HWIO kernel");
+  const int64_t b = xd[0], h = xd[1], w = xd[2], c = xd[3], f = flip ? kd[2] : kd[3];
+  if ((m != 2 && m != 4) || (flip ? kd[3] : kd[2]) != c)
+    return ffi::Error::InvalidArgument("m must be 2 or 4, and the kernel must fit x");
   if (h % m || w % m || c % kW || f % kW)
     return ffi::Error::InvalidArgument("H, W need multiples of m; C, F of the vector width");
-  if (m == 2)
-    Conv<2>(x.typed_data(), u.typed_data(), y->typed_data(), b, h, w, c, f, band_bytes, l3_bytes);
-  else
-    Conv<4>(x.typed_data(), u.typed_data(), y->typed_data(), b, h, w, c, f, band_bytes, l3_bytes);
+  const int64_t p = (m + 2) * (m + 2);
+  float* u = Scratch(kU, p * c * f);
+  if (m == 2) {
+    Weights<2>(k.typed_data(), u, kd[2], kd[3], flip);
+    Conv<2>(x.typed_data(), u, y->typed_data(), b, h, w, c, f, band_bytes, l3_bytes);
+  } else {
+    Weights<4>(k.typed_data(), u, kd[2], kd[3], flip);
+    Conv<4>(x.typed_data(), u, y->typed_data(), b, h, w, c, f, band_bytes, l3_bytes);
+  }
   return ffi::Error::Success();
 }
 
@@ -255,12 +269,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(WinogradConv, ConvImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("m")
+                                  .Attr<bool>("flip")
                                   .Attr<int64_t>("band_bytes")
                                   .Attr<int64_t>("l3_bytes"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(WinogradWeights, WeightsImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("m")
-                                  .Attr<bool>("flip"));

@@ -1,6 +1,8 @@
 """A/B of the bench's train step and inference with the 3x3 convs' forward and input gradient
 in XLA's direct conv (xla) or in our Winograd handler (auto: m per shape as `winograd.tile_size`
-picks it; m2 / m4: F(2x2, 3x3) / F(4x4, 3x3) wherever they fit). Round 15 of
+picks it; m2 / m4: F(2x2, 3x3) / F(4x4, 3x3) wherever they fit). Each side with the transition
+layers' 2x2 average pool after their 1x1 conv, as Keras orders them; `pool` is auto with the
+model's own order, pool first. Round 15 of
 docs/performance.md. Split over the CPU as bench.py runs it, compiled in one process and timed
 interleaved.
 
@@ -16,7 +18,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _bench_process import set_up_like_bench, time_sides  # noqa: E402
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--order", default="xla,auto", help="the sides, in the order compiled (and timed); of xla, auto, m2, m4")
+parser.add_argument("--order", default="xla,auto", help="the sides, in the order compiled (and timed); of xla, auto, m2, m4, pool")
 parser.add_argument("--baseline", default=None, help="the side speed-ups are relative to")
 parser.add_argument("--batch_size", type=int, default=8)
 parser.add_argument("--repeats", type=int, default=5)
@@ -24,13 +26,31 @@ args = parser.parse_args()
 set_up_like_bench(args.batch_size)
 
 from hanet_jax import bench_lib  # noqa: E402
-from hanet_jax.models import winograd  # noqa: E402
+import flax.linen as nn  # noqa: E402
+
+from hanet_jax.models import densenet, winograd  # noqa: E402
+from hanet_jax.models.layers import Conv  # noqa: E402
+
+pool_first = densenet.DenseNet121._transition
+
+
+def conv_first(self, x, stage, skips, train):
+    """The transition in Keras's order: 1x1 conv, then the pool."""
+    if stage == 1 + len(self.blocks):
+        return x
+    x = self._bn_relu(x, f"pool{stage}_bn", train)
+    x = Conv(x.shape[-1] // 2, 1, use_bias=False, dtype=self.dtype, name=f"pool{stage}_conv")(x)
+    x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+    skips[f"pool{stage}_pool"] = x
+    return x
+
 
 batch = bench_lib.synthetic_batch(args.batch_size, (256, 256))
 names = args.order.split(",")
 sides = {}
 for name in names:
-    winograd.FORCE_M = {"xla": 0, "auto": None, "m2": 2, "m4": 4}[name]  # read while tracing
+    winograd.FORCE_M = {"xla": 0, "auto": None, "m2": 2, "m4": 4, "pool": None}[name]  # read while tracing
+    densenet.DenseNet121._transition = pool_first if name == "pool" else conv_first
     t0 = time.perf_counter()
     sides[name] = bench_lib._JaxSide("full", batch)
     print(f"compiled {name} in {time.perf_counter() - t0:.0f} s", flush=True)
