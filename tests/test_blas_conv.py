@@ -149,3 +149,18 @@ def test_disabled_context_traces_xla_gradient(monkeypatch):
         assert blas_conv._TARGET not in traced()
     assert blas_conv.applies(x, k, 1, "SAME")
     assert blas_conv._TARGET in traced()
+
+
+def test_3x3_on_a_1x1_map_is_its_centre_tap():
+    # SFEB's pooled context: layers.Conv multiplies by the centre tap alone (the others meet padding).
+    x = jnp.asarray(np.random.default_rng(2).standard_normal((3, 1, 1, 8), np.float32))
+    conv = layers.Conv(5, kernel_size=3)
+    variables = conv.init(jax.random.key(0), x)
+    kernel, bias = variables["params"]["kernel"], variables["params"]["bias"]
+    assert "conv_general_dilated" not in str(jax.make_jaxpr(conv.apply)(variables, x))
+    want = blas_conv._xla_conv(x, kernel) + bias
+    np.testing.assert_allclose(conv.apply(variables, x), want, rtol=1e-6, atol=1e-6)
+    grad = jax.grad(lambda v: jnp.sum(jnp.sin(conv.apply(v, x))))(variables)["params"]["kernel"]
+    want_grad = jax.grad(lambda k: jnp.sum(jnp.sin(blas_conv._xla_conv(x, k) + bias)))(kernel)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-6, atol=1e-6)
+    assert not np.any(np.asarray(grad)[[0, 0, 2, 2], [0, 2, 0, 2]])  # corners: zero gradient

@@ -58,6 +58,10 @@ class Conv(nn.Module):
         elif k == 1 and self.strides == 1:
             # A 1x1 conv is a matmul over channels; XLA:CPU runs it much faster as one.
             y = jnp.einsum("bhwc,cf->bhwf", x, kernel[0, 0])
+        elif k == 3 and self.strides == 1 and self.padding == "SAME" and x.shape[1:3] == (1, 1):
+            # On a 1x1 map (SFEB's pooled context) only the centre tap meets data: the others
+            # multiply the zero padding. XLA:CPU reversed the whole kernel first (round 15).
+            y = jnp.einsum("bhwc,cf->bhwf", x, kernel[1, 1])
         elif blas_conv.applies(x, kernel, self.strides, self.padding):
             # XLA's conv; on the CPU its weight gradient runs in our handler (blas_conv.py).
             y = blas_conv.conv3x3(x, kernel)
