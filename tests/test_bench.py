@@ -25,6 +25,14 @@ def test_bench_tiny_result_shape(monkeypatch):
     f = r["flops"]
     assert set(f) >= {"jax_forward_gflops", "jax_train_step_gflops", "keras_profiler_forward_gflops",
                       "keras_conv_macs_g"}
+    # the direct convs' count, not a trace with the CPU handlers, whose custom calls count 0
+    model = tiny(variant="baseline")
+    variables = bench_lib.fast_init(model, (1, 64, 64, 3))
+    x = jax.numpy.zeros((1, 64, 64, 3))
+    from hanet_jax import flops as flops_lib
+    with_handlers = flops_lib.xla_flops(jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x).compile())
+    assert math.isclose(f["jax_forward_gflops"] * 1e9, bench_lib.forward_flops(model, variables, x), rel_tol=1e-3)
+    assert f["jax_forward_gflops"] * 1e9 > 1.5 * with_handlers
     # the backward pass costs about twice the forward
     assert 0 < f["jax_forward_gflops"] and 2 * f["jax_forward_gflops"] < f["jax_train_step_gflops"] < 6 * f["jax_forward_gflops"]
     m = r["memory"]
