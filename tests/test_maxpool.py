@@ -1,5 +1,5 @@
-"""The stem's max-pool with our CPU gradient (hanet_jax/models/maxpool.py): the same values and
-the same gradient as JAX's, ties included, on one device and split over two."""
+"""The stem's max-pool with our CPU forward and gradient (hanet_jax/models/maxpool.py): the same
+values and the same gradient as JAX's, ties and NaN included, on one device and split over two."""
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +31,18 @@ def test_same_values_and_gradient_as_jax(shape):
     np.testing.assert_array_equal(ours, ref)
     np.testing.assert_array_equal(jax.jit(vjp_ours)(dy)[0], vjp_ref(dy)[0])
     assert "hanet_maxpool3x3s2_grad" in str(jax.make_jaxpr(jax.grad(lambda x: jnp.sum(maxpool.max_pool_3x3_s2(x))))(x))
+
+
+@needs_handler
+def test_forward_matches_jax_on_any_values():
+    x = np.random.default_rng(3).standard_normal((2, 11, 9, 20), np.float32)  # negatives too
+    x[0, 4, 4, 3] = np.nan  # XLA's max propagates NaN, whichever tap it is in
+    x[1, 0, 0, 5] = np.nan
+    x[1, 6, 2, :] = -np.inf
+    ours = jax.jit(maxpool.max_pool_3x3_s2)(jnp.asarray(x))
+    np.testing.assert_array_equal(ours, maxpool._pool(jnp.asarray(x)))
+    assert np.isnan(np.asarray(ours)).sum() == 4 + 1
+    assert '"hanet_maxpool3x3s2"' in jax.jit(maxpool.max_pool_3x3_s2).lower(jnp.asarray(x)).compile().as_text()
 
 
 def test_bfloat16_keeps_the_plain_pool():

@@ -180,15 +180,16 @@ def _batch_axis(arg):
 
 def _sharded_over_batch(target: str, out_shape, rule: str, summed: bool = True,
                         second_sharded: bool = True, attrs=dict):
-    """The handler `target` as a jax function of (x, dy), batch-first operands (`dy` replicated
-    instead where not `second_sharded`, e.g. a kernel), with result shape `out_shape(x, dy)` and
-    attributes `attrs()` (read at trace time). Under a batch-sharded jit each device runs it on
-    its shard: `summed` results (weight gradients) are partial sums that a psum adds, as XLA does
-    for its own conv gradient; the others stay sharded over the batch."""
+    """The handler `target` as a jax function of its operands (one or two), batch first; a
+    second one is replicated instead where not `second_sharded` (e.g. a kernel). Its result has
+    shape `out_shape(*operands)` and attributes `attrs()` (read at trace time). Under a
+    batch-sharded jit each device runs it on its shard: `summed` results (weight gradients) are
+    partial sums that a psum adds, as XLA does for its own conv gradient; the others stay
+    sharded over the batch."""
 
-    def local(x, dy):
-        out = jax.ShapeDtypeStruct(out_shape(x, dy), np.float32)
-        return jax.ffi.ffi_call(target, out)(x, dy, **attrs())
+    def local(*args):
+        out = jax.ShapeDtypeStruct(out_shape(*args), np.float32)
+        return jax.ffi.ffi_call(target, out)(*args, **attrs())
 
     def result(mesh, axis):
         return NamedSharding(mesh, PartitionSpec() if summed else PartitionSpec(axis))
@@ -201,13 +202,13 @@ def _sharded_over_batch(target: str, out_shape, rule: str, summed: bool = True,
         batch = NamedSharding(mesh, PartitionSpec(axis))
         second = batch if second_sharded else NamedSharding(mesh, PartitionSpec())
 
-        def lower(x, dy):  # one device's shard
-            out = local(x, dy)
+        def lower(*args):  # one device's shard
+            out = local(*args)
             return jax.lax.psum(out, axis) if summed and axis is not None else out
 
-        return mesh, lower, result(mesh, axis), (batch, second)
+        return mesh, lower, result(mesh, axis), (batch, second)[:len(arg_shapes)]
 
-    fn = custom_partitioning(lambda x, dy: local(x, dy))
+    fn = custom_partitioning(lambda *args: local(*args))
     fn.def_partition(infer_sharding_from_operands=infer, partition=partition, sharding_rule=rule)
     return fn, local
 

@@ -1,6 +1,7 @@
-"""The stem's 3x3, stride-2, VALID max-pool, with its gradient on the CPU in a C++ XLA FFI
-handler of ours (`maxpool_grad.cc`; issue 7, docs/performance.md round 14). The forward is
-`flax.linen.max_pool`'s; the gradient routes each output's to the first maximal input of its
+"""The stem's 3x3, stride-2, VALID max-pool, with its forward and gradient on the CPU in C++ XLA
+FFI handlers of ours (`maxpool_grad.cc`; issue 7, docs/performance.md rounds 14-15). The forward
+is the window's maximum, bit-identical to `flax.linen.max_pool` (NaN propagates as in XLA's
+max), which XLA:CPU ran as a scalar reduce-window; the gradient routes each output's to the first maximal input of its
 window, exactly as JAX's does (select-and-scatter with `ge`), which XLA:CPU runs as a
 reduce-window over four index arrays and a scatter, the largest non-conv op of the train step.
 
@@ -22,13 +23,14 @@ from hanet_jax.models import blas_conv
 
 _SOURCE = Path(__file__).with_name("maxpool_grad.cc")
 _TARGET = "hanet_maxpool3x3s2_grad"
+_FORWARD = "hanet_maxpool3x3s2"
 
 
 @functools.cache
 def available() -> bool:
     """Whether the handler is built and registered (once per process; False also logs why)."""
     try:
-        blas_conv.load_handlers(_SOURCE, {_TARGET: "MaxPoolGrad"})
+        blas_conv.load_handlers(_SOURCE, {_TARGET: "MaxPoolGrad", _FORWARD: "MaxPool"})
         return True
     except Exception as e:  # noqa: BLE001  (XLA's gradient is always correct)
         logging.warning("%s: the max-pool gradient falls back to XLA's (%s)", __name__, e)
@@ -41,15 +43,18 @@ def _pool(x):
 
 _grad, _ = blas_conv._sharded_over_batch(_TARGET, lambda x, dy: x.shape, "b h w c, b i j c -> b h w c",
                                          summed=False)
+_forward, _ = blas_conv._sharded_over_batch(
+    _FORWARD, lambda x: (x.shape[0], (x.shape[1] - 3) // 2 + 1, (x.shape[2] - 3) // 2 + 1, x.shape[3]),
+    "b h w c -> b i j c", summed=False)
 
 
 @jax.custom_vjp
 def _pool_with_our_grad(x):
-    return _pool(x)
+    return _forward(x)
 
 
 def _fwd(x):
-    return _pool(x), x
+    return _forward(x), x
 
 
 def _bwd(x, dy):
@@ -63,7 +68,7 @@ _pool_with_our_grad.defvjp(_fwd, _bwd)
 
 def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
     """`nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")`, NHWC; on the CPU at float32
-    with our gradient."""
+    our forward and gradient."""
     if x.dtype == np.float32 and blas_conv.active() and available():
         return _pool_with_our_grad(x)
     return _pool(x)

@@ -1,7 +1,9 @@
-// The gradient of the stem's 3x3, stride-2, VALID max-pool (NHWC) as an XLA FFI handler: each
+// The stem's 3x3, stride-2, VALID max-pool (NHWC) and its gradient as XLA FFI handlers. The
+// forward is the window's maximum, NaN if any input is (as XLA's max); XLA:CPU ran it as a
+// scalar reduce-window, ~6x slower (docs/performance.md, round 15). In the gradient each
 // output's gradient goes to the first maximal input of its window in row-major order, as XLA's
 // select-and-scatter with `ge` (JAX's max-pool gradient) routes it. XLA:CPU runs that as a
-// reduce-window over four index arrays and a scatter (docs/performance.md, round 14).
+// reduce-window over four index arrays and a scatter (round 14).
 #include <cstdint>
 #include <cstring>
 
@@ -9,13 +11,39 @@
 
 namespace ffi = xla::ffi;
 
+// The output shape's check both make ('' when it passes).
+static const char* BadShapes(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> yd) {
+  if (xd.size() != 4 || yd.size() != 4) return "need NHWC operands";
+  if (yd[0] != xd[0] || yd[3] != xd[3] || yd[1] != (xd[1] - 3) / 2 + 1 || yd[2] != (xd[2] - 3) / 2 + 1)
+    return "the output is not the 3x3/2 VALID pool's shape of x";
+  return "";
+}
+
+static ffi::Error MaxPoolImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y) {
+  auto xd = x.dimensions(), yd = y->dimensions();
+  if (const char* bad = BadShapes(xd, yd); *bad) return ffi::Error::InvalidArgument(bad);
+  const int64_t b = xd[0], hi = xd[1], wi = xd[2], c = xd[3], h = yd[1], w = yd[2];
+  const float* xs = x.typed_data();
+  float* out = y->typed_data();
+  for (int64_t bi = 0; bi < b; ++bi)
+    for (int64_t i = 0; i < h; ++i)
+      for (int64_t j = 0; j < w; ++j) {
+        const float* base = xs + ((bi * hi + 2 * i) * wi + 2 * j) * c;
+        float* o = out + ((bi * h + i) * w + j) * c;
+        for (int64_t ch = 0; ch < c; ++ch) o[ch] = base[ch];
+        for (int t = 1; t < 9; ++t) {
+          const float* v = base + ((t / 3) * wi + t % 3) * c;
+          for (int64_t ch = 0; ch < c; ++ch) o[ch] = (v[ch] > o[ch] || v[ch] != v[ch]) ? v[ch] : o[ch];
+        }
+      }
+  return ffi::Error::Success();
+}
+
 static ffi::Error MaxPoolGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                                   ffi::ResultBuffer<ffi::F32> dx) {
   auto xd = x.dimensions(), yd = dy.dimensions();
-  if (xd.size() != 4 || yd.size() != 4) return ffi::Error::InvalidArgument("need NHWC operands");
+  if (const char* bad = BadShapes(xd, yd); *bad) return ffi::Error::InvalidArgument(bad);
   const int64_t b = xd[0], hi = xd[1], wi = xd[2], c = xd[3], h = yd[1], w = yd[2];
-  if (yd[0] != b || yd[3] != c || h != (hi - 3) / 2 + 1 || w != (wi - 3) / 2 + 1)
-    return ffi::Error::InvalidArgument("dy is not the 3x3/2 VALID pool's shape of x");
   const float* xs = x.typed_data();
   const float* g = dy.typed_data();
   float* out = dx->typed_data();
@@ -43,3 +71,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MaxPoolGrad, MaxPoolGradImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MaxPool, MaxPoolImpl,
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>());

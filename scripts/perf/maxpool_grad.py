@@ -1,6 +1,6 @@
-"""Round 14: the stem's max-pool gradient (4x130x130x64 padded input, each device's share of the
-bench's batch of 8), XLA's against our handler (`hanet_jax/models/maxpool.py`), one core,
-interleaved medians.
+"""Rounds 14-15: the stem's max-pool gradient and forward (4x130x130x64 padded input, each
+device's share of the bench's batch of 8), XLA's against our handlers
+(`hanet_jax/models/maxpool.py`), one core, interleaved medians.
 
     PYTHONPATH=. taskset -c 0 .venv/bin/python scripts/perf/maxpool_grad.py [--repeats 5]
 """
@@ -31,4 +31,11 @@ same = bool(jnp.array_equal(fns["xla"](x, dy), fns["ours"](x, dy)))
 sec = bench_lib.interleaved_medians({k: (lambda f=f: jax.block_until_ready(f(x, dy))) for k, f in fns.items()},
                                     args.repeats)
 print(f"max-pool gradient, {args.batch_size}x130x130x64: " + ", ".join(f"{k} {1e3 * v:.2f} ms" for k, v in sec.items())
+      + f"; identical: {same}")
+
+pools = {name: jax.jit(f) for name, f in (("xla", maxpool._pool), ("ours", maxpool._pool_with_our_grad))}
+same = bool(jnp.array_equal(pools["xla"](x), pools["ours"](x)))
+sec = bench_lib.interleaved_medians({k: (lambda f=f: jax.block_until_ready(f(x))) for k, f in pools.items()},
+                                    args.repeats)
+print(f"max-pool forward, {args.batch_size}x130x130x64: " + ", ".join(f"{k} {1e3 * v:.2f} ms" for k, v in sec.items())
       + f"; identical: {same}")
