@@ -65,13 +65,14 @@ def test_tile_size_per_shape(force_m):
     assert winograd.tile_size(32, 32, 256, 256) == 4
     assert winograd.tile_size(16, 16, 256, 256) == 2
     assert winograd.tile_size(8, 8, 128, 32) == 2
-    assert winograd.tile_size(8, 8, 1024, 256) is None   # transformed weights beyond cache
+    assert winograd.tile_size(8, 8, 1024, 256) == 2
     assert winograd.tile_size(4, 4, 128, 32) is None     # too few tiles
     assert winograd.tile_size(1, 1, 512, 256) is None
     assert winograd.tile_size(64, 64, 12, 32) is None    # widths not a multiple of the vector
     assert winograd.tile_size(30, 30, 16, 16) == 2       # not a multiple of 4
     force_m(4)
     assert winograd.tile_size(8, 8, 1024, 256) == 4
+    assert winograd.tile_size(4, 4, 128, 32) == 4
     assert winograd.tile_size(30, 30, 16, 16) is None
     force_m(0)
     assert winograd.tile_size(64, 64, 128, 32) is None

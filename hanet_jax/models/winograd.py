@@ -15,10 +15,10 @@ Rounding: F(2x2, 3x3) agrees with XLA's conv to ~1e-6 relative, F(4x4, 3x3) to ~
 transforms multiply by up to 8 and divide by 24); both well inside the Keras parity tolerances
 (tests/test_parity_keras.py). Parameters are untouched: the handler reads the HWIO kernel.
 
-`tile_size` picks m per shape (measured in round 15): 4 where the map is at least 32x32, 2 on
-smaller even maps whose transformed weights fit in cache, XLA's direct conv elsewhere (8x8 with
-1024 channels: the transformed weights would be 4-16x the kernel for a few tiles). Only for the
-CPU backend at float32, where `blas_conv.active()`; HANET_WINOGRAD=0 keeps XLA's conv.
+`tile_size` picks m per shape (round 15, `scripts/perf/winograd_shapes.py`): 4 where the map is
+at least 32x32, 2 on smaller even maps down to 8x8, XLA's direct conv elsewhere (SFEB's 1x1
+pooled maps, odd sizes, widths that are not a multiple of the vector). Only for the CPU backend
+at float32, where `blas_conv.active()`; HANET_WINOGRAD=0 keeps XLA's conv.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def tile_size(h: int, w: int, c: int, f: int) -> int | None:
         return FORCE_M if FORCE_M in fits else None
     if 4 in fits and min(h, w) >= 32:
         return 4
-    if 2 in fits and min(h, w) >= 8 and 16 * c * f * 4 <= L3_BYTES:
+    if 2 in fits and min(h, w) >= 8:
         return 2
     return None
 
