@@ -13,9 +13,9 @@ with dY_grid the output gradient on the same grid (zero in the pad rows and colu
 is the same with one tap and no padding. The handler is built with the system's C++ compiler for
 this CPU on first use and cached; at widths its loop does not tile it calls the OpenBLAS that
 scipy, a dependency of jax, ships. Under a batch-sharded jit each device computes its shard's
-partial gradient and a psum adds them, as XLA does for its own conv gradient. The forwards and
-the input gradients stay XLA's, so inference, exports and ports are untouched, and the
-parameters are the same.
+partial gradient and a psum adds them, as XLA does for its own conv gradient. The 3x3 convs'
+forwards and input gradients run as Winograd where `winograd.tile_size` picks it (round 15),
+else XLA's; the 1x1 convs' stay XLA's einsums. The parameters are the same.
 
 Only for the CPU backend at float32; elsewhere, with HANET_BLAS_CONV=0, or where the handler
 cannot be built (no compiler, no scipy OpenBLAS: logged once), `Conv` keeps XLA's gradients.

@@ -3,8 +3,8 @@
 `Conv` owns the same parameters as `flax.linen.Conv` ("kernel" (kh, kw, in, out) and
 "bias"), so checkpoints and ports are indifferent to how it computes. Keeping the
 arithmetic here lets the CPU path pick faster formulations without touching the parameter
-tree: a 1x1 conv is a matmul, and on the CPU a 3x3 conv's weight gradient runs as BLAS GEMMs
-(`blas_conv.py`).
+tree: a 1x1 conv is a matmul; on the CPU the 3x3 conv runs as Winograd (`winograd.py`) and
+both convs' weight gradients in our loop (`blas_conv.py`).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class Conv(nn.Module):
             # multiply the zero padding. XLA:CPU reversed the whole kernel first (round 15).
             y = jnp.einsum("bhwc,cf->bhwf", x, kernel[1, 1])
         elif blas_conv.applies(x, kernel, self.strides, self.padding):
-            # XLA's conv; on the CPU its weight gradient runs in our handler (blas_conv.py).
+            # Winograd or XLA's conv per shape, and our weight gradient (blas_conv.py, winograd.py).
             y = blas_conv.conv3x3(x, kernel)
         else:
             y = jax.lax.conv_general_dilated(
