@@ -78,7 +78,7 @@ class DenseNet121(nn.Module):
         """BN-ReLU-1x1 halving the channels, 2x2 average pool; none after the last block.
 
         Pooled before the (bias-free) 1x1 conv rather than after, as Keras orders them: both are
-        linear, so it is the same map, with rounding of ~1e-7, at a quarter of the FLOPs
+        linear, so it is the same map up to rounding (~6e-7 relative), at a quarter of the FLOPs
         (docs/performance.md, round 15)."""
         if stage == 1 + len(self.blocks):
             return x

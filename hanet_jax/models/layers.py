@@ -52,16 +52,15 @@ class Conv(nn.Module):
         dtype = self.dtype or x.dtype
         x = x.astype(dtype)
         kernel = kernel.astype(dtype)
+        # On a 1x1 map (SFEB's pooled context) a 3x3 SAME conv's centre tap alone meets data: the
+        # others multiply the zero padding. XLA:CPU reversed the whole kernel first (round 15).
+        centre_tap = k == 3 and self.strides == 1 and self.padding == "SAME" and x.shape[1:3] == (1, 1)
         if k == 1 and self.strides == 1 and blas_conv.applies_1x1(x, kernel):
             # The einsum below; on the CPU its weight gradient runs in our handler.
             y = blas_conv.conv1x1(x, kernel[0, 0])
-        elif k == 1 and self.strides == 1:
+        elif (k == 1 and self.strides == 1) or centre_tap:
             # A 1x1 conv is a matmul over channels; XLA:CPU runs it much faster as one.
-            y = jnp.einsum("bhwc,cf->bhwf", x, kernel[0, 0])
-        elif k == 3 and self.strides == 1 and self.padding == "SAME" and x.shape[1:3] == (1, 1):
-            # On a 1x1 map (SFEB's pooled context) only the centre tap meets data: the others
-            # multiply the zero padding. XLA:CPU reversed the whole kernel first (round 15).
-            y = jnp.einsum("bhwc,cf->bhwf", x, kernel[1, 1])
+            y = jnp.einsum("bhwc,cf->bhwf", x, kernel[k // 2, k // 2])
         elif blas_conv.applies(x, kernel, self.strides, self.padding):
             # Winograd or XLA's conv per shape, and our weight gradient (blas_conv.py, winograd.py).
             y = blas_conv.conv3x3(x, kernel)
