@@ -164,3 +164,35 @@ def test_3x3_on_a_1x1_map_is_its_centre_tap():
     want_grad = jax.grad(lambda k: jnp.sum(jnp.sin(blas_conv._xla_conv(x, k) + bias)))(kernel)
     np.testing.assert_allclose(grad, want_grad, rtol=1e-6, atol=1e-6)
     assert not np.any(np.asarray(grad)[[0, 0, 2, 2], [0, 2, 0, 2]])  # corners: zero gradient
+
+
+def test_conv_of_upsampled_map_computed_on_the_small_map():
+    # The head's conv: the 3x3 conv of a nearest 2x upsampling, as one conv of the small map to
+    # the four output phases (layers.subpixel_conv3x3). Same values and gradients as upsampling.
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal((2, 8, 12, 16), np.float32))
+    conv = layers.Conv(16, kernel_size=3)
+    variables = conv.init(jax.random.key(0), x, "nearest")
+    assert blas_conv.active() and conv.bind(variables)._subpixel_applies(
+        x, variables["params"]["kernel"], "nearest")
+    jaxpr = str(jax.make_jaxpr(lambda v: conv.apply(v, x, "nearest"))(variables))
+    assert "hanet_winograd_conv3x3" in jaxpr or "custom_partitioning" in jaxpr
+
+    def upsampled_first(v):
+        k, b = v["params"]["kernel"], v["params"]["bias"]
+        return blas_conv._xla_conv(layers.upsample2x(x), k) + b
+
+    got, want = conv.apply(variables, x, "nearest"), upsampled_first(variables)
+    assert got.shape == (2, 16, 24, 16)
+    np.testing.assert_allclose(got, want, rtol=2e-5, atol=2e-5 * float(jnp.max(jnp.abs(want))))
+    loss = lambda f: lambda v, x: jnp.sum(jnp.sin(f(v, x)))  # noqa: E731
+    g = jax.grad(loss(lambda v, x: conv.apply(v, x, "nearest")), argnums=(0, 1))(variables, x)
+    w = jax.grad(loss(lambda v, x: blas_conv._xla_conv(layers.upsample2x(x), v["params"]["kernel"])
+                      + v["params"]["bias"]), argnums=(0, 1))(variables, x)
+    for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(w)):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
+    # Wider kernels, or bilinear upsampling, take the upsampled map.
+    wide = layers.Conv(64, kernel_size=3)
+    assert not wide.bind(wide.init(jax.random.key(0), x, "nearest"))._subpixel_applies(
+        x, jnp.zeros((3, 3, 16, 64)), "nearest")
+    assert not conv.bind(variables)._subpixel_applies(x, variables["params"]["kernel"], "bilinear")

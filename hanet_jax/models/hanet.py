@@ -36,10 +36,11 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
-def conv_block(x, filters, *, train, order, dtype, conv_name, bn_name):
+def conv_block(x, filters, *, train, order, dtype, conv_name, bn_name, upsampling=None):
     """The release's `Conv2D(relu) -> BatchNorm` (order `conv_relu_bn`), or the paper's
-    `conv -> BN -> ReLU` (order `conv_bn_relu`). 3x3 same, he_normal, with bias."""
-    x = Conv(filters, 3, kernel_init=he_normal, dtype=dtype, name=conv_name)(x)
+    `conv -> BN -> ReLU` (order `conv_bn_relu`). 3x3 same, he_normal, with bias. With
+    `upsampling`, of `upsample2x(x, upsampling)` (`Conv` may skip making it)."""
+    x = Conv(filters, 3, kernel_init=he_normal, dtype=dtype, name=conv_name)(x, upsampling)
     bn = batch_norm(bn_name, train=train, dtype=dtype)
     if order == "conv_relu_bn":
         return bn(nn.relu(x))
@@ -81,9 +82,9 @@ class Head(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool):
-        x = upsample2x(x, self.upsampling)
         x = conv_block(
-            x, HEAD_FILTERS, train=train, order=self.conv_order, dtype=self.dtype, conv_name="conv", bn_name="bn1"
+            x, HEAD_FILTERS, train=train, order=self.conv_order, dtype=self.dtype, conv_name="conv", bn_name="bn1",
+            upsampling=self.upsampling,
         )
         x = batch_norm("bn2", train=train, dtype=self.dtype)(x)
         return Conv(1, 1, dtype=self.dtype, name="out_conv")(x)

@@ -1,0 +1,72 @@
+"""A/B of the bench's inference alone: the model as it is (`base`) against it with one of round
+16's changes undone, each side compiled in one process and timed interleaved, split over the
+CPU as bench.py runs it. The logits' difference from the first side is printed.
+
+    PYTHONPATH=. .venv/bin/python scripts/perf/ab_infer.py [--order base,concat] [--repeats 7]
+
+Sides: `concat`, the dense blocks concatenating as in training (not one buffer per block);
+`nosub`, the head's conv on the upsampled map (not `layers.subpixel_conv3x3`).
+"""
+import argparse
+import contextlib
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from _bench_process import set_up_like_bench  # noqa: E402
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--order", default="base,concat")
+parser.add_argument("--batch_size", type=int, default=8)
+parser.add_argument("--repeats", type=int, default=7)
+args = parser.parse_args()
+set_up_like_bench(args.batch_size)
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+
+from hanet_jax import bench_lib  # noqa: E402
+from hanet_jax.models import densenet, layers  # noqa: E402
+from hanet_jax.models.hanet import HANet  # noqa: E402
+from hanet_jax.train_state import batch_sharded, make_mesh, replicated  # noqa: E402
+
+
+@contextlib.contextmanager
+def patched(obj, attr, value):
+    old = getattr(obj, attr)
+    setattr(obj, attr, value)
+    try:
+        yield
+    finally:
+        setattr(obj, attr, old)
+
+
+SIDES = {
+    "base": contextlib.nullcontext,
+    "concat": lambda: patched(densenet.DenseNet121, "_block_in_place", densenet.DenseNet121._block),
+    "nosub": lambda: patched(layers, "SUBPIXEL_MAX_WEIGHTS", 0),
+}
+
+batch = bench_lib.synthetic_batch(args.batch_size, (256, 256))
+mesh = make_mesh(jax.devices())
+repl, data = replicated(mesh), batch_sharded(mesh)
+model = HANet(variant="full")
+variables = jax.device_put(bench_lib.fast_init(model, batch["image"][:1].shape), repl)
+x = jax.device_put(jnp.asarray(batch["image"]), data)
+fns, ref = {}, None
+for name in args.order.split(","):
+    t0 = time.perf_counter()
+    with SIDES[name]():  # read while tracing
+        f = jax.jit(lambda v, x: model.apply(v, x, train=False), in_shardings=(repl, data),
+                    out_shardings=data).lower(variables, x).compile()
+    print(f"compiled {name} in {time.perf_counter() - t0:.0f} s", flush=True)
+    out = f(variables, x)
+    ref = out if ref is None else ref
+    print(f"  logits max abs diff from the first side {float(jnp.max(jnp.abs(out - ref))):.2e} "
+          f"(largest {float(jnp.max(jnp.abs(ref))):.2f})", flush=True)
+    fns[name] = lambda f=f: f(variables, x).block_until_ready()
+sec = bench_lib.interleaved_medians(fns, args.repeats)
+first = next(iter(sec))
+for k, v in sec.items():
+    print(f"{k:10s} {1e3 * v:7.1f} ms/batch  {args.batch_size / v:6.2f} img/s  speed-up vs {first}: {sec[first] / v:.3f}x")
