@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from _train_helpers import run_python
 
-from hanet_jax.models import blas_conv, layers, winograd
+from hanet_jax.models import blas_conv, densenet, layers, winograd
 
 needs_handler = pytest.mark.skipif(not blas_conv.available() or winograd._library() is None,
                                    reason="no C++ compiler / scipy OpenBLAS")
@@ -41,10 +41,11 @@ def _conv_and_grads(module, variables, x):
 @pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("shape,features,band_bytes", [
     ((2, 8, 12, 16), 32, None), ((1, 16, 8, 32), 16, None), ((3, 4, 4, 48), 64, None),
-    ((3, 8, 4, 16), 48, 4096)])  # bands of one row tile, across images, the last one short
+    ((3, 8, 4, 16), 48, 4096), ((3, 8, 4, 48), 16, 4096)])  # bands of one row tile, across images, the last one short
 def test_output_and_gradients_match_xla(shape, features, band_bytes, m, force_m, monkeypatch):
     if band_bytes:
         monkeypatch.setattr(winograd, "BAND_BYTES", band_bytes)
+        monkeypatch.setattr(winograd, "NARROW_BAND_BYTES", band_bytes)
     x = jnp.asarray(np.random.default_rng(0).standard_normal(shape, np.float32))
     conv = layers.Conv(features, kernel_size=3)
     variables = conv.init(jax.random.key(0), x)
@@ -150,3 +151,51 @@ def test_other_targets_match_xla(tmp_path):
     assert set(rows) == {"x86-64-v3", "x86-64"}
     for m2, m4 in rows.values():
         assert m2 < TOLERANCE[2] and m4 < TOLERANCE[4], rows
+
+
+def test_narrow_convs_take_larger_bands():
+    assert winograd.band_bytes(32) == winograd.NARROW_BAND_BYTES > winograd.band_bytes(64) == winograd.BAND_BYTES
+
+
+@needs_handler
+@pytest.mark.parametrize("m,shape", [(2, (2, 8, 12, 16)), (4, (3, 8, 4, 32))])
+def test_conv_of_affine_relu_matches_xla(m, shape, force_m, monkeypatch):
+    # An inference BatchNorm + ReLU applied by the handler as it reads x (bands of one row tile).
+    monkeypatch.setattr(winograd, "NARROW_BAND_BYTES", 4096)
+    rng = np.random.default_rng(1)
+    x = jnp.asarray(rng.standard_normal(shape, np.float32))
+    scale = jnp.asarray(rng.uniform(0.5, 2.0, shape[-1]).astype(np.float32))
+    shift = jnp.asarray(rng.standard_normal(shape[-1]).astype(np.float32))
+    kernel = jnp.asarray(rng.standard_normal((3, 3, shape[-1], 16)).astype(np.float32) / 12)
+    force_m(m)
+    assert winograd.fuses_affine_relu(x, 16)
+    got = jax.jit(winograd.conv_of_affine_relu)(x, scale, shift, kernel)
+    want = blas_conv._xla_conv(jax.nn.relu(x * scale + shift), kernel)
+    assert 0 < _rel(got, want) < TOLERANCE[m]
+    assert float(jnp.mean(x * scale + shift < 0)) > 0.2  # the ReLU has work to do
+
+
+@needs_handler
+def test_densenet_inference_reads_batchnorm_into_the_conv(monkeypatch):
+    # Inference: the dense layers' second BN + ReLU in the 3x3 conv's handler (BatchNormAffine,
+    # the same variables as flax's BatchNorm) and each block in one buffer. Same values as the
+    # training-shaped graph, with BN statistics that are not the identity.
+    enc = densenet.DenseNet121(blocks=(2, 1, 1, 1))
+    x = jnp.asarray(np.random.default_rng(2).uniform(0, 1, (2, 64, 64, 3)).astype(np.float32))
+    shapes = lambda tree: jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), tree)  # noqa: E731
+    v_infer = enc.init(jax.random.key(0), x, train=False)
+    v_train = enc.init(jax.random.key(0), x, train=True)
+    assert shapes(v_infer) == shapes(v_train)
+    leaves, tree = jax.tree_util.tree_flatten(v_train)
+    rng = np.random.default_rng(3)
+    v = jax.tree_util.tree_unflatten(tree, [jnp.asarray(np.abs(rng.standard_normal(a.shape)).astype(np.float32) + 0.5)
+                                            if a.ndim == 1 else a for a in leaves])
+    fused = lambda v: enc.apply(v, x, train=False)[0]  # noqa: E731
+    assert winograd._CONV_AFFINE_RELU in str(jax.make_jaxpr(fused)(v))
+    got = jax.jit(fused)(v)
+    monkeypatch.setattr(winograd, "fuses_affine_relu", lambda x, f: False)
+    monkeypatch.setattr(densenet.DenseNet121, "_block_in_place", densenet.DenseNet121._block)
+    plain = lambda v: enc.apply(v, x, train=False)[0]  # noqa: E731
+    assert winograd._CONV_AFFINE_RELU not in str(jax.make_jaxpr(plain)(v))
+    want = jax.jit(plain)(v)
+    assert 0 < _rel(got, want) < 1e-5

@@ -179,17 +179,17 @@ def _batch_axis(arg):
 
 
 def _sharded_over_batch(target: str, out_shape, rule: str, summed: bool = True,
-                        second_sharded: bool = True, attrs=dict):
-    """The handler `target` as a jax function of its operands (one or two), batch first; a
-    second one is replicated instead where not `second_sharded` (e.g. a kernel). Its result has
-    shape `out_shape(*operands)` and attributes `attrs()` (read at trace time). Under a
+                        second_sharded: bool = True, attrs=lambda *operands: {}):
+    """The handler `target` as a jax function of its operands, batch first; the others are
+    replicated instead where not `second_sharded` (e.g. a kernel). Its result has
+    shape `out_shape(*operands)` and attributes `attrs(*operands)` (read at trace time). Under a
     batch-sharded jit each device runs it on its shard: `summed` results (weight gradients) are
     partial sums that a psum adds, as XLA does for its own conv gradient; the others stay
     sharded over the batch."""
 
     def local(*args):
         out = jax.ShapeDtypeStruct(out_shape(*args), np.float32)
-        return jax.ffi.ffi_call(target, out)(*args, **attrs())
+        return jax.ffi.ffi_call(target, out)(*args, **attrs(*args))
 
     def result(mesh, axis):
         return NamedSharding(mesh, PartitionSpec() if summed else PartitionSpec(axis))
@@ -206,14 +206,14 @@ def _sharded_over_batch(target: str, out_shape, rule: str, summed: bool = True,
             out = local(*args)
             return jax.lax.psum(out, axis) if summed and axis is not None else out
 
-        return mesh, lower, result(mesh, axis), (batch, second)[:len(arg_shapes)]
+        return mesh, lower, result(mesh, axis), (batch,) + (second,) * (len(arg_shapes) - 1)
 
     fn = custom_partitioning(lambda *args: local(*args))
     fn.def_partition(infer_sharding_from_operands=infer, partition=partition, sharding_rule=rule)
     return fn, local
 
 
-def _loop_attrs():
+def _loop_attrs(*operands):
     return {"loop": np.int64(LOOP)}
 
 

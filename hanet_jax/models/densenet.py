@@ -13,8 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hanet_jax.models import maxpool
-from hanet_jax.models.layers import Conv, batch_norm
+from hanet_jax.models import maxpool, winograd
+from hanet_jax.models.layers import BatchNormAffine, Conv, batch_norm
 
 DENSENET_EPS = 1.001e-5  # every BatchNorm in Keras' DenseNet
 BLOCKS_121 = (6, 12, 24, 16)
@@ -89,8 +89,12 @@ class DenseNet121(nn.Module):
         """The `growth_rate` new channels of one dense layer (BN-ReLU-1x1, BN-ReLU-3x3)."""
         y = self._bn_relu(x, f"{prefix}_0_bn", train)
         y = Conv(4 * self.growth_rate, 1, use_bias=False, dtype=self.dtype, name=f"{prefix}_1_conv")(y)
-        y = self._bn_relu(y, f"{prefix}_1_bn", train)
-        return Conv(self.growth_rate, 3, use_bias=False, dtype=self.dtype, name=f"{prefix}_2_conv")(y)
+        conv = Conv(self.growth_rate, 3, use_bias=False, dtype=self.dtype, name=f"{prefix}_2_conv")
+        if not train and winograd.fuses_affine_relu(y, self.growth_rate):
+            # Inference on the CPU: the conv's handler applies this BN + ReLU as it reads y.
+            affine = BatchNormAffine(epsilon=self.epsilon, name=f"{prefix}_1_bn")(y.shape[-1])
+            return conv(y, affine_relu=affine)
+        return conv(self._bn_relu(y, f"{prefix}_1_bn", train))
 
     def _transition(self, x, stage, skips, train):
         """BN-ReLU-1x1 halving the channels, 2x2 average pool; none after the last block.

@@ -47,14 +47,18 @@ class Conv(nn.Module):
     dtype: Any = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, upsampling: str | None = None) -> jax.Array:
-        """The conv of `x`, or with `upsampling` of `upsample2x(x, upsampling)`."""
+    def __call__(self, x: jax.Array, upsampling: str | None = None, affine_relu=None) -> jax.Array:
+        """The conv of `x`, or with `upsampling` of `upsample2x(x, upsampling)`, or with
+        `affine_relu=(scale, shift)` of `relu(x * scale + shift)` (3x3 only, where
+        `winograd.fuses_affine_relu` holds: an inference BatchNorm read into the conv)."""
         k = self.kernel_size
         kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
         dtype = self.dtype or x.dtype
         x = x.astype(dtype)
         kernel = kernel.astype(dtype)
-        if upsampling is not None and self._subpixel_applies(x, kernel, upsampling):
+        if affine_relu is not None:
+            y = winograd.conv_of_affine_relu(x, *affine_relu, kernel)
+        elif upsampling is not None and self._subpixel_applies(x, kernel, upsampling):
             y = subpixel_conv3x3(x, kernel)
         else:
             y = self._conv(x if upsampling is None else upsample2x(x, upsampling), kernel)
@@ -135,6 +139,23 @@ def batch_norm(name: str, *, train: bool, epsilon: float = 1e-3, dtype: Any = No
         param_dtype=jnp.float32,
         name=name,
     )
+
+
+class BatchNormAffine(nn.Module):
+    """An inference `batch_norm` as its per-channel `(scale, shift)`: x * scale + shift. The same
+    variables as `flax.linen.BatchNorm` (params scale, bias; batch_stats mean, var), so the two
+    are interchangeable in a parameter tree; for convs that apply it as they read (`Conv`)."""
+
+    epsilon: float = 1e-3
+
+    @nn.compact
+    def __call__(self, features: int) -> tuple[jax.Array, jax.Array]:
+        gamma = self.param("scale", nn.initializers.ones, (features,), jnp.float32)
+        beta = self.param("bias", nn.initializers.zeros, (features,), jnp.float32)
+        mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), (features,))
+        var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), (features,))
+        scale = gamma * jax.lax.rsqrt(var.value + self.epsilon)
+        return scale, beta - mean.value * scale
 
 
 def upsample2x(x: jax.Array, method: str = "nearest") -> jax.Array:

@@ -37,9 +37,14 @@ from hanet_jax.models import blas_conv
 ENV = "HANET_WINOGRAD"            # 0: XLA's direct conv for the forward and input gradient
 _SOURCE = Path(__file__).with_name("winograd_conv.cc")
 _CONV = "hanet_winograd_conv3x3"
+_CONV_AFFINE_RELU = "hanet_winograd_conv3x3_affine_relu"
 # V and M of a band of tiles in ~L2; transformed weights up to ~L3 are read from it once per band,
-# larger ones once per call (round 15's per-shape timings).
+# larger ones once per call (round 15's per-shape timings). Convs to at most NARROW_FEATURES
+# outputs take larger bands: their GEMMs are short, so re-reading the transformed kernel for
+# every band cost more than spilling the band from L2 (round 16).
 BAND_BYTES = 1 << 20
+NARROW_BAND_BYTES = 2 << 20
+NARROW_FEATURES = 32
 L3_BYTES = 12 << 20
 # Read at trace time, so the perf scripts can compare: None picks per shape, 0 turns it off,
 # 2 or 4 forces that m wherever it fits.
@@ -50,7 +55,7 @@ FORCE_M = None
 def _library() -> ctypes.CDLL | None:
     """The handler, built and registered once per process (None, logged, where it cannot be)."""
     try:
-        lib = blas_conv.load_handlers(_SOURCE, {_CONV: "WinogradConv"})
+        lib = blas_conv.load_handlers(_SOURCE, {_CONV: "WinogradConv", _CONV_AFFINE_RELU: "WinogradConvAffineRelu"})
         lib.VectorWidth.restype = ctypes.c_int64
         return lib
     except Exception as e:  # noqa: BLE001  (any failure: XLA's conv is always correct)
@@ -81,13 +86,18 @@ def tile_size(h: int, w: int, c: int, f: int) -> int | None:
     return None
 
 
+def band_bytes(features: int) -> np.int64:
+    """The handler's band of tiles for a conv to `features` outputs (read at trace time)."""
+    return np.int64(NARROW_BAND_BYTES if features <= NARROW_FEATURES else BAND_BYTES)
+
+
 @functools.cache
 def _conv(m: int, flip: bool):
     return blas_conv._sharded_over_batch(
         _CONV, lambda x, k: x.shape[:3] + (k.shape[2 if flip else 3],), "b h w c, k l i o -> b h w o",
         summed=False, second_sharded=False,
-        attrs=lambda: {"m": np.int64(m), "flip": flip, "band_bytes": np.int64(BAND_BYTES),
-                       "l3_bytes": np.int64(L3_BYTES)})[0]
+        attrs=lambda x, k: {"m": np.int64(m), "flip": flip, "band_bytes": band_bytes(k.shape[2 if flip else 3]),
+                            "l3_bytes": np.int64(L3_BYTES)})[0]
 
 
 def conv(x: jax.Array, kernel: jax.Array, m: int, flip: bool = False) -> jax.Array:
@@ -95,3 +105,25 @@ def conv(x: jax.Array, kernel: jax.Array, m: int, flip: bool = False) -> jax.Arr
     and its channels swapped (the input gradient's conv: `x` is then the output gradient).
     Batch-sharded under jit, the kernel replicated."""
     return _conv(m, flip)(x, kernel)
+
+
+@functools.cache
+def _conv_affine_relu(m: int):
+    return blas_conv._sharded_over_batch(
+        _CONV_AFFINE_RELU, lambda x, s, t, k: x.shape[:3] + (k.shape[3],), "b h w c, c, c, k l i o -> b h w o",
+        summed=False, second_sharded=False,
+        attrs=lambda x, s, t, k: {"m": np.int64(m), "band_bytes": band_bytes(k.shape[3]), "l3_bytes": np.int64(L3_BYTES)})[0]
+
+
+
+def fuses_affine_relu(x: jax.Array, features: int) -> bool:
+    """Whether `conv_of_affine_relu` can run the 3x3 SAME conv of (activated) `x` to `features`."""
+    k = jax.ShapeDtypeStruct((3, 3, x.shape[-1], features), x.dtype)
+    return blas_conv.applies(x, k, 1, "SAME") and tile_size(*x.shape[1:], features) is not None
+
+
+def conv_of_affine_relu(x: jax.Array, scale: jax.Array, shift: jax.Array, kernel: jax.Array) -> jax.Array:
+    """The 3x3 SAME conv of `relu(x * scale + shift)`, with per-channel scale and shift: an
+    inference BatchNorm and its ReLU that the handler applies as it reads x, so the activated map
+    is never written (round 16). Forward only; call where `fuses_affine_relu` holds."""
+    return _conv_affine_relu(tile_size(*x.shape[1:], kernel.shape[-1]))(x, scale, shift, kernel)

@@ -120,9 +120,12 @@ static void Gemm(const float* a, const float* b, float* out, int64_t rows, int64
 // The row tile at n outputs: MR x NV accumulators plus NV operands and a broadcast in registers.
 constexpr int kMR2 = (kRegs - 3) / 2, kMR1 = kRegs - 4;
 
+// With `scale` and `shift` (per input channel; else null), the conv of relu(x * scale + shift):
+// a BatchNorm + ReLU applied as the input is read, so its output is never written (round 16).
 template <int M>
 static void Conv(const float* x, const float* u, float* y, int64_t b, int64_t h, int64_t w,
-                 int64_t c, int64_t f, int64_t band_bytes, int64_t l3_bytes) {
+                 int64_t c, int64_t f, int64_t band_bytes, int64_t l3_bytes,
+                 const float* scale = nullptr, const float* shift = nullptr) {
   using W = Wino<M>;
   constexpr int A = W::A, P = A * A;
   const bool wide = f % (2 * kW) == 0;
@@ -167,6 +170,15 @@ static void Conv(const float* x, const float* u, float* y, int64_t b, int64_t h,
           for (int i = 0; i < A; ++i)
             for (int j = 0; j < A; ++j)
               d[i][j] = in_y[i] && in_x[j] ? Load(xi + (patch + (i * w + j) * c + c0)) : Vec{};
+        }
+        if (scale) {  // the padding stays 0: it pads the activated map
+          const Vec s = Load(scale + c0), sh = Load(shift + c0), zero = {};
+          for (int i = 0; i < A; ++i)
+            for (int j = 0; j < A; ++j)
+              if (inside || (in_y[i] && in_x[j])) {
+                const Vec v = d[i][j] * s + sh;
+                d[i][j] = v < zero ? zero : v;  // NaN stays NaN, as jnp.maximum(v, 0)
+              }
         }
         for (int j = 0; j < A; ++j) {  // B^T d, column by column
           for (int i = 0; i < A; ++i) col[i] = d[i][j];
@@ -260,6 +272,32 @@ static ffi::Error ConvImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
   return ffi::Error::Success();
 }
 
+// The conv of relu(x * scale + shift) with the 3x3 HWIO kernel k (forward only: inference).
+static ffi::Error ConvAffineReluImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> scale,
+                                     ffi::Buffer<ffi::F32> shift, ffi::Buffer<ffi::F32> k,
+                                     ffi::ResultBuffer<ffi::F32> y, int64_t m, int64_t band_bytes,
+                                     int64_t l3_bytes) {
+  auto xd = x.dimensions(), kd = k.dimensions();
+  if (xd.size() != 4 || kd.size() != 4 || kd[0] != 3 || kd[1] != 3 || kd[2] != xd[3])
+    return ffi::Error::InvalidArgument("need NHWC x and a 3x3 HWIO kernel that fits it");
+  if (scale.element_count() != xd[3] || shift.element_count() != xd[3])
+    return ffi::Error::InvalidArgument("scale and shift need one value per input channel");
+  const int64_t b = xd[0], h = xd[1], w = xd[2], c = xd[3], f = kd[3];
+  if ((m != 2 && m != 4) || h % m || w % m || c % kW || f % kW)
+    return ffi::Error::InvalidArgument("m must be 2 or 4; H, W multiples of m; C, F of the vector width");
+  float* u = Scratch(kU, (m + 2) * (m + 2) * c * f);
+  if (m == 2) {
+    Weights<2>(k.typed_data(), u, c, f, false);
+    Conv<2>(x.typed_data(), u, y->typed_data(), b, h, w, c, f, band_bytes, l3_bytes,
+            scale.typed_data(), shift.typed_data());
+  } else {
+    Weights<4>(k.typed_data(), u, c, f, false);
+    Conv<4>(x.typed_data(), u, y->typed_data(), b, h, w, c, f, band_bytes, l3_bytes,
+            scale.typed_data(), shift.typed_data());
+  }
+  return ffi::Error::Success();
+}
+
 // The vector width the handler was built for: C and F must be multiples of it.
 extern "C" int64_t VectorWidth() { return kW; }
 
@@ -270,5 +308,16 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(WinogradConv, ConvImpl,
                                   .Ret<ffi::Buffer<ffi::F32>>()
                                   .Attr<int64_t>("m")
                                   .Attr<bool>("flip")
+                                  .Attr<int64_t>("band_bytes")
+                                  .Attr<int64_t>("l3_bytes"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(WinogradConvAffineRelu, ConvAffineReluImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("m")
                                   .Attr<int64_t>("band_bytes")
                                   .Attr<int64_t>("l3_bytes"));

@@ -4,8 +4,11 @@ CPU as bench.py runs it. The logits' difference from the first side is printed.
 
     PYTHONPATH=. .venv/bin/python scripts/perf/ab_infer.py [--order base,concat] [--repeats 7]
 
-Sides: `concat`, the dense blocks concatenating as in training (not one buffer per block);
-`nosub`, the head's conv on the upsampled map (not `layers.subpixel_conv3x3`).
+Sides: `base2`, the model as it is again (an A/A control); `concat`, the dense blocks concatenating as in training (not one buffer per block);
+`nosub`, the head's conv on the upsampled map (not `layers.subpixel_conv3x3`); `unfused`, the
+dense layers' second BN + ReLU as its own pass (not read into the 3x3 conv's handler);
+`band512k`, `band2m`, `band4m`: the Winograd handler's band of tiles (`winograd.BAND_BYTES`);
+`narrow1m`: the narrow convs' band (`winograd.NARROW_BAND_BYTES`) at 1 MB, as in round 15.
 """
 import argparse
 import contextlib
@@ -27,7 +30,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from hanet_jax import bench_lib  # noqa: E402
-from hanet_jax.models import densenet, layers  # noqa: E402
+from hanet_jax.models import densenet, layers, winograd  # noqa: E402
 from hanet_jax.models.hanet import HANet  # noqa: E402
 from hanet_jax.train_state import batch_sharded, make_mesh, replicated  # noqa: E402
 
@@ -44,8 +47,14 @@ def patched(obj, attr, value):
 
 SIDES = {
     "base": contextlib.nullcontext,
+    "base2": contextlib.nullcontext,  # an A/A control: the noise between two sides
     "concat": lambda: patched(densenet.DenseNet121, "_block_in_place", densenet.DenseNet121._block),
     "nosub": lambda: patched(layers, "SUBPIXEL_MAX_WEIGHTS", 0),
+    "unfused": lambda: patched(winograd, "fuses_affine_relu", lambda x, f: False),
+    "band512k": lambda: patched(winograd, "BAND_BYTES", 1 << 19),
+    "band2m": lambda: patched(winograd, "BAND_BYTES", 1 << 21),
+    "band4m": lambda: patched(winograd, "BAND_BYTES", 1 << 22),
+    "narrow1m": lambda: patched(winograd, "NARROW_BAND_BYTES", 1 << 20),
 }
 
 batch = bench_lib.synthetic_batch(args.batch_size, (256, 256))
