@@ -45,6 +45,25 @@ def test_forward_matches_jax_on_any_values():
     assert '"hanet_maxpool3x3s2"' in jax.jit(maxpool.max_pool_3x3_s2).lower(jnp.asarray(x)).compile().as_text()
 
 
+@needs_handler
+@pytest.mark.parametrize("shape", [(2, 16, 12, 32), (1, 10, 6, 8)])
+def test_pool_of_padded_relu_in_one_handler(shape):
+    # The stem's ReLU, zero padding and pool from the BN output itself (NaN and infinities too),
+    # with the gradient of the three ops.
+    x = np.random.default_rng(4).standard_normal(shape, np.float32)
+    x[0, 3, 4, 5 % shape[-1]] = np.nan
+    x[-1, 0, 0, :] = -np.inf
+    x[-1, -1, -1, 3] = np.inf
+    x = jnp.asarray(x)
+    ours = jax.jit(maxpool.relu_pad_max_pool_3x3_s2)(x)
+    np.testing.assert_array_equal(ours, maxpool._relu_pad_pool(x))
+    assert ours.shape == (shape[0], shape[1] // 2, shape[2] // 2, shape[3]) and np.isnan(np.asarray(ours)).any()
+    assert '"hanet_maxpool3x3s2_of_relu"' in jax.jit(maxpool.relu_pad_max_pool_3x3_s2).lower(x).compile().as_text()
+    finite = jnp.nan_to_num(x, nan=0.3, posinf=2.0, neginf=-2.0)
+    grad = lambda f: jax.grad(lambda x: jnp.sum(jnp.sin(f(x))))(finite)  # noqa: E731
+    np.testing.assert_array_equal(grad(maxpool.relu_pad_max_pool_3x3_s2), grad(maxpool._relu_pad_pool))
+
+
 def test_bfloat16_keeps_the_plain_pool():
     x = jnp.ones((1, 7, 7, 2), jnp.bfloat16)
     jaxpr = str(jax.make_jaxpr(jax.grad(lambda x: jnp.sum(maxpool.max_pool_3x3_s2(x).astype(jnp.float32))))(x))

@@ -58,10 +58,8 @@ class DenseNet121(nn.Module):
         x = Conv(64, 7, strides=2, padding="VALID", use_bias=False, dtype=self.dtype, name="conv1_conv")(x)
         x = batch_norm("conv1_bn", train=train, epsilon=self.epsilon, dtype=self.dtype)(x)
         skips["conv1_bn"] = x
-        x = nn.relu(x)
-        # Zero padding equals -inf padding here because the input is a ReLU output (>= 0).
-        x = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        x = maxpool.max_pool_3x3_s2(x)
+        # ReLU, ZeroPadding2D(1), pool; zero padding equals -inf padding after a ReLU (>= 0).
+        x = maxpool.relu_pad_max_pool_3x3_s2(x)
         skips["pool1"] = x
         return x
 

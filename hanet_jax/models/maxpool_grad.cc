@@ -39,6 +39,32 @@ static ffi::Error MaxPoolImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F3
   return ffi::Error::Success();
 }
 
+// The same pool of relu(x) zero-padded by 1 (the stem's ReLU, ZeroPadding2D(1) and pool): each
+// output is max(0, its in-image window), so the padded ReLU map is never written (round 16).
+// ReLU is monotone, so this is exact; NaN propagates as through relu (jnp.maximum) and the max.
+static ffi::Error MaxPoolOfReluImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y) {
+  auto xd = x.dimensions(), yd = y->dimensions();
+  if (xd.size() != 4 || yd.size() != 4 || yd[0] != xd[0] || yd[3] != xd[3] ||
+      yd[1] != (xd[1] - 1) / 2 + 1 || yd[2] != (xd[2] - 1) / 2 + 1)
+    return ffi::Error::InvalidArgument("the output is not the 3x3/2 pool's shape of x padded by 1");
+  const int64_t b = xd[0], hi = xd[1], wi = xd[2], c = xd[3], h = yd[1], w = yd[2];
+  const float* xs = x.typed_data();
+  float* out = y->typed_data();
+  for (int64_t bi = 0; bi < b; ++bi)
+    for (int64_t i = 0; i < h; ++i)
+      for (int64_t j = 0; j < w; ++j) {
+        float* o = out + ((bi * h + i) * w + j) * c;
+        for (int64_t ch = 0; ch < c; ++ch) o[ch] = 0.0f;  // the padding, and relu's floor
+        for (int64_t r = 2 * i - 1; r <= 2 * i + 1; ++r)
+          for (int64_t q = 2 * j - 1; q <= 2 * j + 1; ++q) {
+            if (r < 0 || r >= hi || q < 0 || q >= wi) continue;
+            const float* v = xs + ((bi * hi + r) * wi + q) * c;
+            for (int64_t ch = 0; ch < c; ++ch) o[ch] = (v[ch] > o[ch] || v[ch] != v[ch]) ? v[ch] : o[ch];
+          }
+      }
+  return ffi::Error::Success();
+}
+
 static ffi::Error MaxPoolGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                                   ffi::ResultBuffer<ffi::F32> dx) {
   auto xd = x.dimensions(), yd = dy.dimensions();
@@ -73,4 +99,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(MaxPoolGrad, MaxPoolGradImpl,
                                   .Ret<ffi::Buffer<ffi::F32>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(MaxPool, MaxPoolImpl,
+                              ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(MaxPoolOfRelu, MaxPoolOfReluImpl,
                               ffi::Ffi::Bind().Arg<ffi::Buffer<ffi::F32>>().Ret<ffi::Buffer<ffi::F32>>());

@@ -8,7 +8,8 @@ Sides: `base2`, the model as it is again (an A/A control); `concat`, the dense b
 `nosub`, the head's conv on the upsampled map (not `layers.subpixel_conv3x3`); `unfused`, the
 dense layers' second BN + ReLU as its own pass (not read into the 3x3 conv's handler);
 `band512k`, `band2m`, `band4m`: the Winograd handler's band of tiles (`winograd.BAND_BYTES`);
-`narrow1m`: the narrow convs' band (`winograd.NARROW_BAND_BYTES`) at 1 MB, as in round 15.
+`narrow1m`: the narrow convs' band (`winograd.NARROW_BAND_BYTES`) at 1 MB, as in round 15;
+`stem_pad`: the stem's ReLU and zero padding as their own pass before the pool.
 """
 import argparse
 import contextlib
@@ -30,7 +31,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from hanet_jax import bench_lib  # noqa: E402
-from hanet_jax.models import densenet, layers, winograd  # noqa: E402
+from hanet_jax.models import densenet, layers, maxpool, winograd  # noqa: E402
 from hanet_jax.models.hanet import HANet  # noqa: E402
 from hanet_jax.train_state import batch_sharded, make_mesh, replicated  # noqa: E402
 
@@ -55,6 +56,7 @@ SIDES = {
     "band2m": lambda: patched(winograd, "BAND_BYTES", 1 << 21),
     "band4m": lambda: patched(winograd, "BAND_BYTES", 1 << 22),
     "narrow1m": lambda: patched(winograd, "NARROW_BAND_BYTES", 1 << 20),
+    "stem_pad": lambda: patched(maxpool, "relu_pad_max_pool_3x3_s2", maxpool._relu_pad_pool),
 }
 
 batch = bench_lib.synthetic_batch(args.batch_size, (256, 256))
