@@ -41,11 +41,11 @@ def _conv_and_grads(module, variables, x):
 @pytest.mark.parametrize("m", [2, 4])
 @pytest.mark.parametrize("shape,features,band_bytes", [
     ((2, 8, 12, 16), 32, None), ((1, 16, 8, 32), 16, None), ((3, 4, 4, 48), 64, None),
-    ((3, 8, 4, 16), 48, 4096), ((3, 8, 4, 48), 16, 4096)])  # bands of one row tile, across images, the last one short
+    # bands of one row group (14 or 28 tiles), across images, the last one short
+    ((3, 16, 16, 16), 48, 4096), ((3, 16, 16, 48), 64, 4096)])
 def test_output_and_gradients_match_xla(shape, features, band_bytes, m, force_m, monkeypatch):
     if band_bytes:
         monkeypatch.setattr(winograd, "BAND_BYTES", band_bytes)
-        monkeypatch.setattr(winograd, "NARROW_BAND_BYTES", band_bytes)
     x = jnp.asarray(np.random.default_rng(0).standard_normal(shape, np.float32))
     conv = layers.Conv(features, kernel_size=3)
     variables = conv.init(jax.random.key(0), x)
@@ -153,15 +153,11 @@ def test_other_targets_match_xla(tmp_path):
         assert m2 < TOLERANCE[2] and m4 < TOLERANCE[4], rows
 
 
-def test_narrow_convs_take_larger_bands():
-    assert winograd.band_bytes(32) == winograd.NARROW_BAND_BYTES > winograd.band_bytes(64) == winograd.BAND_BYTES
-
-
 @needs_handler
-@pytest.mark.parametrize("m,shape", [(2, (2, 8, 12, 16)), (4, (3, 8, 4, 32))])
+@pytest.mark.parametrize("m,shape", [(2, (2, 8, 12, 16)), (4, (3, 16, 16, 32))])
 def test_conv_of_affine_relu_matches_xla(m, shape, force_m, monkeypatch):
-    # An inference BatchNorm + ReLU applied by the handler as it reads x (bands of one row tile).
-    monkeypatch.setattr(winograd, "NARROW_BAND_BYTES", 4096)
+    # An inference BatchNorm + ReLU applied by the handler as it reads x (bands of one row group).
+    monkeypatch.setattr(winograd, "BAND_BYTES", 4096)
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.standard_normal(shape, np.float32))
     scale = jnp.asarray(rng.uniform(0.5, 2.0, shape[-1]).astype(np.float32))

@@ -179,17 +179,17 @@ def _batch_axis(arg):
 
 
 def _sharded_over_batch(target: str, out_shape, rule: str, summed: bool = True,
-                        second_sharded: bool = True, attrs=lambda *operands: {}):
+                        second_sharded: bool = True, attrs=dict):
     """The handler `target` as a jax function of its operands, batch first; the others are
     replicated instead where not `second_sharded` (e.g. a kernel). Its result has
-    shape `out_shape(*operands)` and attributes `attrs(*operands)` (read at trace time). Under a
+    shape `out_shape(*operands)` and attributes `attrs()` (read at trace time). Under a
     batch-sharded jit each device runs it on its shard: `summed` results (weight gradients) are
     partial sums that a psum adds, as XLA does for its own conv gradient; the others stay
     sharded over the batch."""
 
     def local(*args):
         out = jax.ShapeDtypeStruct(out_shape(*args), np.float32)
-        return jax.ffi.ffi_call(target, out)(*args, **attrs(*args))
+        return jax.ffi.ffi_call(target, out)(*args, **attrs())
 
     def result(mesh, axis):
         return NamedSharding(mesh, PartitionSpec() if summed else PartitionSpec(axis))
@@ -213,7 +213,7 @@ def _sharded_over_batch(target: str, out_shape, rule: str, summed: bool = True,
     return fn, local
 
 
-def _loop_attrs(*operands):
+def _loop_attrs():
     return {"loop": np.int64(LOOP)}
 
 

@@ -39,12 +39,8 @@ _SOURCE = Path(__file__).with_name("winograd_conv.cc")
 _CONV = "hanet_winograd_conv3x3"
 _CONV_AFFINE_RELU = "hanet_winograd_conv3x3_affine_relu"
 # V and M of a band of tiles in ~L2; transformed weights up to ~L3 are read from it once per band,
-# larger ones once per call (round 15's per-shape timings). Convs to at most NARROW_FEATURES
-# outputs take larger bands: their GEMMs are short, so re-reading the transformed kernel for
-# every band cost more than spilling the band from L2 (round 16).
+# larger ones once per call (round 15's per-shape timings).
 BAND_BYTES = 1 << 20
-NARROW_BAND_BYTES = 2 << 20
-NARROW_FEATURES = 32
 L3_BYTES = 12 << 20
 # Read at trace time, so the perf scripts can compare: None picks per shape, 0 turns it off,
 # 2 or 4 forces that m wherever it fits.
@@ -86,18 +82,13 @@ def tile_size(h: int, w: int, c: int, f: int) -> int | None:
     return None
 
 
-def band_bytes(features: int) -> np.int64:
-    """The handler's band of tiles for a conv to `features` outputs (read at trace time)."""
-    return np.int64(NARROW_BAND_BYTES if features <= NARROW_FEATURES else BAND_BYTES)
-
-
 @functools.cache
 def _conv(m: int, flip: bool):
     return blas_conv._sharded_over_batch(
         _CONV, lambda x, k: x.shape[:3] + (k.shape[2 if flip else 3],), "b h w c, k l i o -> b h w o",
         summed=False, second_sharded=False,
-        attrs=lambda x, k: {"m": np.int64(m), "flip": flip, "band_bytes": band_bytes(k.shape[2 if flip else 3]),
-                            "l3_bytes": np.int64(L3_BYTES)})[0]
+        attrs=lambda: {"m": np.int64(m), "flip": flip, "band_bytes": np.int64(BAND_BYTES),
+                       "l3_bytes": np.int64(L3_BYTES)})[0]
 
 
 def conv(x: jax.Array, kernel: jax.Array, m: int, flip: bool = False) -> jax.Array:
@@ -112,7 +103,7 @@ def _conv_affine_relu(m: int):
     return blas_conv._sharded_over_batch(
         _CONV_AFFINE_RELU, lambda x, s, t, k: x.shape[:3] + (k.shape[3],), "b h w c, c, c, k l i o -> b h w o",
         summed=False, second_sharded=False,
-        attrs=lambda x, s, t, k: {"m": np.int64(m), "band_bytes": band_bytes(k.shape[3]), "l3_bytes": np.int64(L3_BYTES)})[0]
+        attrs=lambda: {"m": np.int64(m), "band_bytes": np.int64(BAND_BYTES), "l3_bytes": np.int64(L3_BYTES)})[0]
 
 
 

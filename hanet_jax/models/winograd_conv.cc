@@ -134,6 +134,7 @@ static void Conv(const float* x, const float* u, float* y, int64_t b, int64_t h,
   // Tiles per band, across images: V and M of a band in ~band_bytes (L2). U (P*c*f) is read once
   // per band: from L3 where it fits in l3_bytes, else from memory, so then one band of all tiles.
   int64_t band = std::max<int64_t>(1, band_bytes / (P * (c + f) * 4));
+  band = std::max(mr, band / mr * mr);  // whole row groups: a band of 45 tiles ran 56 GEMM rows
   if (P * c * f * 4 > l3_bytes) band = tiles;
   band = std::min(band, tiles);
   const int64_t rows = (band + mr - 1) / mr * mr;

@@ -8,7 +8,6 @@ Sides: `base2`, the model as it is again (an A/A control); `concat`, the dense b
 `nosub`, the head's conv on the upsampled map (not `layers.subpixel_conv3x3`); `unfused`, the
 dense layers' second BN + ReLU as its own pass (not read into the 3x3 conv's handler);
 `band512k`, `band2m`, `band4m`: the Winograd handler's band of tiles (`winograd.BAND_BYTES`);
-`narrow1m`: the narrow convs' band (`winograd.NARROW_BAND_BYTES`) at 1 MB, as in round 15;
 `stem_pad`: the stem's ReLU and zero padding as their own pass before the pool.
 """
 import argparse
@@ -55,7 +54,6 @@ SIDES = {
     "band512k": lambda: patched(winograd, "BAND_BYTES", 1 << 19),
     "band2m": lambda: patched(winograd, "BAND_BYTES", 1 << 21),
     "band4m": lambda: patched(winograd, "BAND_BYTES", 1 << 22),
-    "narrow1m": lambda: patched(winograd, "NARROW_BAND_BYTES", 1 << 20),
     "stem_pad": lambda: patched(maxpool, "relu_pad_max_pool_3x3_s2", maxpool._relu_pad_pool),
 }
 

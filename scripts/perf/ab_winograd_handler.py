@@ -3,8 +3,7 @@ in XLA's direct conv (xla) or in our Winograd handler (auto: m per shape as `win
 picks it; m2 / m4: F(2x2, 3x3) / F(4x4, 3x3) wherever they fit). Each side with the transition
 layers' 2x2 average pool after their 1x1 conv, as Keras orders them; `pool` is auto with the
 model's own order, pool first; `band256k`, `band512k`, `band2m`, `band4m` are auto with that
-`winograd.BAND_BYTES` (default 1 MB); `narrow1m` is pool with the narrow convs' band
-(`winograd.NARROW_BAND_BYTES`, round 16) at 1 MB too, as in round 15. Round 15 of
+`winograd.BAND_BYTES` (default 1 MB). Round 15 of
 docs/performance.md. Split over the CPU as bench.py runs it, compiled in one process and timed
 interleaved.
 
@@ -20,7 +19,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _bench_process import set_up_like_bench, time_sides  # noqa: E402
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--order", default="xla,auto", help="the sides, in the order compiled (and timed); of xla, auto, m2, m4, pool, band256k, band512k, band2m, band4m, narrow1m")
+parser.add_argument("--order", default="xla,auto", help="the sides, in the order compiled (and timed); of xla, auto, m2, m4, pool, band256k, band512k, band2m, band4m")
 parser.add_argument("--baseline", default=None, help="the side speed-ups are relative to")
 parser.add_argument("--batch_size", type=int, default=8)
 parser.add_argument("--repeats", type=int, default=5)
@@ -54,8 +53,7 @@ for name in names:
     band = {"band256k": 1 << 18, "band512k": 1 << 19, "band2m": 1 << 21, "band4m": 1 << 22}.get(name)
     winograd.FORCE_M = {"xla": 0, "m2": 2, "m4": 4}.get(name)  # read while tracing
     winograd.BAND_BYTES = band or (1 << 20)
-    winograd.NARROW_BAND_BYTES = 1 << (20 if name == "narrow1m" else 21)
-    densenet.DenseNet121._transition = pool_first if name in ("pool", "narrow1m") or band else conv_first
+    densenet.DenseNet121._transition = pool_first if name == "pool" or band else conv_first
     t0 = time.perf_counter()
     sides[name] = bench_lib._JaxSide("full", batch)
     print(f"compiled {name} in {time.perf_counter() - t0:.0f} s", flush=True)
