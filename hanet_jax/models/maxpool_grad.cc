@@ -4,6 +4,7 @@
 // output's gradient goes to the first maximal input of its window in row-major order, as XLA's
 // select-and-scatter with `ge` (JAX's max-pool gradient) routes it. XLA:CPU runs that as a
 // reduce-window over four index arrays and a scatter (round 14).
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -19,49 +20,40 @@ static const char* BadShapes(ffi::Span<const int64_t> xd, ffi::Span<const int64_
   return "";
 }
 
-static ffi::Error MaxPoolImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y) {
-  auto xd = x.dimensions(), yd = y->dimensions();
-  if (const char* bad = BadShapes(xd, yd); *bad) return ffi::Error::InvalidArgument(bad);
-  const int64_t b = xd[0], hi = xd[1], wi = xd[2], c = xd[3], h = yd[1], w = yd[2];
-  const float* xs = x.typed_data();
-  float* out = y->typed_data();
-  for (int64_t bi = 0; bi < b; ++bi)
-    for (int64_t i = 0; i < h; ++i)
-      for (int64_t j = 0; j < w; ++j) {
-        const float* base = xs + ((bi * hi + 2 * i) * wi + 2 * j) * c;
-        float* o = out + ((bi * h + i) * w + j) * c;
-        for (int64_t ch = 0; ch < c; ++ch) o[ch] = base[ch];
-        for (int t = 1; t < 9; ++t) {
-          const float* v = base + ((t / 3) * wi + t % 3) * c;
-          for (int64_t ch = 0; ch < c; ++ch) o[ch] = (v[ch] > o[ch] || v[ch] != v[ch]) ? v[ch] : o[ch];
-        }
-      }
-  return ffi::Error::Success();
-}
-
-// The same pool of relu(x) zero-padded by 1 (the stem's ReLU, ZeroPadding2D(1) and pool): each
-// output is max(0, its in-image window), so the padded ReLU map is never written (round 16).
-// ReLU is monotone, so this is exact; NaN propagates as through relu (jnp.maximum) and the max.
-static ffi::Error MaxPoolOfReluImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y) {
-  auto xd = x.dimensions(), yd = y->dimensions();
-  if (xd.size() != 4 || yd.size() != 4 || yd[0] != xd[0] || yd[3] != xd[3] ||
-      yd[1] != (xd[1] - 1) / 2 + 1 || yd[2] != (xd[2] - 1) / 2 + 1)
-    return ffi::Error::InvalidArgument("the output is not the 3x3/2 pool's shape of x padded by 1");
-  const int64_t b = xd[0], hi = xd[1], wi = xd[2], c = xd[3], h = yd[1], w = yd[2];
-  const float* xs = x.typed_data();
-  float* out = y->typed_data();
+// out = the 3x3, stride-2 pool of x padded by `pad`, each window's max starting from `floor` over
+// the taps inside x: -inf for the plain pool; 0 for the pool of relu(x) zero-padded, which is
+// max(0, the in-image window) since ReLU is monotone. NaN propagates, as through XLA's max.
+static void Pool(const float* xs, float* out, int64_t b, int64_t hi, int64_t wi, int64_t c, int64_t h,
+                 int64_t w, int64_t pad, float floor) {
   for (int64_t bi = 0; bi < b; ++bi)
     for (int64_t i = 0; i < h; ++i)
       for (int64_t j = 0; j < w; ++j) {
         float* o = out + ((bi * h + i) * w + j) * c;
-        for (int64_t ch = 0; ch < c; ++ch) o[ch] = 0.0f;  // the padding, and relu's floor
-        for (int64_t r = 2 * i - 1; r <= 2 * i + 1; ++r)
-          for (int64_t q = 2 * j - 1; q <= 2 * j + 1; ++q) {
+        for (int64_t ch = 0; ch < c; ++ch) o[ch] = floor;
+        for (int64_t r = 2 * i - pad; r <= 2 * i - pad + 2; ++r)
+          for (int64_t q = 2 * j - pad; q <= 2 * j - pad + 2; ++q) {
             if (r < 0 || r >= hi || q < 0 || q >= wi) continue;
             const float* v = xs + ((bi * hi + r) * wi + q) * c;
             for (int64_t ch = 0; ch < c; ++ch) o[ch] = (v[ch] > o[ch] || v[ch] != v[ch]) ? v[ch] : o[ch];
           }
       }
+}
+
+static ffi::Error MaxPoolImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y) {
+  auto xd = x.dimensions(), yd = y->dimensions();
+  if (const char* bad = BadShapes(xd, yd); *bad) return ffi::Error::InvalidArgument(bad);
+  Pool(x.typed_data(), y->typed_data(), xd[0], xd[1], xd[2], xd[3], yd[1], yd[2], 0, -INFINITY);
+  return ffi::Error::Success();
+}
+
+// The pool of relu(x) zero-padded by 1 (the stem's ReLU, ZeroPadding2D(1) and pool), so the
+// padded ReLU map is never written (round 16).
+static ffi::Error MaxPoolOfReluImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y) {
+  auto xd = x.dimensions(), yd = y->dimensions();
+  if (xd.size() != 4 || yd.size() != 4 || yd[0] != xd[0] || yd[3] != xd[3] ||
+      yd[1] != (xd[1] - 1) / 2 + 1 || yd[2] != (xd[2] - 1) / 2 + 1)
+    return ffi::Error::InvalidArgument("the output is not the 3x3/2 pool's shape of x padded by 1");
+  Pool(x.typed_data(), y->typed_data(), xd[0], xd[1], xd[2], xd[3], yd[1], yd[2], 1, 0.0f);
   return ffi::Error::Success();
 }
 
