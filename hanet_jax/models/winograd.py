@@ -15,6 +15,9 @@ Rounding: F(2x2, 3x3) agrees with XLA's conv to ~1e-6 relative, F(4x4, 3x3) to ~
 transforms multiply by up to 8 and divide by 24); both well inside the Keras parity tolerances
 (tests/test_parity_keras.py). Parameters are untouched: the handler reads the HWIO kernel.
 
+In inference a second handler also applies a BatchNorm + ReLU to each input value as it reads it
+(`conv_of_affine_relu`, round 16), so the dense layers' activated maps are never written.
+
 `tile_size` picks m per shape (round 15, `scripts/perf/winograd_shapes.py`): 4 where the map is
 at least 32x32, 2 on smaller even maps down to 8x8, XLA's direct conv elsewhere (SFEB's 1x1
 pooled maps, odd sizes, widths that are not a multiple of the vector). Only for the CPU backend
