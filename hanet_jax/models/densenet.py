@@ -46,7 +46,9 @@ class DenseNet121(nn.Module):
         skips = {}
         x = self._stem(x, skips, train)
         for stage, n_layers in enumerate(self.blocks, start=2):
-            x = (self._block if train else self._block_in_place)(x, stage, n_layers, train)
+            for i in range(1, n_layers + 1):
+                y = self._dense_layer(x, f"conv{stage}_block{i}", train)
+                x = jnp.concatenate([x, y], axis=-1)
             x = self._transition(x, stage, skips, train)
         features = self._bn_relu(x, "bn", train)
         return features, skips
@@ -62,26 +64,6 @@ class DenseNet121(nn.Module):
         x = maxpool.relu_pad_max_pool_3x3_s2(x)
         skips["pool1"] = x
         return x
-
-    def _block(self, x, stage, n_layers, train):
-        """Each dense layer's new channels concatenated onto the block's features."""
-        for i in range(1, n_layers + 1):
-            y = self._dense_layer(x, f"conv{stage}_block{i}", train)
-            x = jnp.concatenate([x, y], axis=-1)
-        return x
-
-    def _block_in_place(self, x, stage, n_layers, train):
-        """The same features in one buffer per block, each layer's new channels written into it in
-        place: the concatenations copy all earlier channels again at every layer (quadratic).
-        Inference only: the gradient of each layer's slice would be a zero-padded full buffer.
-        The same values (docs/performance.md, round 16)."""
-        c = x.shape[-1]
-        buf = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, n_layers * self.growth_rate)))
-        for i in range(1, n_layers + 1):
-            y = self._dense_layer(buf[..., :c], f"conv{stage}_block{i}", train)
-            buf = jax.lax.dynamic_update_slice(buf, y.astype(buf.dtype), (0, 0, 0, c))
-            c += self.growth_rate
-        return buf
 
     def _dense_layer(self, x, prefix, train):
         """The `growth_rate` new channels of one dense layer (BN-ReLU-1x1, BN-ReLU-3x3)."""

@@ -2,11 +2,11 @@
 16's changes undone, each side compiled in one process and timed interleaved, split over the
 CPU as bench.py runs it. The logits' difference from the first side is printed.
 
-    PYTHONPATH=. .venv/bin/python scripts/perf/ab_infer.py [--order base,concat] [--repeats 7]
+    PYTHONPATH=. .venv/bin/python scripts/perf/ab_infer.py [--order base,nosub] [--repeats 7]
 
-Sides: `base2`, the model as it is again (an A/A control); `concat`, the dense blocks concatenating as in training (not one buffer per block);
-`nosub`, the head's conv on the upsampled map (not `layers.subpixel_conv3x3`); `unfused`, the
-dense layers' second BN + ReLU as its own pass (not read into the 3x3 conv's handler);
+Sides: `base2`, the model as it is again (an A/A control); `nosub`, the head's conv on the
+upsampled map (not `layers.subpixel_conv3x3`); `unfused`, the dense layers' second BN + ReLU as
+its own pass (not read into the 3x3 conv's handler);
 `band512k`, `band2m`, `band4m`: the Winograd handler's band of tiles (`winograd.BAND_BYTES`);
 `stem_pad`: the stem's ReLU and zero padding as their own pass before the pool.
 """
@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _bench_process import set_up_like_bench  # noqa: E402
 
 parser = argparse.ArgumentParser()
-parser.add_argument("--order", default="base,concat")
+parser.add_argument("--order", default="base,nosub")
 parser.add_argument("--batch_size", type=int, default=8)
 parser.add_argument("--repeats", type=int, default=7)
 args = parser.parse_args()
@@ -30,7 +30,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 from hanet_jax import bench_lib  # noqa: E402
-from hanet_jax.models import densenet, layers, maxpool, winograd  # noqa: E402
+from hanet_jax.models import layers, maxpool, winograd  # noqa: E402
 from hanet_jax.models.hanet import HANet  # noqa: E402
 from hanet_jax.train_state import batch_sharded, make_mesh, replicated  # noqa: E402
 
@@ -48,7 +48,6 @@ def patched(obj, attr, value):
 SIDES = {
     "base": contextlib.nullcontext,
     "base2": contextlib.nullcontext,  # an A/A control: the noise between two sides
-    "concat": lambda: patched(densenet.DenseNet121, "_block_in_place", densenet.DenseNet121._block),
     "nosub": lambda: patched(layers, "SUBPIXEL_MAX_WEIGHTS", 0),
     "unfused": lambda: patched(winograd, "fuses_affine_relu", lambda x, f: False),
     "band512k": lambda: patched(winograd, "BAND_BYTES", 1 << 19),
