@@ -12,11 +12,12 @@
 
 namespace ffi = xla::ffi;
 
-// The output shape's check both make ('' when it passes).
-static const char* BadShapes(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> yd) {
+// The output shape's check all make, for x padded by `pad` ('' when it passes).
+static const char* BadShapes(ffi::Span<const int64_t> xd, ffi::Span<const int64_t> yd, int64_t pad = 0) {
   if (xd.size() != 4 || yd.size() != 4) return "need NHWC operands";
-  if (yd[0] != xd[0] || yd[3] != xd[3] || yd[1] != (xd[1] - 3) / 2 + 1 || yd[2] != (xd[2] - 3) / 2 + 1)
-    return "the output is not the 3x3/2 VALID pool's shape of x";
+  if (yd[0] != xd[0] || yd[3] != xd[3] || yd[1] != (xd[1] + 2 * pad - 3) / 2 + 1 ||
+      yd[2] != (xd[2] + 2 * pad - 3) / 2 + 1)
+    return "the output is not the 3x3/2 pool's shape of x (padded as the target pads it)";
   return "";
 }
 
@@ -50,9 +51,7 @@ static ffi::Error MaxPoolImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F3
 // padded ReLU map is never written (round 16).
 static ffi::Error MaxPoolOfReluImpl(ffi::Buffer<ffi::F32> x, ffi::ResultBuffer<ffi::F32> y) {
   auto xd = x.dimensions(), yd = y->dimensions();
-  if (xd.size() != 4 || yd.size() != 4 || yd[0] != xd[0] || yd[3] != xd[3] ||
-      yd[1] != (xd[1] - 1) / 2 + 1 || yd[2] != (xd[2] - 1) / 2 + 1)
-    return ffi::Error::InvalidArgument("the output is not the 3x3/2 pool's shape of x padded by 1");
+  if (const char* bad = BadShapes(xd, yd, 1); *bad) return ffi::Error::InvalidArgument(bad);
   Pool(x.typed_data(), y->typed_data(), xd[0], xd[1], xd[2], xd[3], yd[1], yd[2], 1, 0.0f);
   return ffi::Error::Success();
 }

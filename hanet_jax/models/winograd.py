@@ -109,7 +109,6 @@ def _conv_affine_relu(m: int):
         attrs=lambda: {"m": np.int64(m), "band_bytes": np.int64(BAND_BYTES), "l3_bytes": np.int64(L3_BYTES)})[0]
 
 
-
 def fuses_affine_relu(x: jax.Array, features: int) -> bool:
     """Whether `conv_of_affine_relu` can run the 3x3 SAME conv of (activated) `x` to `features`."""
     k = jax.ShapeDtypeStruct((3, 3, x.shape[-1], features), x.dtype)

@@ -249,10 +249,11 @@ static void Weights(const float* k, float* u, int64_t c, int64_t f, bool flip) {
 }
 
 // y = the conv of x with the 3x3 HWIO kernel k, or with `flip` with k' (the input gradient's
-// conv; k is then (3, 3, F, C)). The kernel is transformed here, into a per-thread buffer.
-static ffi::Error ConvImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
-                           ffi::ResultBuffer<ffi::F32> y, int64_t m, bool flip, int64_t band_bytes,
-                           int64_t l3_bytes) {
+// conv; k is then (3, 3, F, C)); with `scale` and `shift`, of relu(x * scale + shift). The
+// kernel is transformed here, into a per-thread buffer.
+static ffi::Error Run(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k, ffi::ResultBuffer<ffi::F32> y,
+                      int64_t m, bool flip, int64_t band_bytes, int64_t l3_bytes,
+                      const float* scale = nullptr, const float* shift = nullptr) {
   auto xd = x.dimensions(), kd = k.dimensions();
   if (xd.size() != 4 || kd.size() != 4 || kd[0] != 3 || kd[1] != 3)
     return ffi::Error::InvalidArgument("need NHWC x and a 3x3 HWIO kernel");
@@ -265,12 +266,18 @@ static ffi::Error ConvImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
   float* u = Scratch(kU, p * c * f);
   if (m == 2) {
     Weights<2>(k.typed_data(), u, kd[2], kd[3], flip);
-    Conv<2>(x.typed_data(), u, y->typed_data(), b, h, w, c, f, band_bytes, l3_bytes);
+    Conv<2>(x.typed_data(), u, y->typed_data(), b, h, w, c, f, band_bytes, l3_bytes, scale, shift);
   } else {
     Weights<4>(k.typed_data(), u, kd[2], kd[3], flip);
-    Conv<4>(x.typed_data(), u, y->typed_data(), b, h, w, c, f, band_bytes, l3_bytes);
+    Conv<4>(x.typed_data(), u, y->typed_data(), b, h, w, c, f, band_bytes, l3_bytes, scale, shift);
   }
   return ffi::Error::Success();
+}
+
+static ffi::Error ConvImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
+                           ffi::ResultBuffer<ffi::F32> y, int64_t m, bool flip, int64_t band_bytes,
+                           int64_t l3_bytes) {
+  return Run(x, k, y, m, flip, band_bytes, l3_bytes);
 }
 
 // The conv of relu(x * scale + shift) with the 3x3 HWIO kernel k (forward only: inference).
@@ -278,25 +285,10 @@ static ffi::Error ConvAffineReluImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F
                                      ffi::Buffer<ffi::F32> shift, ffi::Buffer<ffi::F32> k,
                                      ffi::ResultBuffer<ffi::F32> y, int64_t m, int64_t band_bytes,
                                      int64_t l3_bytes) {
-  auto xd = x.dimensions(), kd = k.dimensions();
-  if (xd.size() != 4 || kd.size() != 4 || kd[0] != 3 || kd[1] != 3 || kd[2] != xd[3])
-    return ffi::Error::InvalidArgument("need NHWC x and a 3x3 HWIO kernel that fits it");
-  if (scale.element_count() != xd[3] || shift.element_count() != xd[3])
-    return ffi::Error::InvalidArgument("scale and shift need one value per input channel");
-  const int64_t b = xd[0], h = xd[1], w = xd[2], c = xd[3], f = kd[3];
-  if ((m != 2 && m != 4) || h % m || w % m || c % kW || f % kW)
-    return ffi::Error::InvalidArgument("m must be 2 or 4; H, W multiples of m; C, F of the vector width");
-  float* u = Scratch(kU, (m + 2) * (m + 2) * c * f);
-  if (m == 2) {
-    Weights<2>(k.typed_data(), u, c, f, false);
-    Conv<2>(x.typed_data(), u, y->typed_data(), b, h, w, c, f, band_bytes, l3_bytes,
-            scale.typed_data(), shift.typed_data());
-  } else {
-    Weights<4>(k.typed_data(), u, c, f, false);
-    Conv<4>(x.typed_data(), u, y->typed_data(), b, h, w, c, f, band_bytes, l3_bytes,
-            scale.typed_data(), shift.typed_data());
-  }
-  return ffi::Error::Success();
+  const int64_t c = x.dimensions().size() == 4 ? x.dimensions()[3] : -1;
+  if (scale.element_count() != c || shift.element_count() != c)
+    return ffi::Error::InvalidArgument("scale and shift need one value per input channel of NHWC x");
+  return Run(x, k, y, m, false, band_bytes, l3_bytes, scale.typed_data(), shift.typed_data());
 }
 
 // The vector width the handler was built for: C and F must be multiples of it.
