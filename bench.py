@@ -34,7 +34,8 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the result here")
     args = parser.parse_args(argv)
 
-    from hanet_jax import cpu_devices, host_memory
+    from hanet_jax.ops.cpu import devices as cpu_devices
+    from hanet_jax.ops.cpu import host_memory
 
     # What each side's worker process does first (bench_lib._side_worker); here it matters only
     # with --same_process, where it is process-wide and the Keras side gets it too.
@@ -43,7 +44,7 @@ def main(argv=None) -> int:
         cpu_devices.split_cpu_if_cpu_only(args.batch_size)
     except ValueError as e:
         parser.error(str(e))
-    from hanet_jax import bench_lib
+    from hanet_jax.bench import keras_comparison as bench_lib
 
     size = args.image_size if len(args.image_size) == 2 else args.image_size * 2
     result = bench_lib.run(args.variant, args.batch_size, size, repeats=args.repeats, keras=not args.no_keras,

@@ -30,7 +30,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hanet_jax.postprocess import POSTPROCESS  # NumPy and SciPy only: --help stays fast
+from hanet_jax.eval.postprocess import POSTPROCESS  # NumPy and SciPy only: --help stays fast
 
 
 def parse_args(argv=None):
@@ -68,11 +68,11 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from hanet_jax import host_memory
+    from hanet_jax.ops.cpu import host_memory
 
     host_memory.keep_freed_host_memory_if_cpu_only()
-    from hanet_jax import eval_lib
-    from hanet_jax.checkpoints import CheckpointError
+    from hanet_jax.eval import evaluate as eval_lib
+    from hanet_jax.checkpoints.format import CheckpointError
     from hanet_jax.data.layouts import DatasetError
 
     protocols = ("fixed", "paper_oracle") if args.protocol == "both" else (args.protocol,)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hanet_jax.postprocess import POSTPROCESS
+from hanet_jax.eval.postprocess import POSTPROCESS
 
 
 def parse_args(argv=None):
@@ -68,13 +68,13 @@ def fixed_settings(path: str) -> tuple[float, str]:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from hanet_jax import host_memory
+    from hanet_jax.ops.cpu import host_memory
 
     host_memory.keep_freed_host_memory_if_cpu_only()
-    from hanet_jax.checkpoints import CheckpointError
-    from hanet_jax.ensemble import load_predictor
+    from hanet_jax.checkpoints.format import CheckpointError
+    from hanet_jax.inference.ensemble import load_predictor
     from hanet_jax.data.layouts import IMAGE_EXTENSIONS, DatasetError, natural_key, read_image
-    from hanet_jax.protocols import fixed_mask
+    from hanet_jax.eval.protocols import fixed_mask
 
     src, dst = Path(args.input), Path(args.output)
     if not src.is_dir():

@@ -100,7 +100,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.get_absl_handler().addFilter(_QuietLibraries())
-    from hanet_jax import cpu_devices, host_memory
+    from hanet_jax.ops.cpu import devices as cpu_devices
+    from hanet_jax.ops.cpu import host_memory
 
     # Before JAX starts its backend (hanet_jax/host_memory.py, cpu_devices.py): CPU-only hosts.
     kept = host_memory.keep_freed_host_memory_if_cpu_only()
@@ -124,9 +125,9 @@ def main(argv):
         logging.info("host malloc: freed memory kept mapped (%s=system to turn off)",
                      host_memory.ENV)
 
-    from hanet_jax import train_lib
-    from hanet_jax.checkpoints import CheckpointError
-    from hanet_jax.config_utils import ConfigError
+    from hanet_jax.train import loop as train_lib
+    from hanet_jax.checkpoints.format import CheckpointError
+    from hanet_jax.train.config import ConfigError
     from hanet_jax.data.layouts import DatasetError
 
     try:

@@ -10,11 +10,11 @@ the first epochs, while BatchNorm's running statistics catch up. Scale it up wit
 e.g. --config.model.image_size=128 --config.data.n_train=1000 --config.num_epochs=50.
 """
 
-from configs import common
+from hanet_jax.train import recipes
 
 
 def get_config():
-    config = common.get_config()
+    config = recipes.get_config()
     config.model.image_size = 64
     config.data.source = "synthetic"
     config.data.n_train = 240

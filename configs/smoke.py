@@ -18,11 +18,11 @@ both). Hence two steps here (one per epoch, so the end-of-epoch path, validation
 checkpoints, runs twice).
 """
 
-from configs import common
+from hanet_jax.train import recipes
 
 
 def get_config():
-    config = common.get_config()
+    config = recipes.get_config()
     config.model.image_size = 64
     config.data.source = "synthetic"
     config.data.n_train = 8

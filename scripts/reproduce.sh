@@ -75,7 +75,7 @@ if (( FOLDS >= 2 )); then
         train "$WORKDIR/fold_$fold" --config.data.folds="$FOLDS" --config.data.fold="$fold" "$@"
         members+=("fold_$fold")
     done
-    python -m hanet_jax.ensemble write "$WORKDIR" "${members[@]}"
+    python -m hanet_jax.inference.ensemble write "$WORKDIR" "${members[@]}"
 else
     train "$WORKDIR" "$@"
 fi

@@ -25,11 +25,11 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from configs import common  # noqa: E402  (the repo root is not on sys.path)
-from hanet_jax import ensemble  # noqa: E402
-from hanet_jax.checkpoints import CheckpointError  # noqa: E402
-from hanet_jax.config_utils import flat_json  # noqa: E402
-from hanet_jax.metrics import read_per_image_csv  # noqa: E402
+from hanet_jax.train import recipes  # noqa: E402  (the repo root is not on sys.path)
+from hanet_jax.inference import ensemble  # noqa: E402
+from hanet_jax.checkpoints.format import CheckpointError  # noqa: E402
+from hanet_jax.train.config import flat_json  # noqa: E402
+from hanet_jax.eval.metrics import read_per_image_csv  # noqa: E402
 
 
 def markers(dataset: str) -> tuple[str, str]:
@@ -114,7 +114,7 @@ def reproduce_command(dataset: str, workdir: Path, config: dict, folds: int = 0)
     where the run's config.json differs from configs/<dataset>.py:cpu2h (:cpu2h,cv for the
     runs of a `folds`-fold cross-validation) becomes an override, so a row stays reproducible
     after the default recipe moves on."""
-    recipe = flat_json(common.dataset_recipe(dataset, "cpu2h,cv" if folds else "cpu2h"))
+    recipe = flat_json(recipes.dataset_recipe(dataset, "cpu2h,cv" if folds else "cpu2h"))
     ran = flat_json(config)
     overrides = [f"--config.{k}={_flag_value(v)}" for k, v in sorted(ran.items())
                  if k in recipe and k not in SET_BY_REPRODUCE and v != recipe[k]]

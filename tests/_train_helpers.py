@@ -33,6 +33,9 @@ TINY = {"model.image_size": 32, "model.encoder_blocks": (1, 1, 1, 1), "num_epoch
 
 
 def load_config(name: str, *args):
+    if name == "base":  # the shared base every config starts from (not a launchable file)
+        from hanet_jax.train import recipes
+        return recipes.get_config(*args)
     spec = importlib.util.spec_from_file_location(f"_cfg_{name}", ROOT / "configs" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -41,7 +44,7 @@ def load_config(name: str, *args):
 
 def tiny_config(**overrides):
     """The smoke config with TINY applied, then `overrides` ("a__b" means "a.b")."""
-    from hanet_jax import config_utils
+    from hanet_jax.train import config as config_utils
 
     config = load_config("smoke")
     for key, value in {**TINY, **{k.replace("__", "."): v for k, v in overrides.items()}}.items():
@@ -115,7 +118,7 @@ def flat_params(variables) -> dict[str, np.ndarray]:
 
 
 def save_result(out, state, summary) -> None:
-    from hanet_jax.train_state import to_host
+    from hanet_jax.train.state import to_host
 
     np.savez(out, **flat_params(to_host(state.variables)))
     Path(f"{out}.json").write_text(json.dumps(summary))
@@ -134,10 +137,11 @@ def run_steps(config, num_steps: int, *, reverse_batches: bool = False):
     `reverse_batches` feeds every batch in reverse order: the same mathematical step (the loss
     and BatchNorm are invariant to it), only its floating-point reductions run in another order.
     It measures how far rounding alone moves the run."""
-    from hanet_jax import train_data, train_lib
+    from hanet_jax.train import input as train_data
+    from hanet_jax.train import loop as train_lib
     from hanet_jax.data import pipeline
     from hanet_jax.models.hanet import model_from_config
-    from hanet_jax.train_state import (create_train_state, make_mesh, optimizer_from_config,
+    from hanet_jax.train.state import (create_train_state, make_mesh, optimizer_from_config,
                                        resolve_model_config, to_host)
 
     import jax
@@ -168,11 +172,11 @@ _REFERENCE: dict = {}
 def reference_run(tmp_path_factory):
     """The tiny config trained once, uninterrupted, in this process: (workdir, params, summary)."""
     if not _REFERENCE:
-        from hanet_jax import train_lib
+        from hanet_jax.train import loop as train_lib
 
         workdir = tmp_path_factory.mktemp("reference")
         result = train_lib.train_and_evaluate(tiny_config(), str(workdir))
-        from hanet_jax.train_state import to_host
+        from hanet_jax.train.state import to_host
 
         _REFERENCE.update(workdir=workdir, params=flat_params(to_host(result.state.variables)),
                           summary=result.summary, result=result)

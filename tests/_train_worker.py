@@ -46,7 +46,7 @@ def main():
                                    process_id=args.process_id)
 
     import _train_helpers as helpers
-    from hanet_jax import train_lib
+    from hanet_jax.train import loop as train_lib
 
     hook = None
     if args.sigterm_handshake:

@@ -3,7 +3,7 @@
 import json
 import math
 
-from hanet_jax import bench_lib
+from hanet_jax.bench import keras_comparison as bench_lib
 
 
 def test_bench_tiny_result_shape(monkeypatch):
@@ -29,7 +29,7 @@ def test_bench_tiny_result_shape(monkeypatch):
     model = tiny(variant="baseline")
     variables = bench_lib.fast_init(model, (1, 64, 64, 3))
     x = jax.numpy.zeros((1, 64, 64, 3))
-    from hanet_jax import flops as flops_lib
+    from hanet_jax.bench import flops as flops_lib
     with_handlers = flops_lib.xla_flops(jax.jit(lambda v, x: model.apply(v, x, train=False)).lower(variables, x).compile())
     assert math.isclose(f["jax_forward_gflops"] * 1e9, bench_lib.forward_flops(model, variables, x), rel_tol=1e-3)
     assert f["jax_forward_gflops"] * 1e9 > 1.5 * with_handlers
@@ -66,7 +66,7 @@ def test_efficiency_utilisation_and_the_ratio_reachable_at_the_matmul_peak():
 
 
 def test_tf_matmul_probe_times_a_real_matmul():
-    from hanet_jax import flops
+    from hanet_jax.bench import flops
     # A probe that timed no matmul would report an absurd rate; 2 CPU cores do not reach
     # 10 TFLOP/s, and even this small product runs above 0.01 GFLOP/s.
     assert 0.01 < flops.tf_peak_matmul_gflops(256, repeats=2) < 10_000

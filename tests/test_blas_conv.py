@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from _train_helpers import run_python
 
-from hanet_jax.models import blas_conv, layers
+from hanet_jax.models import layers
+from hanet_jax.ops.cpu import conv as blas_conv
 
 needs_handler = pytest.mark.skipif(not blas_conv.available(), reason="no C++ compiler / scipy OpenBLAS")
 
@@ -69,7 +70,7 @@ def test_only_3x3_stride1_same_float32_use_it(monkeypatch):
 SPLIT = """
     import numpy as np, jax, jax.numpy as jnp
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    from hanet_jax.models import blas_conv
+    from hanet_jax.ops.cpu import conv as blas_conv
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 10, 6, 3), np.float32)
     k = rng.standard_normal((3, 3, 3, 5), np.float32)
@@ -98,7 +99,7 @@ def test_split_over_two_devices_sums_the_shards():
 
 TILES = """
     import os, numpy as np, jax, jax.numpy as jnp
-    from hanet_jax.models import blas_conv
+    from hanet_jax.ops.cpu import conv as blas_conv
     rng = np.random.default_rng(0)
     for march in ("x86-64-v3", "x86-64"):  # AVX2's tiles, and SSE's
         os.environ[blas_conv.MARCH_ENV] = march

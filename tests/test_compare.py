@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from hanet_jax.bootstrap import bootstrap_ci
-from hanet_jax.compare import main, rank_biserial
-from hanet_jax.metrics import METRIC_NAMES, write_per_image_csv
+from hanet_jax.eval.bootstrap import bootstrap_ci
+from hanet_jax.eval.compare import main, rank_biserial
+from hanet_jax.eval.metrics import METRIC_NAMES, write_per_image_csv
 
 DICE_A = [0.70, 0.65, 0.80, math.nan, 0.55, 0.90, 0.60, 0.75]
 DICE_B = [0.74, 0.66, 0.79, 0.50, 0.62, 0.93, 0.61, 0.80]
@@ -84,7 +84,7 @@ def test_missing_protocol_and_duplicate_stems_exit_2(tmp_path, capsys):
 
 def test_module_entry_point(csvs):
     a, b = csvs
-    done = subprocess.run([sys.executable, "-m", "hanet_jax.compare", str(a), str(b)],
+    done = subprocess.run([sys.executable, "-m", "hanet_jax.eval.compare", str(a), str(b)],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert "Wilcoxon signed-rank" in done.stdout

@@ -11,11 +11,13 @@ import pytest
 
 import _train_helpers as helpers
 import data_fixtures
-from configs import common
-from hanet_jax import config_utils, train_data, train_lib
+from hanet_jax.train import recipes
+from hanet_jax.train import config as config_utils
+from hanet_jax.train import input as train_data
+from hanet_jax.train import loop as train_lib
 from hanet_jax.data.layouts import DatasetError
 
-CONFIGS = ("common", "default", "smoke", "busi", "udiat")
+CONFIGS = ("base", "default", "smoke", "busi", "udiat")
 LAUNCHABLE = CONFIGS[1:]
 
 
@@ -56,9 +58,9 @@ def test_release_profile_holds_the_release_recipe(name):
 def test_defaults_differ_from_the_release_by_the_kept_changes_only(name):
     default = config_utils.flatten(helpers.load_config(name).to_dict())
     release = config_utils.flatten(helpers.load_config(name, "release").to_dict())
-    assert {k for k in default if default[k] != release[k]} == set(common.BEYOND_RELEASE)
+    assert {k for k in default if default[k] != release[k]} == set(recipes.BEYOND_RELEASE)
     both = config_utils.flatten(helpers.load_config(name, "release,cpu2h").to_dict())
-    assert both == {**release, **common.CPU_2H}
+    assert both == {**release, **recipes.CPU_2H}
 
 
 @pytest.mark.parametrize("name", ("busi", "udiat"))
@@ -67,10 +69,10 @@ def test_cpu2h_profile_changes_only_its_keys(name):
     cpu = _with_root(helpers.load_config(name, "cpu2h"))
     config_utils.validate_config(cpu)
     changed = {k for k, v in config_utils.flatten(cpu.to_dict()).items() if base[k] != v}
-    assert changed == set(common.CPU_2H) | {"data.root"}
+    assert changed == set(recipes.CPU_2H) | {"data.root"}
     assert cpu.model.image_size == 128 and cpu.num_epochs == 20
     cv = config_utils.flatten(helpers.load_config(name, "cpu2h,cv").to_dict())
-    assert cv == {**config_utils.flatten(cpu.to_dict()), "data.root": "", **common.CV_RUN}
+    assert cv == {**config_utils.flatten(cpu.to_dict()), "data.root": "", **recipes.CV_RUN}
     assert cv["num_epochs"] == 10 and cv["data.folds"] == 0  # reproduce.sh sets the folds
     with pytest.raises(ValueError, match="unknown config profile 'gpu'"):
         helpers.load_config(name, "gpu")

@@ -1,4 +1,4 @@
-"""hanet_jax.cpu_devices: a CPU-only host split into devices before JAX starts, in a fresh process."""
+"""hanet_jax.ops.cpu.devices: a CPU-only host split into devices before JAX starts, in a fresh process."""
 
 import os
 import subprocess
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hanet_jax import cpu_devices
+from hanet_jax.ops.cpu import devices as cpu_devices
 
 ROOT = Path(__file__).resolve().parents[1]
 

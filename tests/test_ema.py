@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 
 import _train_helpers as helpers
-from hanet_jax import checkpoints, train_checkpoints, train_lib
-from hanet_jax.checkpoints import CheckpointError
-from hanet_jax.train_state import ema_update, to_host
+from hanet_jax.checkpoints import format as checkpoints
+from hanet_jax.checkpoints import training as train_checkpoints
+from hanet_jax.train import loop as train_lib
+from hanet_jax.checkpoints.format import CheckpointError
+from hanet_jax.train.state import ema_update, to_host
 
 DECAY = 0.5  # 4 steps: a decay near 1 would leave the average at the init (warm-up included)
 

@@ -9,8 +9,9 @@ import pytest
 
 import _train_helpers as helpers
 import data_fixtures
-from hanet_jax import ensemble, train_lib
-from hanet_jax.checkpoints import CheckpointError
+from hanet_jax.inference import ensemble
+from hanet_jax.train import loop as train_lib
+from hanet_jax.checkpoints.format import CheckpointError
 
 
 class Constant:
@@ -111,9 +112,9 @@ def test_eval_scores_validation_out_of_fold_and_test_by_the_average(two_folds, t
     assert report["n_images"] == 24
     # test: both runs' average, which neither run alone gives
     assert set(out["test"]) == set(s0["test"])
-    from hanet_jax import eval_lib
-    from hanet_jax.checkpoints import load_bundle
-    from hanet_jax.inference import Predictor
+    from hanet_jax.eval import evaluate as eval_lib
+    from hanet_jax.checkpoints.format import load_bundle
+    from hanet_jax.inference.predictor import Predictor
 
     examples, _ = eval_lib.run_split_examples(two_folds / "fold_0", "test")
     images = [eval_lib.load_example(ex)[0] for ex in examples]

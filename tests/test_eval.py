@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hanet_jax import eval_lib
-from hanet_jax.checkpoints import Bundle
+from hanet_jax.eval import evaluate as eval_lib
+from hanet_jax.checkpoints.format import Bundle
 from hanet_jax.data.layouts import list_examples
-from hanet_jax.metrics import METRIC_NAMES, read_per_image_csv, summarize
+from hanet_jax.eval.metrics import METRIC_NAMES, read_per_image_csv, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 NAN = math.nan
@@ -94,7 +94,7 @@ def _write_split(root: Path, split: str, cases, mask_dir: str = "masks") -> None
 def tiny_checkpoint(tmp_path_factory):
     """A ported-style checkpoint of a random no_tam HA-Net at 64x64 (no_tam rather than baseline:
     same encoder, plus the SFEBs that --gradcam needs)."""
-    from hanet_jax.checkpoints import save_variables
+    from hanet_jax.checkpoints.format import save_variables
     from hanet_jax.models.hanet import model_config
     from model_fixtures import SIZE, tiny_model
 
@@ -179,7 +179,7 @@ def test_csv_and_json_agree_and_nan_is_null(data, tmp_path):
     root, cases = data
     result = eval_lib.evaluate(FakeModel(cases), list_examples(str(root), "processed", "test"),
                                protocols=("fixed", "paper_oracle"), n_bootstrap=50)
-    from hanet_jax.metrics import write_per_image_csv
+    from hanet_jax.eval.metrics import write_per_image_csv
 
     write_per_image_csv(tmp_path / "rows.csv", result.rows)
     eval_lib.write_json(tmp_path / "r.json", {"protocols": result.summaries})
@@ -273,11 +273,11 @@ def fake_predictor(monkeypatch):
     def fake_load(directory):
         return Bundle(types.SimpleNamespace(variant="baseline"), {}, (4, 4), {"cases": fake_load.cases})
 
-    import hanet_jax.checkpoints
-    import hanet_jax.inference
+    import hanet_jax.checkpoints.format
+    import hanet_jax.inference.predictor
 
-    monkeypatch.setattr(hanet_jax.checkpoints, "load_bundle", fake_load)
-    monkeypatch.setattr(hanet_jax.inference, "Predictor", FakePredictor)
+    monkeypatch.setattr(hanet_jax.checkpoints.format, "load_bundle", fake_load)
+    monkeypatch.setattr(hanet_jax.inference.predictor, "Predictor", FakePredictor)
     return fake_load, calls
 
 

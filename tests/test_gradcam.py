@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hanet_jax import gradcam
-from hanet_jax.checkpoints import Bundle
+from hanet_jax.eval import gradcam
+from hanet_jax.checkpoints.format import Bundle
 from hanet_jax.models.hanet import HANet
 from hanet_jax.models.sfeb import SFEB
 

@@ -1,4 +1,4 @@
-"""hanet_jax.host_memory: after the first call, XLA:CPU's large buffers stop page-faulting."""
+"""hanet_jax.ops.cpu.host_memory: after the first call, XLA:CPU's large buffers stop page-faulting."""
 
 import os
 import subprocess
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hanet_jax import host_memory
+from hanet_jax.ops.cpu import host_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # one's buffer is still held.
 _PROBE = r"""
 import resource, time
-from hanet_jax import host_memory
+from hanet_jax.ops.cpu import host_memory
 applied = host_memory.keep_freed_host_memory_if_cpu_only()
 import jax, jax.numpy as jnp
 f = jax.jit(lambda a, b: (a @ b) @ b.T)

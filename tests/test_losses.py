@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hanet_jax.losses import (LOSS_NAMES, bce_with_logits, dice_loss, focal_loss,
+from hanet_jax.train.losses import (LOSS_NAMES, bce_with_logits, dice_loss, focal_loss,
                               jaccard_loss_batch, jaccard_loss_per_image, make_loss)
 
 RNG = np.random.default_rng(0)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from _train_helpers import run_python
 
-from hanet_jax.models import blas_conv, maxpool
+from hanet_jax.ops.cpu import conv as blas_conv
+from hanet_jax.ops.cpu import maxpool
 
 needs_handler = pytest.mark.skipif(not (blas_conv.active() and maxpool.available()),
                                    reason="no C++ compiler / handler")
@@ -73,7 +74,7 @@ def test_bfloat16_keeps_the_plain_pool():
 SPLIT = """
     import numpy as np, jax, jax.numpy as jnp
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    from hanet_jax.models import maxpool
+    from hanet_jax.ops.cpu import maxpool
     rng = np.random.default_rng(0)
     x = np.pad(np.maximum(rng.standard_normal((4, 10, 8, 3), np.float32), 0), ((0, 0), (1, 1), (1, 1), (0, 0)))
     loss = lambda f: jax.jit(jax.grad(lambda x: jnp.sum(f(x) ** 2)))

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from hanet_jax.plateau import EarlyStopping, ReduceLROnPlateau, adam, scale_updates
+from hanet_jax.train.keras_callbacks import EarlyStopping, ReduceLROnPlateau, adam, scale_updates
 
 # 40 epochs of validation loss: gains below and above min_delta (1e-4 for the plateau, 1e-3
 # for early stopping), flat stretches, and enough reductions to reach min_lr. No gain sits
@@ -258,11 +258,11 @@ def test_weight_decay_leaves_adams_state_as_is_so_checkpoints_resume_under_eithe
 
 
 def test_config_weight_decay_reaches_the_trainers_optimiser():
-    from configs import common
-    from hanet_jax import train_state
+    from hanet_jax.train import recipes
+    from hanet_jax.train import state as train_state
 
     params, grads = _toy_model()
-    config = common.get_config()
+    config = recipes.get_config()
     plain, _, _ = train_state.optimizer_from_config(config.optimizer)
     config.optimizer.weight_decay = 0.05
     decayed, _, _ = train_state.optimizer_from_config(config.optimizer)

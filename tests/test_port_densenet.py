@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 
-from hanet_jax.checkpoints import restore_variables
+from hanet_jax.checkpoints.format import restore_variables
 from hanet_jax.models.densenet import DENSENET_EPS, SKIP_NAMES, DenseNet121
 from hanet_jax.models.hanet import HANet
 from hanet_jax.port.__main__ import main as port_main

@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
-from hanet_jax import eval_lib, postprocess
-from hanet_jax.protocols import evaluate_image
+from hanet_jax.eval import evaluate as eval_lib
+from hanet_jax.eval import postprocess
+from hanet_jax.eval.protocols import evaluate_image
 
 from hanet_jax.data.layouts import list_examples
 from test_eval import FakeModel, _write_split, fake_predictor  # noqa: F401  (fixture)

@@ -76,7 +76,7 @@ def test_conv_macs_256_match_the_release_count(full_256):
 
 
 def test_the_cost_breakdown_reconstructs_the_papers_and_the_profilers_counts(full_256):
-    from hanet_jax import flops
+    from hanet_jax.bench import flops
 
     costs = flops.keras_cost_breakdown(full_256, (256, 256, 3))
     assert round(costs["keras_profiler_forward_gflops"], 2) == 15.95  # the spec's profiler figure

@@ -116,7 +116,7 @@ def test_the_fixed_rows_name_a_post_processing_chosen_on_val(tmp_path):
 
 
 def test_the_note_counts_failed_test_images_from_the_per_image_csv(tmp_path):
-    from hanet_jax.metrics import write_per_image_csv
+    from hanet_jax.eval.metrics import write_per_image_csv
     busi = _workdir(tmp_path / "b", 0.777)
 
     def row(stem, protocol, dice, tp, fp):
@@ -133,9 +133,9 @@ def test_the_note_counts_failed_test_images_from_the_per_image_csv(tmp_path):
 
 def test_the_note_gives_the_command_that_reproduces_the_row(tmp_path):
     sys.path.insert(0, str(ROOT))
-    from configs import common
+    from hanet_jax.train import recipes
 
-    recipe = common.dataset_recipe("busi", "cpu2h")
+    recipe = recipes.dataset_recipe("busi", "cpu2h")
     busi = _workdir(tmp_path / "b", 0.7)
     config = json.loads((busi / "config.json").read_text())
     config.update(batch_size=recipe.batch_size + 4, data={"root": "/data/hp/BUSI", "test_fraction": 0.2})
@@ -150,8 +150,8 @@ def test_the_note_gives_the_command_that_reproduces_the_row(tmp_path):
 
 
 def test_a_cross_validation_names_its_runs_and_the_out_of_fold_row(tmp_path):
-    from hanet_jax import ensemble
-    from hanet_jax.checkpoints import write_meta
+    from hanet_jax.inference import ensemble
+    from hanet_jax.checkpoints.format import write_meta
 
     cv = _workdir(tmp_path / "cv", 0.75)
     for fold, (epochs, wall, best) in enumerate(((10, 1200.0, 990), (9, 1300.0, 891))):

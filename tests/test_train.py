@@ -17,11 +17,13 @@ import numpy as np
 import pytest
 
 import _train_helpers as helpers
-from hanet_jax import checkpoints, train_checkpoints, train_lib
-from hanet_jax.checkpoints import CheckpointError
+from hanet_jax.checkpoints import format as checkpoints
+from hanet_jax.checkpoints import training as train_checkpoints
+from hanet_jax.train import loop as train_lib
+from hanet_jax.checkpoints.format import CheckpointError
 from hanet_jax.data import pipeline
 from hanet_jax.models.hanet import model_config, model_from_config
-from hanet_jax.train_state import (apply_init_from, create_train_state, make_mesh,
+from hanet_jax.train.state import (apply_init_from, create_train_state, make_mesh,
                                    optimizer_from_config, resolve_model_config, to_host)
 
 SUMMARY_KEYS = {"final_train_loss", "best_val_loss", "best_val_dice", "best_step", "epochs",
@@ -231,7 +233,7 @@ def test_bfloat16_step_keeps_float32_params_and_batch_stats(ref):
 def test_folder_run_records_its_held_out_splits_for_eval(ref, tmp_path):
     import data_fixtures
     import eval as eval_cli
-    from hanet_jax import eval_lib
+    from hanet_jax.eval import evaluate as eval_lib
     from hanet_jax.data import check
 
     data_fixtures.write_processed(str(tmp_path / "data"), n=30)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hanet_jax.viz import (FN_COLOR, FP_COLOR, TP_COLOR, case_grid, heatmap, jet, overlay,
+from hanet_jax.eval.overlays import (FN_COLOR, FP_COLOR, TP_COLOR, case_grid, heatmap, jet, overlay,
                            select_cases)
 
 IMAGE = np.full((4, 4), 100, np.uint8)

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from _train_helpers import run_python
 
-from hanet_jax.models import blas_conv, densenet, layers, winograd
+from hanet_jax.models import densenet, layers
+from hanet_jax.ops.cpu import conv as blas_conv
+from hanet_jax.ops.cpu import winograd
 
 needs_handler = pytest.mark.skipif(not blas_conv.available() or winograd._library() is None,
                                    reason="no C++ compiler / scipy OpenBLAS")
@@ -98,7 +100,7 @@ def test_env_and_disabled_keep_xla(monkeypatch):
 SPLIT = """
     import numpy as np, jax, jax.numpy as jnp
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    from hanet_jax.models import blas_conv
+    from hanet_jax.ops.cpu import conv as blas_conv
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 16, 16, 16), np.float32)
     k = rng.standard_normal((3, 3, 16, 32), np.float32)
@@ -122,7 +124,8 @@ def test_split_over_two_devices_stays_batch_sharded():
 
 TARGETS = """
     import os, numpy as np, jax, jax.numpy as jnp
-    from hanet_jax.models import blas_conv, winograd
+    from hanet_jax.ops.cpu import conv as blas_conv
+    from hanet_jax.ops.cpu import winograd
     rng = np.random.default_rng(0)
     for march in ("x86-64-v3", "x86-64"):  # AVX2's tiles, and SSE's
         os.environ[blas_conv.MARCH_ENV] = march

@@ -13,7 +13,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hanet_jax.models import maxpool, winograd
+from hanet_jax.ops.cpu import maxpool
+from hanet_jax.ops.cpu import winograd
 from hanet_jax.models.layers import BatchNormAffine, Conv, batch_norm
 
 DENSENET_EPS = 1.001e-5  # every BatchNorm in Keras' DenseNet

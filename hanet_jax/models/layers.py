@@ -16,7 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hanet_jax.models import blas_conv, winograd
+from hanet_jax.ops.cpu import conv as blas_conv
+from hanet_jax.ops.cpu import winograd
 
 Initializer = Callable[..., jax.Array]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hanet_jax.checkpoints import CheckpointError, save_variables
+from hanet_jax.checkpoints.format import CheckpointError, save_variables
 from hanet_jax.models.hanet import HANet, model_config
 
 

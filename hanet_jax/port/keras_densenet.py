@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hanet_jax.checkpoints import CheckpointError, read_meta, restore_variables, save_variables, write_meta
+from hanet_jax.checkpoints.format import CheckpointError, read_meta, restore_variables, save_variables, write_meta
 from hanet_jax.models.densenet import DENSENET_EPS, DenseNet121
 
 ENCODER_KIND = "encoder"

@@ -1,0 +1,247 @@
+"""Checks a training config before any work: every key known, every value valid.
+
+Each error names the key as `config.section.key`. The rules below are the schema: a config must
+hold exactly these keys (configs/common.py defines them, with their defaults and meaning).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from absl import logging
+
+from hanet_jax.data.audit import GROUP_BY, RELEASES
+from hanet_jax.data.layouts import LAYOUTS
+from hanet_jax.data.splits import METHODS as VAL_SPLITS
+from hanet_jax.train.losses import LOSS_NAMES
+from hanet_jax.models.hanet import DTYPES, VARIANTS
+
+
+class ConfigError(ValueError):
+    """A config key that is unknown, missing or holds a bad value; the message names it."""
+
+
+Check = Callable[[Any], str | None]  # returns a complaint, or None when the value is fine
+
+
+def _choice(*options) -> Check:
+    return lambda v: None if v in options else f"must be one of {options}, got {v!r}"
+
+
+def _bool(v) -> str | None:
+    return None if isinstance(v, bool) else f"must be true or false, got {v!r}"
+
+
+def _str(v) -> str | None:
+    return None if isinstance(v, str) else f"must be a string, got {v!r}"
+
+
+def _int(low: int | None = None) -> Check:
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, int):
+            return f"must be an integer, got {v!r}"
+        if low is not None and v < low:
+            return f"must be >= {low}, got {v}"
+        return None
+    return check
+
+
+def _float(low: float | None = None, high: float | None = None, *, open_low: bool = False,
+           open_high: bool = False) -> Check:
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return f"must be a number, got {v!r}"
+        if low is not None and (v <= low if open_low else v < low):
+            return f"must be {'>' if open_low else '>='} {low}, got {v}"
+        if high is not None and (v >= high if open_high else v > high):
+            return f"must be {'<' if open_high else '<='} {high}, got {v}"
+        return None
+    return check
+
+
+def _image_size(v) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 32 or v % 32:
+        return f"must be a positive multiple of 32 (the encoder downsamples by 32), got {v!r}"
+    return None
+
+
+def _layer_counts(v) -> str | None:
+    if not (isinstance(v, (tuple, list)) and len(v) == 4
+            and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in v)):
+        return f"must be 4 positive integers (DenseNet-121: (6, 12, 24, 16)), got {v!r}"
+    return None
+
+
+RULES: dict[str, Check] = {
+    "model.variant": _choice(*VARIANTS),
+    "model.upsampling": _choice("nearest", "bilinear"),
+    "model.conv_order": _choice("conv_relu_bn", "conv_bn_relu"),
+    "model.sdpa_learned_projections": _bool,
+    "model.tam_merge": _choice("sum", "concat"),
+    "model.input_normalization": _choice("auto", "none", "imagenet"),
+    "model.dropout_rate": _float(0.0, 1.0, open_high=True),
+    "model.encoder_epsilon": _float(0.0, open_low=True),
+    "model.dtype": _choice(*DTYPES),
+    "model.image_size": _image_size,
+    "model.encoder_blocks": _layer_counts,
+    "data.source": _choice("synthetic", "folder"),
+    "data.root": _str,
+    "data.layout": _choice(*LAYOUTS),
+    "data.split": _str,
+    "data.include_normal": _bool,
+    "data.val_split": _choice(*VAL_SPLITS),
+    "data.val_fraction": _float(0.0, 1.0, open_low=True, open_high=True),
+    "data.test_fraction": _float(0.0, 1.0, open_high=True),
+    "data.folds": _int(0),
+    "data.fold": _int(0),
+    "data.group_by": _choice(*GROUP_BY),
+    "data.release": _choice("", *RELEASES),
+    "data.n_train": _int(1),
+    "data.n_val": _int(1),
+    "data.seed": _int(0),
+    "data.augment.hflip": _bool,
+    "data.augment.vflip": _bool,
+    "data.augment.affine": _bool,
+    "data.augment.brightness_contrast": _bool,
+    "data.augment.speckle": _bool,
+    "batch_size": _int(1),
+    "num_epochs": _int(1),
+    "loss": _choice(*LOSS_NAMES),
+    "seed": _int(0),
+    "optimizer.learning_rate": _float(0.0, open_low=True),
+    "optimizer.schedule": _choice("plateau", "cosine"),
+    "optimizer.b1": _float(0.0, 1.0, open_high=True),
+    "optimizer.b2": _float(0.0, 1.0, open_high=True),
+    "optimizer.eps": _float(0.0),
+    "optimizer.plateau_factor": _float(0.0, 1.0, open_low=True, open_high=True),
+    "optimizer.plateau_patience": _int(1),
+    "optimizer.plateau_min_delta": _float(0.0, open_low=True),
+    "optimizer.plateau_cooldown": _int(0),
+    "optimizer.min_lr": _float(0.0),
+    "optimizer.early_stopping_patience": _int(1),
+    "optimizer.early_stopping_min_delta": _float(0.0),
+    "optimizer.ema_decay": _float(0.0, 1.0, open_high=True),
+    "optimizer.weight_decay": _float(0.0),
+    "init_from": _str,
+    "init_scope": _choice("all", "encoder"),
+    "checkpoint.every_steps": _int(0),
+    "checkpoint.keep_latest": _int(1),
+    "checkpoint.keep_best": _int(1),
+    "checkpoint.async_save": _bool,
+    "log_every_steps": _int(1),
+    "num_overlays": _int(0),
+}
+
+
+def get_dotted(config, dotted: str):
+    """config["a"]["b"] for dotted = "a.b" (a ConfigDict or nested dicts)."""
+    node = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def set_dotted(config, dotted: str, value) -> None:
+    """config["a"]["b"] = value for dotted = "a.b" (a ConfigDict or nested dicts)."""
+    *parents, leaf = dotted.split(".")
+    node = config
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+
+
+def to_dict(config) -> dict:
+    """A ConfigDict (or mapping) as plain nested dicts."""
+    if hasattr(config, "to_dict"):
+        config = config.to_dict()
+    return {k: to_dict(v) if isinstance(v, Mapping) or hasattr(v, "to_dict") else v
+            for k, v in dict(config).items()}
+
+
+def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    out = {}
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def validate_config(config) -> dict:
+    """Checks every key and value; returns the config as a plain dict.
+
+    Raises ConfigError naming `config.<key>` for an unknown key, a missing key or a bad value,
+    and for combinations that cannot work (e.g. data.source=folder without data.root).
+    """
+    flat = flatten(to_dict(config))
+    unknown = sorted(set(flat) - set(RULES))
+    if unknown:
+        # A section replaced by a scalar shows up as both unknown and missing; name it once.
+        raise ConfigError(f"unknown config key(s): {', '.join('config.' + k for k in unknown)}")
+    missing = sorted(set(RULES) - set(flat))
+    if missing:
+        raise ConfigError(f"missing config key(s): {', '.join('config.' + k for k in missing)} "
+                          "(start configs from configs/common.py)")
+    problems = [f"config.{key}: {msg}" for key, check in RULES.items()
+                if (msg := check(flat[key])) is not None]
+    if flat["data.source"] == "folder" and not flat["data.root"]:
+        problems.append("config.data.root: must name the dataset folder when "
+                        "config.data.source='folder' (or set config.data.source='synthetic')")
+    if flat["data.group_by"] == "processed_release" and not flat["data.release"]:
+        problems.append("config.data.release: must be 'busi' or 'udiat' when "
+                        "config.data.group_by='processed_release'")
+    folds, fold = flat["data.folds"], flat["data.fold"]
+    if isinstance(folds, int) and isinstance(fold, int):
+        if folds == 1:
+            problems.append("config.data.folds: 0 (no cross-validation) or at least 2, got 1")
+        elif folds and not fold < folds:
+            problems.append(f"config.data.fold: must be below config.data.folds={folds}, got {fold}")
+        elif not folds and fold:
+            problems.append("config.data.fold: needs config.data.folds >= 2")
+        if folds and flat["data.val_split"] != "grouped":
+            problems.append("config.data.folds: needs config.data.val_split='grouped'")
+    if isinstance(flat["optimizer.min_lr"], (int, float)) and isinstance(
+            flat["optimizer.learning_rate"], (int, float)) and \
+            flat["optimizer.min_lr"] > flat["optimizer.learning_rate"]:
+        problems.append("config.optimizer.min_lr: must be <= config.optimizer.learning_rate")
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    return to_dict(config)
+
+
+def write_json(path: str | os.PathLike, payload) -> None:
+    """A config or a mapping as indented JSON, written atomically."""
+    tmp = f"{os.fspath(path)}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(to_dict(payload), f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def save_config(path: str | os.PathLike, config) -> list[str]:
+    """Writes config.json; warns about (and returns) differences from one already there."""
+    changed = []
+    if os.path.exists(path):
+        with open(path) as f:
+            changed = config_differences(json.load(f), to_dict(config))
+        if changed:
+            logging.warning("config differs from %s (resuming?): %s", path, "; ".join(changed))
+    write_json(path, config)
+    return changed
+
+
+def flat_json(config) -> dict[str, Any]:
+    """A config (or mapping) flattened as its config.json holds it: tuples become lists."""
+    return flatten(json.loads(json.dumps(to_dict(config))))
+
+
+def config_differences(old: Mapping, new: Mapping) -> list[str]:
+    """Keys whose values differ between two config dicts, as `config.a.b: old -> new`."""
+    a, b = (flat_json(c) for c in (old, new))
+    return [f"config.{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]

@@ -1,0 +1,432 @@
+"""Training and validation of HA-Net: `train_and_evaluate(config, workdir)`.
+
+- Parallelism: one Mesh over every device of every process, axis "data". `train_step` and
+  `eval_step` are pure module-level functions, jitted with NamedShardings (state replicated,
+  batch sharded on its first dimension, the state donated). Under jit a batch-sharded
+  BatchNorm normalises over the global batch; no pmap, no axis names. Each process feeds its
+  slice of every global batch (`pipeline.to_global_batch`).
+- Schedule: Adam every step, its updates scaled by the ReduceLROnPlateau scale; the plateau
+  and EarlyStopping see the validation loss once per epoch; the best checkpoint (by early
+  stopping's notion of improvement) is what `restore_best_variables` / `load_bundle` load and
+  what `TrainResult.variables` holds at the end (Keras' restore_best_weights).
+- Metrics (clu): loss is the mean of batch losses (validation batches weighted by their real
+  examples, as Keras does); Dice and IoU at threshold 0.5 are computed from confusion counts
+  pooled over the whole epoch, not averaged per batch (a batch without lesions would
+  otherwise count as 0 or NaN).
+- Faults: SIGTERM -> a checkpoint at the next step boundary, then a clean return
+  (`TrainResult.preempted`); a non-finite loss -> FloatingPointError naming the step, with
+  nothing saved after the last good checkpoint; restarting with the same workdir resumes
+  exactly (same batches, same dropout keys, same metrics).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from clu import metric_writers, metrics as clu_metrics, periodic_actions
+from jax.experimental import multihost_utils
+
+from hanet_jax.checkpoints import format as checkpoints
+from hanet_jax.train import config as config_utils
+from hanet_jax.checkpoints import training as ckpt
+from hanet_jax.train import input as train_data
+from hanet_jax.eval import overlays as viz
+from hanet_jax.eval.evaluate import DATA_SPLIT_FILE
+from hanet_jax.data import pipeline
+from hanet_jax.models.hanet import model_config, model_from_config
+from hanet_jax.train.keras_callbacks import EarlyStopping, scale_updates
+from hanet_jax.train.state import (TrainState, apply_init_from, batch_sharded, create_train_state,
+                                   ema_update, learning_rate_schedule, make_loss_fn, make_mesh,
+                                   optimizer_from_config, replicate, replicated,
+                                   resolve_model_config, to_host)
+
+
+# ------------------------------------------------------------------------------------ metrics
+@flax.struct.dataclass
+class _Pooled(clu_metrics.Metric):
+    """Confusion counts at logit > 0 (probability > 0.5), summed over batches (int32)."""
+    tp: jnp.ndarray
+    fp: jnp.ndarray
+    fn: jnp.ndarray
+
+    @classmethod
+    def from_model_output(cls, *, logits, targets, valid=None, **_):
+        pred, gt = logits > 0, targets > 0.5
+        keep = jnp.ones(pred.shape[0], bool) if valid is None else valid > 0
+        keep = keep.reshape((-1,) + (1,) * (pred.ndim - 1))
+        count = lambda x: jnp.sum(x & keep, dtype=jnp.int32)  # noqa: E731
+        return cls(tp=count(pred & gt), fp=count(pred & ~gt), fn=count(~pred & gt))
+
+    @classmethod
+    def empty(cls):
+        zero = jnp.zeros((), jnp.int32)
+        return cls(tp=zero, fp=zero, fn=zero)
+
+    def merge(self, other):
+        return type(self)(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn)
+
+    def _ratio(self, num, den):
+        return jnp.where(den > 0, num / jnp.maximum(den, 1), jnp.nan)
+
+
+@flax.struct.dataclass
+class PooledDice(_Pooled):
+    def compute(self):
+        return self._ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
+
+
+@flax.struct.dataclass
+class PooledIoU(_Pooled):
+    def compute(self):
+        return self._ratio(self.tp, self.tp + self.fp + self.fn)
+
+
+@flax.struct.dataclass
+class BatchLoss(clu_metrics.Average):
+    """A batch loss weighted by the batch's real (non-padding) examples."""
+
+    @classmethod
+    def from_model_output(cls, *, loss, valid, **_):
+        n = jnp.sum(valid > 0, dtype=jnp.int32)
+        return cls(total=loss * n, count=n)
+
+
+TrainMetrics = clu_metrics.Collection.create(
+    loss=clu_metrics.Average.from_output("loss"), dice=PooledDice, iou=PooledIoU)
+EvalMetrics = clu_metrics.Collection.create(loss=BatchLoss, dice=PooledDice, iou=PooledIoU)
+
+
+# -------------------------------------------------------------------------------------- steps
+def train_step(state: TrainState, batch, *, model, loss_fn, tx, ema_decay: float = 0.0):
+    """One Adam step on a global batch; dropout key fold_in(state.rng, state.step); then the
+    EMA's step when the state has one."""
+    dropout_key = jax.random.fold_in(state.rng, state.step)
+
+    def loss_of(params):
+        logits, updates = model.apply(
+            {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
+            mutable=["batch_stats"], rngs={"dropout": dropout_key})
+        return loss_fn(logits, batch["mask"]), (logits, updates["batch_stats"])
+
+    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, scale_updates(updates, state.plateau.scale))
+    metrics = TrainMetrics.single_from_model_output(loss=loss, logits=logits, targets=batch["mask"])
+    ema = state.ema
+    if ema is not None:
+        ema = ema_update(ema, {"params": params, "batch_stats": batch_stats}, state.step,
+                         ema_decay)
+    return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                         opt_state=opt_state, ema=ema), metrics
+
+
+def eval_step(state: TrainState, batch, *, model, loss_fn):
+    """Validation metrics of a padded global batch (padding has weight 0), and predictions."""
+    logits = model.apply(state.eval_variables, batch["image"], train=False)
+    loss = loss_fn(logits, batch["mask"], batch["valid"])
+    metrics = EvalMetrics.single_from_model_output(loss=loss, logits=logits, targets=batch["mask"],
+                                                   valid=batch["valid"])
+    return metrics, logits > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Steps:
+    train: Callable
+    eval: Callable
+
+
+_STEPS: dict = {}
+
+
+def compiled_steps(model, loss_name: str, tx, mesh, ema_decay: float = 0.0) -> Steps:
+    """jitted train/eval steps, cached per (model, loss, optimiser, mesh, EMA decay)."""
+    key = (model, loss_name, tx, mesh, ema_decay)
+    if key not in _STEPS:
+        loss_fn, repl, data = make_loss_fn(loss_name), replicated(mesh), batch_sharded(mesh)
+        _STEPS[key] = Steps(
+            train=jax.jit(lambda s, b: train_step(s, b, model=model, loss_fn=loss_fn, tx=tx,
+                                                  ema_decay=ema_decay),
+                          in_shardings=(repl, data), out_shardings=(repl, repl),
+                          donate_argnums=(0,)),
+            eval=jax.jit(lambda s, b: eval_step(s, b, model=model, loss_fn=loss_fn),
+                         in_shardings=(repl, data), out_shardings=(repl, data)))
+    return _STEPS[key]
+
+
+@dataclasses.dataclass
+class TrainResult:
+    summary: dict
+    state: TrainState          # the last training state
+    variables: dict | None     # the best checkpoint's {"params", "batch_stats"}
+    preempted: bool = False
+
+
+def _fetch(metrics) -> dict[str, float]:
+    return {k: float(v) for k, v in to_host(metrics.compute()).items()}
+
+
+def evaluate(steps: Steps, state, val: pipeline.DecodedDataset, mesh, batch_size: int,
+             num_overlays: int = 0) -> tuple[dict, np.ndarray | None]:
+    """Validation metrics over every example, and up to `num_overlays` overlays (uint8)."""
+    merged, overlays = None, None
+    for local in pipeline.make_dataset(val, global_batch_size=batch_size, train=False,
+                                       process_index=jax.process_index(),
+                                       process_count=jax.process_count()).as_numpy_iterator():
+        metrics, pred = steps.eval(state, pipeline.to_global_batch(local, mesh))
+        merged = metrics if merged is None else merged.merge(metrics)
+        if overlays is None and num_overlays:
+            pred = multihost_utils.global_array_to_host_local_array(
+                pred, mesh, batch_sharded(mesh).spec)
+            n = min(num_overlays, int(local["valid"].sum()))
+            overlays = np.stack([viz.overlay(np.rint(local["image"][i] * 255).astype(np.uint8),
+                                             np.asarray(pred[i]), local["mask"][i] > 0.5)
+                                 for i in range(n)]) if n else None
+    return _fetch(merged), overlays
+
+
+def _check_finite(loss, step: int, spe: int, manager) -> None:
+    value = float(loss)
+    if not math.isfinite(value):
+        manager.wait_until_finished()
+        raise FloatingPointError(
+            f"training diverged: loss {value} at step {step} (epoch {step // spe}, batch "
+            f"{step % spe}); stopped; nothing saved after it; the last good checkpoint is step "
+            f"{manager.latest_step()} in {manager.directory}")
+
+
+@dataclasses.dataclass
+class _Run:
+    """What the loop needs besides the state; `clock`/`images` time the training steps only."""
+    config: Any
+    workdir: str
+    steps: Steps
+    data: train_data.TrainData
+    mesh: Any
+    manager: Any
+    writer: Any
+    plateau: Any
+    spe: int
+    total_steps: int
+    clock: float = 0.0
+    images: int = 0
+    train_seconds: float = 0.0
+    train_images: int = 0
+
+    def learning_rate(self, state, step: int | None = None) -> float:
+        """The rate Adam applied at `step` (default: the last step done)."""
+        step = int(state.step) - 1 if step is None else step
+        opt = self.config.optimizer
+        if opt.schedule == "cosine":
+            schedule = learning_rate_schedule(float(opt.learning_rate), self.total_steps,
+                                              float(opt.min_lr))
+            return float(schedule(max(step, 0)))
+        return self.plateau.lr(to_host(state.plateau))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       batch_hook: Callable[[int, dict], dict] | None = None) -> TrainResult:
+    """Trains per `config`, resuming from WORKDIR/checkpoints when there are any.
+
+    `batch_hook(step, local_batch) -> local_batch`, for debugging and fault-injection tests,
+    sees each process's numpy batch before it is sharded.
+    """
+    start_time = time.time()
+    config = ml_collections.ConfigDict(config_utils.validate_config(config))
+    workdir = os.path.abspath(workdir)
+    mesh, n_dev = make_mesh(), jax.device_count()
+    if config.batch_size % n_dev:
+        raise config_utils.ConfigError(
+            f"config.batch_size={config.batch_size} is not divisible by the {n_dev} devices")
+    if config.init_from:
+        checkpoints.read_meta(config.init_from)  # fail early, naming the path
+    data = train_data.build_data(config, workdir)
+    model = model_from_config(resolve_model_config(config.model.to_dict(), config.init_from))
+    spe = pipeline.steps_per_epoch(len(data.train), config.batch_size)
+    tx, plateau, stopper = optimizer_from_config(config.optimizer, spe * config.num_epochs)
+
+    os.makedirs(workdir, exist_ok=True)
+    if jax.process_index() == 0:
+        config_utils.save_config(os.path.join(workdir, "config.json"), config)
+        checkpoints.write_meta(workdir, kind="workdir", model_cfg=model_config(model),
+                               image_size=(config.model.image_size,) * 2)
+        if data.split_record is not None:
+            config_utils.write_json(os.path.join(workdir, DATA_SPLIT_FILE),
+                                    data.split_record)
+    c = config.checkpoint
+    manager = ckpt.make_manager(workdir, keep_latest=c.keep_latest, keep_best=c.keep_best,
+                                async_save=c.async_save)
+    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    ema_decay = float(config.optimizer.ema_decay)
+    run = _Run(config, workdir, compiled_steps(model, config.loss, tx, mesh, ema_decay), data,
+               mesh, manager, writer, plateau, spe, spe * config.num_epochs)
+    try:
+        state = create_train_state(model, config.model.image_size, tx, plateau, config.seed, mesh,
+                                   ema=ema_decay > 0)
+        progress = {"history": [], "stopper": dataclasses.asdict(stopper), "train_metrics": None,
+                    "wall_seconds": 0.0}
+        restored = ckpt.restore_latest(manager, state)
+        if restored:
+            state, progress = restored
+            if progress["steps_per_epoch"] != spe:
+                raise config_utils.ConfigError(
+                    f"{manager.directory}: the checkpoints have {progress['steps_per_epoch']} "
+                    f"steps per epoch, this config {spe} (config.batch_size or the data changed);"
+                    " use a new workdir")
+            logging.info("resuming from step %d in %s", int(state.step), manager.directory)
+        elif config.init_from:
+            state = apply_init_from(state, config.init_from, config.init_scope, mesh)
+            logging.info("initialised %s from %s", config.init_scope, config.init_from)
+        else:
+            writer.write_hparams(config_utils.flatten(config.to_dict()))
+        progress["wall_seconds"] -= start_time  # + the time at any save: total over restarts
+        return _train_loop(run, state, EarlyStopping(**progress["stopper"]), progress, batch_hook)
+    finally:
+        manager.wait_until_finished()
+        manager.close()
+        writer.flush()
+        writer.close()
+
+
+def _meta(run: _Run, step: int, stopper, history, epoch_metrics, progress) -> dict:
+    """The checkpoint's JSON: data position, early stopping, history, open-epoch metrics."""
+    open_epoch = None
+    if epoch_metrics is not None and step % run.spe:
+        open_epoch = jax.tree.map(lambda x: x.item(),
+                                  flax.serialization.to_state_dict(to_host(epoch_metrics)))
+    return {"step": step, "epoch": step // run.spe, "steps_per_epoch": run.spe,
+            "history": history, "stopper": dataclasses.asdict(stopper),
+            "train_metrics": open_epoch, "wall_seconds": progress["wall_seconds"] + time.time()}
+
+
+def _train_loop(run: _Run, state, stopper, progress, batch_hook) -> TrainResult:
+    config, manager, spe = run.config, run.manager, run.spe
+    history, epoch_metrics = progress["history"], None
+    if progress["train_metrics"] is not None:  # an epoch interrupted mid-way
+        epoch_metrics = flax.serialization.from_state_dict(
+            TrainMetrics.empty(), jax.tree.map(np.asarray, progress["train_metrics"]))
+    first_step = done = int(state.step)
+    report = periodic_actions.ReportProgress(num_train_steps=run.total_steps, writer=run.writer,
+                                             every_steps=config.log_every_steps)
+    preempted = False
+    with ckpt.Preemption() as preemption:
+        batches = pipeline.iterate_batches(
+            run.data.train, global_batch_size=config.batch_size, start_step=first_step,
+            num_epochs=config.num_epochs, seed=config.seed, augment=run.data.augment,
+            process_index=jax.process_index(), process_count=jax.process_count())
+        last_loss = None
+        for step, local in (batches if not stopper.stop and first_step < run.total_steps else ()):
+            if batch_hook is not None:
+                local = batch_hook(step, local)
+            state, metrics = run.steps.train(state, pipeline.to_global_batch(local, run.mesh))
+            if last_loss is not None:  # checked one step late: the device keeps working
+                _check_finite(*last_loss, spe, manager)
+            last_loss = (metrics.loss.total, step)
+            epoch_metrics = metrics if epoch_metrics is None else epoch_metrics.merge(metrics)
+            done = step + 1
+            if step == first_step:  # compilation: throughput is timed from the next step on
+                jax.block_until_ready(metrics)
+                run.clock, run.images = time.time(), 0
+            else:
+                run.images += config.batch_size
+            report(done)
+            log, end_epoch = done % config.log_every_steps == 0, done % spe == 0
+            periodic = config.checkpoint.every_steps and done % config.checkpoint.every_steps == 0
+            preempted = preemption.any_process()
+            if log or end_epoch or periodic or preempted:
+                _check_finite(*last_loss, spe, manager)  # never log or save past a NaN
+            if log:
+                scalars = {f"train/{k}": v for k, v in _fetch(epoch_metrics).items()}
+                scalars["train/learning_rate"] = run.learning_rate(state)
+                run.writer.write_scalars(done, scalars)
+            if end_epoch:
+                stopper, state = _end_epoch(run, state, stopper, history, epoch_metrics,
+                                            progress)
+                epoch_metrics = None
+            elif periodic or preempted:
+                ckpt.save(manager, state, _meta(run, done, stopper, history, epoch_metrics,
+                                                progress))
+            if preempted:
+                manager.wait_until_finished()
+                logging.warning("preempted: checkpoint at step %d in %s; run the same command "
+                                "again to resume", done, manager.directory)
+                break
+            if stopper.stop:
+                break
+    manager.wait_until_finished()
+    if preempted:
+        return TrainResult({"preempted_at_step": done}, state, None, preempted=True)
+    best_step, variables = ckpt.restore_best(manager, state.eval_variables)
+    summary = _summary(run, history, stopper, best_step, done,
+                       progress["wall_seconds"] + time.time())
+    if jax.process_index() == 0:
+        config_utils.write_json(os.path.join(run.workdir, "summary.json"), summary)
+    logging.info("done: best val_loss %s (val Dice %s) at step %s; %d epochs; %.0f s",
+                 summary["best_val_loss"], summary["best_val_dice"], best_step, len(history),
+                 summary["wall_seconds"])
+    return TrainResult(summary, state, variables)
+
+
+def _summary(run: _Run, history, stopper, best_step, done, wall) -> dict:
+    best = history[stopper.best_epoch] if history and stopper.best_epoch >= 0 else {}
+    return {
+        "final_train_loss": history[-1]["train_loss"] if history else None,
+        "best_val_loss": best.get("val_loss"), "best_val_dice": best.get("val_dice"),
+        "best_step": best_step, "best_epoch": stopper.best_epoch, "epochs": len(history),
+        "steps": done, "steps_per_epoch": run.spe, "stopped_early": stopper.stop,
+        # training steps only, over this run's epochs (the first step, compiling, excluded)
+        "images_per_second": run.train_images / run.train_seconds if run.train_seconds else None,
+        "devices": jax.device_count(), "processes": jax.process_count(), "wall_seconds": wall,
+        "history": history}
+
+
+def _end_epoch(run: _Run, state, stopper, history, epoch_metrics, progress):
+    """Validation, schedule, checkpoint and logs at the end of an epoch."""
+    config, done = run.config, int(state.step)
+    epoch = done // run.spe - 1
+    train = _fetch(epoch_metrics)  # waits for the epoch's last step
+    seconds = time.time() - run.clock
+    run.train_seconds, run.train_images = run.train_seconds + seconds, run.train_images + run.images
+    images_per_second = run.images / seconds if run.images else None
+    lr = run.learning_rate(state, done - 1)  # the rate of the epoch's last step
+    val, overlays = evaluate(run.steps, state, run.data.val, run.mesh, config.batch_size,
+                             config.num_overlays if jax.process_index() == 0 else 0)
+    if config.optimizer.schedule == "plateau":
+        new_plateau = run.plateau.step(to_host(state.plateau), val["loss"])
+        state = state.replace(plateau=replicate(to_host(new_plateau), run.mesh))
+    stopper = stopper.update(val["loss"])
+    row = {"epoch": epoch, "step": done, "train_loss": train["loss"], "train_dice": train["dice"],
+           "train_iou": train["iou"], "val_loss": val["loss"], "val_dice": val["dice"],
+           "val_iou": val["iou"], "learning_rate": lr, "improved": stopper.improved,
+           "images_per_second": images_per_second}
+    history.append(row)
+    ckpt.save(run.manager, state, _meta(run, done, stopper, history, None, progress), metrics={
+        "val_loss": val["loss"], "val_dice": val["dice"], "improved": stopper.improved,
+        "epoch": epoch})
+    run.writer.write_scalars(done, {f"epoch/{k}": v for k, v in row.items()
+                                    if k not in ("epoch", "step", "improved") and v is not None})
+    if overlays is not None:
+        run.writer.write_images(done, {"val/overlays": overlays})
+    elapsed = progress["wall_seconds"] + time.time()
+    per_epoch = elapsed / len(history)
+    logging.info("epoch %d/%d (step %d/%d): train loss %.4f Dice %.3f | val loss %.4f Dice %.3f "
+                 "IoU %.3f | lr %.3g | %s img/s | elapsed %.0f s, ETA %.0f s%s", epoch + 1,
+                 config.num_epochs, done, run.total_steps, train["loss"], train["dice"],
+                 val["loss"], val["dice"], val["iou"], lr,
+                 f"{images_per_second:.1f}" if images_per_second else "-", elapsed,
+                 per_epoch * (config.num_epochs - epoch - 1), " | best" if stopper.improved else "")
+    if stopper.stop:
+        logging.info("early stopping after epoch %d (best epoch %d)", epoch + 1,
+                     stopper.best_epoch + 1)
+    run.clock, run.images = time.time(), 0
+    return stopper, state

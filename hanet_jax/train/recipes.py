@@ -1,0 +1,175 @@
+"""The shared base of every training config: the HA-Net release's recipe, every key documented.
+
+Not a config to launch by itself; `configs/busi.py`, `udiat.py`, `default.py` and `smoke.py`
+start from `get_config()` here and change what they need. Every key below exists in every config
+(`hanet_jax.train.config.validate_config` checks the values and rejects unknown keys), and any
+of them can be overridden on the command line: `--config.optimizer.learning_rate=3e-4`.
+
+Step counts (steps per epoch, total steps) are derived by the trainer from the data and
+`batch_size`, never stored here, so overriding `batch_size` or `data.n_train` is always honoured.
+"""
+
+import ml_collections
+
+from hanet_jax.train import config as config_utils
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+
+    # HANet fields (hanet_jax.models.hanet.HANet) plus the input size. The defaults are the
+    # release's model; the other values are the paper-only options.
+    config.model = ml_collections.ConfigDict(dict(
+        variant="full",                   # full | no_tam | no_tam_no_sfeb | baseline
+        upsampling="nearest",             # nearest (release) | bilinear
+        conv_order="conv_relu_bn",        # conv_relu_bn (release) | conv_bn_relu
+        sdpa_learned_projections=False,   # paper: learned W_q, W_k, W_v
+        tam_merge="sum",                  # sum (release) | concat
+        input_normalization="auto",       # auto: imagenet when init_from is an ImageNet encoder
+                                          # checkpoint, else none (the release) | none | imagenet
+        dropout_rate=0.1,                 # SDPA dropout
+        encoder_epsilon=1.001e-5,         # encoder BatchNorm eps (Keras); 1e-5 for torchvision ports
+        dtype="float32",                  # compute dtype: float32 | bfloat16 (params stay float32)
+        encoder_blocks=(6, 12, 24, 16),   # DenseNet-121's dense layers per block (fewer: tests)
+        image_size=256,                   # square input side, a multiple of 32
+    ))
+
+    config.data = ml_collections.ConfigDict(dict(
+        source="folder",          # folder: a dataset on disk | synthetic: generated phantoms
+        # source=folder
+        root="",                  # dataset folder (for layout=processed: the one holding <split>/)
+        layout="processed",       # processed | busi | udiat (hanet_jax.data.layouts)
+        split="train",            # sub-folder for layout=processed
+        include_normal=False,     # busi layout: also read the 'normal' class (empty masks)
+        val_split="grouped",      # grouped: near-duplicates kept on one side | release: first
+                                  # val_fraction of the files in sorted name order (leaks)
+        val_fraction=0.2,
+        test_fraction=0.0,        # > 0: first hold out this fraction (whole groups) as a test
+                                  # set that training and model selection never see; val_fraction
+                                  # then applies to the rest (needs val_split=grouped)
+        folds=0,                  # >= 2: k-fold cross-validation of the non-test data instead
+        fold=0,                   # of val_fraction; this run validates on fold `fold` (grouped)
+        group_by="content",       # grouped split: content | processed_release (content plus
+                                  # the release's copy numbering; needs `release`)
+        release="",               # busi | udiat, for group_by=processed_release
+        # source=synthetic (hanet_jax.data.synthetic.make_split)
+        n_train=200,
+        n_val=50,
+        seed=0,                   # phantoms and the grouped split; training randomness is `seed`
+        # Online augmentation of training batches (hanet_jax.data.pipeline.AugmentConfig).
+        augment=ml_collections.ConfigDict(dict(
+            hflip=True,           # the release's only augmentation
+            vflip=False,
+            affine=False,
+            brightness_contrast=False,
+            speckle=False,
+        )),
+    ))
+
+    config.batch_size = 32        # global, over all devices and processes (the paper says 10)
+    config.num_epochs = 155       # at most; early stopping usually ends training sooner
+    config.loss = "bce_jaccard"   # hanet_jax.train.losses.LOSS_NAMES
+    config.seed = 0               # parameters, dropout and the order of training batches
+
+    # Keras Adam + ReduceLROnPlateau + EarlyStopping as in the release (hanet_jax.train.keras_callbacks).
+    config.optimizer = ml_collections.ConfigDict(dict(
+        learning_rate=1e-3,
+        schedule="plateau",       # plateau: the release (ReduceLROnPlateau below) | cosine:
+                                  # decay per step to min_lr over num_epochs (plateau off)
+        b1=0.9,
+        b2=0.999,
+        eps=1e-9,
+        plateau_factor=0.25,      # lr *= factor after `plateau_patience` epochs without
+        plateau_patience=4,       # a val_loss improvement larger than plateau_min_delta
+        plateau_min_delta=1e-4,   # absolute
+        plateau_cooldown=0,
+        min_lr=1e-9,
+        early_stopping_patience=9,
+        early_stopping_min_delta=1e-3,
+        weight_decay=0.0,         # > 0: AdamW's decoupled decay of the conv and dense kernels
+                                  # (w -= lr * weight_decay * w per step); 0: none (the release)
+        ema_decay=0.0,            # > 0: validate, select and export an exponential moving
+                                  # average of the weights (and BatchNorm statistics) with this
+                                  # decay per step, warmed up as min(decay, (1+t)/(10+t));
+                                  # 0: the live weights (the release)
+    ))
+
+    # Start from other weights (a fresh run only; a resumed run continues its own state).
+    config.init_from = ""         # an exported/ported checkpoint dir or a training workdir
+    config.init_scope = "all"     # all: the whole model | encoder: params/batch_stats["encoder"]
+
+    config.checkpoint = ml_collections.ConfigDict(dict(
+        every_steps=0,            # also save every N steps inside an epoch (0: epoch ends only)
+        keep_latest=1,            # newest checkpoints kept (resume)
+        keep_best=1,              # best-by-validation checkpoints kept (restore_best_weights)
+        async_save=True,          # write checkpoints in a background thread
+    ))
+
+    config.log_every_steps = 50   # training scalars and progress lines
+    config.num_overlays = 3       # validation overlays written as images each epoch
+    return config
+
+
+# `configs/busi.py:cpu2h`: what scripts/reproduce.sh trains on a 2-core CPU in about two hours
+# (measured and explained in the README's results section). Everything not listed stays the
+# release's recipe.
+CPU_2H = {
+    "model.image_size": 128,      # a quarter of the release's pixels
+    "batch_size": 16,             # more updates for the same images seen (the release: 32)
+    "num_epochs": 20,             # ~1,590 training images per epoch at 4.3-6.3 images/s with
+                                  # augmentation on the same 2 cores (README): 5-6 min an epoch
+    "log_every_steps": 10,
+}
+# What configs/busi.py and configs/udiat.py change from the release's recipe by default: the
+# changes the recipe search kept (README, "Beyond the release's recipe"; scripts/recipe_search.py).
+# The `release` profile undoes them.
+BEYOND_RELEASE = {
+    # The best arm of the recipe search on BUSI (96px / 8 epochs, cumulative arms; validation
+    # Dice per image at 0.5: release 0.718, +cosine 0.721, +augment 0.711, +bce_dice 0.753).
+    # The release's plateau never fired in 20 epochs (lr stayed 1e-3 in the BUSI run): cosine
+    # anneals instead.
+    "optimizer.schedule": "cosine",
+    # Kept as part of the best arm; alone it measured -0.010, within noise at that budget.
+    "data.augment.affine": True,
+    "data.augment.brightness_contrast": True,
+    # Per-image Dice weighs a small tumour like a large one (the release's Jaccard is over the
+    # whole batch): +0.042, the one clear gain.
+    "loss": "bce_dice",
+}
+
+
+# `:cpu2h,cv`: each run of a k-fold cross-validation (scripts/reproduce.sh with HANET_FOLDS=4)
+# in about the same two-hour budget: four runs of half the epochs (24-26 min each at 128x128
+# here, README: 103 min of training and 7 of evaluation for BUSI).
+CV_RUN = {"num_epochs": 10}
+
+
+PROFILES = {"cpu2h": CPU_2H, "cv": CV_RUN,
+            "release": {k: config_utils.get_dotted(get_config(), k) for k in BEYOND_RELEASE}}
+
+
+def apply_profile(config: ml_collections.ConfigDict, profile: str | None):
+    """`config` with the named profiles' overrides, in order ("release,cpu2h"; None or "":
+    unchanged)."""
+    for name in filter(None, (profile or "").split(",")):
+        if name not in PROFILES:
+            raise ValueError(f"unknown config profile {name!r} (after ':' in --config); "
+                             f"choose from {sorted(PROFILES)}, comma-separated")
+        for dotted, value in PROFILES[name].items():
+            config_utils.set_dotted(config, dotted, value)
+    return config
+
+
+def dataset_recipe(release: str, profile: str | None = None) -> ml_collections.ConfigDict:
+    """The recipe for the authors' processed layout of `release` ("busi" | "udiat"): the
+    release's, with validation groups from content plus the release's own copy numbering, and
+    the BEYOND_RELEASE changes; then `profile` (see PROFILES)."""
+    config = get_config()
+    config.data.source = "folder"
+    config.data.layout = "processed"
+    config.data.split = "train"
+    config.data.group_by = "processed_release"
+    config.data.release = release
+    for dotted, value in BEYOND_RELEASE.items():
+        config_utils.set_dotted(config, dotted, value)
+    return apply_profile(config, profile)
