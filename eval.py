@@ -30,7 +30,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from hanet_jax.eval.postprocess import POSTPROCESS  # NumPy and SciPy only: --help stays fast
+from hanet_jax.inference.postprocess import POSTPROCESS  # NumPy and SciPy only: --help stays fast
 
 
 def parse_args(argv=None):

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from hanet_jax.eval.postprocess import POSTPROCESS
+from hanet_jax.inference.postprocess import POSTPROCESS
 
 
 def parse_args(argv=None):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from hanet_jax.eval import evaluate as eval_lib
-from hanet_jax.eval import postprocess
+from hanet_jax.inference import postprocess
 from hanet_jax.eval.protocols import evaluate_image
 
 from hanet_jax.data.layouts import list_examples

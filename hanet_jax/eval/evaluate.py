@@ -60,7 +60,7 @@ from hanet_jax.data.layouts import Example
 from hanet_jax.data.pipeline import resize_pair
 from hanet_jax.inference.predictor import resize_probabilities
 from hanet_jax.eval.metrics import METRIC_NAMES, confusion_counts, metrics_from_counts, summarize, write_per_image_csv
-from hanet_jax.eval.postprocess import POSTPROCESS
+from hanet_jax.inference.postprocess import POSTPROCESS
 from hanet_jax.eval.protocols import PROTOCOLS, evaluate_image, fixed_mask
 
 PredictFn = Callable[[list[np.ndarray]], Sequence[np.ndarray]]

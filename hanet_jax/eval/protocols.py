@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hanet_jax.eval import postprocess as postprocess_lib
+from hanet_jax.inference import postprocess as postprocess_lib
 from hanet_jax.eval.metrics import as_bool_mask, confusion_counts, metrics_from_counts
 
 PROTOCOLS = ("fixed", "paper_oracle")
