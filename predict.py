@@ -74,7 +74,7 @@ def main(argv=None) -> int:
     from hanet_jax.checkpoints.format import CheckpointError
     from hanet_jax.inference.ensemble import load_predictor
     from hanet_jax.data.layouts import IMAGE_EXTENSIONS, DatasetError, natural_key, read_image
-    from hanet_jax.eval.protocols import fixed_mask
+    from hanet_jax.inference.postprocess import fixed_mask
 
     src, dst = Path(args.input), Path(args.output)
     if not src.is_dir():

@@ -9,7 +9,8 @@ from hanet_jax.eval.bootstrap import bootstrap_ci
 from hanet_jax.eval.metrics import (
     METRIC_NAMES, PER_IMAGE_COLUMNS, confusion_counts, metrics_from_counts, read_per_image_csv,
     summarize, write_per_image_csv)
-from hanet_jax.eval.protocols import binarize, evaluate_image, fixed_threshold, oracle_threshold
+from hanet_jax.eval.protocols import evaluate_image, fixed_threshold, oracle_threshold
+from hanet_jax.inference.postprocess import binarize
 
 NAN = math.nan
 

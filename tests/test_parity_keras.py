@@ -138,7 +138,7 @@ def test_cli_port_then_predict_matches_keras(tmp_path):
             "--settings_from", str(settings))
     assert r.returncode == 0, r.stderr
     assert "threshold 0.45, post-processing largest_component" in r.stdout
-    from hanet_jax.eval.protocols import fixed_mask
+    from hanet_jax.inference.postprocess import fixed_mask
     for stem in ("grey", "rgba", "colour", "small"):
         mask = np.asarray(Image.open(out2 / f"{stem}.png")) > 0
         np.testing.assert_array_equal(mask, fixed_mask(np.load(out / f"{stem}.npy"), 0.45, "largest_component"))

@@ -61,7 +61,8 @@ from hanet_jax.data.pipeline import resize_pair
 from hanet_jax.inference.predictor import resize_probabilities
 from hanet_jax.eval.metrics import METRIC_NAMES, confusion_counts, metrics_from_counts, summarize, write_per_image_csv
 from hanet_jax.inference.postprocess import POSTPROCESS
-from hanet_jax.eval.protocols import PROTOCOLS, evaluate_image, fixed_mask
+from hanet_jax.eval.protocols import PROTOCOLS, evaluate_image
+from hanet_jax.inference.postprocess import fixed_mask
 
 PredictFn = Callable[[list[np.ndarray]], Sequence[np.ndarray]]
 

@@ -13,20 +13,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from hanet_jax.inference import postprocess as postprocess_lib
+from hanet_jax.inference.postprocess import binarize, fixed_mask
 from hanet_jax.eval.metrics import as_bool_mask, confusion_counts, metrics_from_counts
 
 PROTOCOLS = ("fixed", "paper_oracle")
-
-
-def binarize(prob, threshold: float) -> np.ndarray:
-    """`prob >= threshold` as bool, compared in prob's dtype.
-
-    A Python float is a weak scalar for NumPy (NEP 50), so for float32 maps a threshold of 0.7
-    means float32(0.7), as it would in Keras/TF, and an oracle threshold read back from prob
-    selects exactly the pixels it was chosen for.
-    """
-    return np.asarray(prob) >= float(threshold)
 
 
 def fixed_threshold(prob, gt=None, threshold: float = 0.5) -> np.ndarray:
@@ -89,11 +79,6 @@ def oracle_threshold(prob, gt) -> float:
         f1 = 2 * precision * recall / (precision + recall)
     f1 = np.where(np.isnan(f1), -np.inf, f1)
     return float(thresholds[int(np.argmax(f1))])
-
-
-def fixed_mask(prob, threshold: float = 0.5, postprocess: str = "none") -> np.ndarray:
-    """The "fixed" protocol's mask: `prob >= threshold`, then `postprocess`."""
-    return postprocess_lib.apply(binarize(prob, threshold), postprocess, np.asarray(prob))
 
 
 def evaluate_image(prob, gt, protocol: str, threshold: float = 0.5, postprocess: str = "none") -> dict:

@@ -65,3 +65,18 @@ def apply(mask: np.ndarray, name: str, prob: np.ndarray | None = None) -> np.nda
             raise ValueError("post-processing 'most_probable_component' needs the probabilities")
         return most_probable_component(mask, prob)
     raise ValueError(f"unknown post-processing {name!r}; choose one of {POSTPROCESS}")
+
+
+def binarize(prob, threshold: float) -> np.ndarray:
+    """`prob >= threshold` as bool, compared in prob's dtype.
+
+    A Python float is a weak scalar for NumPy (NEP 50), so for float32 maps a threshold of 0.7
+    means float32(0.7), as it would in Keras/TF, and an oracle threshold read back from prob
+    selects exactly the pixels it was chosen for.
+    """
+    return np.asarray(prob) >= float(threshold)
+
+
+def fixed_mask(prob, threshold: float = 0.5, postprocess: str = "none") -> np.ndarray:
+    """The "fixed" protocol's mask: `prob >= threshold`, then `postprocess`."""
+    return apply(binarize(prob, threshold), postprocess, np.asarray(prob))
