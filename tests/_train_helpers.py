@@ -2,7 +2,7 @@
 
 Compilation dominates these tests (the full DenseNet-121 is always built), so:
 - every test trains the same tiny config (the smoke config at 32x32: batch 8, 2 epochs of 2
-  steps), and the jitted steps are cached in-process by `train_lib.compiled_steps`;
+  steps), and the jitted steps are cached in-process by `train.steps.compiled_steps`;
 - `reference_run` trains it once per pytest session (memoised here, shared by test modules);
 - XLA executables go to a persistent compilation cache (`.pytest_cache/d/hanet_xla`), shared
   with the subprocesses, so a subprocess that compiles what the test process already compiled
@@ -118,7 +118,7 @@ def flat_params(variables) -> dict[str, np.ndarray]:
 
 
 def save_result(out, state, summary) -> None:
-    from hanet_jax.train.state import to_host
+    from hanet_jax.train.sharding import to_host
 
     np.savez(out, **flat_params(to_host(state.variables)))
     Path(f"{out}.json").write_text(json.dumps(summary))
@@ -138,11 +138,13 @@ def run_steps(config, num_steps: int, *, reverse_batches: bool = False):
     and BatchNorm are invariant to it), only its floating-point reductions run in another order.
     It measures how far rounding alone moves the run."""
     from hanet_jax.train import input as train_data
-    from hanet_jax.train import loop as train_lib
     from hanet_jax.data import pipeline
     from hanet_jax.models.hanet import model_from_config
-    from hanet_jax.train.state import (create_train_state, make_mesh, optimizer_from_config,
-                                       resolve_model_config, to_host)
+    from hanet_jax.train.init_from import resolve_model_config
+    from hanet_jax.train.optimizer import optimizer_from_config
+    from hanet_jax.train.sharding import make_mesh, to_host
+    from hanet_jax.train.state import create_train_state
+    from hanet_jax.train.steps import compiled_steps
 
     import jax
 
@@ -151,7 +153,7 @@ def run_steps(config, num_steps: int, *, reverse_batches: bool = False):
     tx, plateau, _ = optimizer_from_config(config.optimizer)
     mesh = make_mesh()
     state = create_train_state(model, config.model.image_size, tx, plateau, config.seed, mesh)
-    steps = train_lib.compiled_steps(model, config.loss, tx, mesh)
+    steps = compiled_steps(model, config.loss, tx, mesh)
     losses = []
     for step, local in pipeline.iterate_batches(
             data.train, global_batch_size=config.batch_size, seed=config.seed,
@@ -176,7 +178,7 @@ def reference_run(tmp_path_factory):
 
         workdir = tmp_path_factory.mktemp("reference")
         result = train_lib.train_and_evaluate(tiny_config(), str(workdir))
-        from hanet_jax.train.state import to_host
+        from hanet_jax.train.sharding import to_host
 
         _REFERENCE.update(workdir=workdir, params=flat_params(to_host(result.state.variables)),
                           summary=result.summary, result=result)

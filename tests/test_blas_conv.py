@@ -1,4 +1,4 @@
-"""The CPU conv weight gradients in our handler (hanet_jax/models/blas_conv.py): the same
+"""The CPU conv weight gradients in our handler (hanet_jax/ops/cpu/conv.py): the same
 gradients as XLA's, on one device and split over two, used by `layers.Conv` only where they apply,
 and a clean fall-back where the handler cannot be built."""
 
@@ -11,13 +11,15 @@ import pytest
 from _train_helpers import run_python
 
 from hanet_jax.models import layers
+from hanet_jax import ops
+from hanet_jax.ops.cpu import settings
 from hanet_jax.ops.cpu import conv as blas_conv
 
 needs_handler = pytest.mark.skipif(not blas_conv.available(), reason="no C++ compiler / scipy OpenBLAS")
 
 
 def _grads(module, x, env_value, monkeypatch):
-    monkeypatch.setenv(blas_conv.ENV, env_value)
+    monkeypatch.setenv(settings.HANDLERS_ENV, env_value)
     variables = module.init(jax.random.key(0), x)
     loss = lambda v, x: jnp.sum(module.apply(v, x) ** 2)  # noqa: E731
     jaxpr = str(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(variables, x))
@@ -53,7 +55,7 @@ def test_1x1_conv_gradients_match_xla(shape, features, monkeypatch):
 
 @needs_handler
 def test_only_3x3_stride1_same_float32_use_it(monkeypatch):
-    monkeypatch.setenv(blas_conv.ENV, "1")
+    monkeypatch.setenv(settings.HANDLERS_ENV, "1")
     x = jnp.ones((1, 8, 8, 4))
     k3 = jnp.ones((3, 3, 4, 2))
     assert blas_conv.applies(x, k3, 1, "SAME")
@@ -99,12 +101,13 @@ def test_split_over_two_devices_sums_the_shards():
 
 TILES = """
     import os, numpy as np, jax, jax.numpy as jnp
+    from hanet_jax.ops.cpu import build
     from hanet_jax.ops.cpu import conv as blas_conv
     rng = np.random.default_rng(0)
     for march in ("x86-64-v3", "x86-64"):  # AVX2's tiles, and SSE's
-        os.environ[blas_conv.MARCH_ENV] = march
+        os.environ[build.MARCH_ENV] = march
         target = "tiles_" + march
-        blas_conv.load_handlers(blas_conv._SOURCE, {target: "WeightGrad"})
+        build.load_handlers(blas_conv._SOURCE, {target: "WeightGrad"})
         worst = 0.0
         for c, f in [(16, 16), (32, 48), (8, 64), (12, 32), (4, 8)]:  # every tile, and the GEMMs
             x = rng.standard_normal((2, 7, 9, c), np.float32)
@@ -139,13 +142,13 @@ def test_without_a_compiler_falls_back_to_xla(tmp_path):
 @needs_handler
 def test_disabled_context_traces_xla_gradient(monkeypatch):
     # bench.py counts FLOPs on such a trace: XLA's cost analysis cannot see into the custom call.
-    monkeypatch.setenv(blas_conv.ENV, "1")
+    monkeypatch.setenv(settings.HANDLERS_ENV, "1")
     x, k = jnp.ones((1, 8, 8, 4)), jnp.ones((3, 3, 4, 2))
     module = layers.Conv(2, kernel_size=3)
     variables = module.init(jax.random.key(0), x)
     loss = lambda v: jnp.sum(module.apply(v, x) ** 2)
     traced = lambda: str(jax.make_jaxpr(jax.grad(loss))(variables))
-    with blas_conv.disabled():
+    with settings.disabled():
         assert not blas_conv.applies(x, k, 1, "SAME")
         assert blas_conv._TARGET not in traced()
     assert blas_conv.applies(x, k, 1, "SAME")
@@ -169,12 +172,12 @@ def test_3x3_on_a_1x1_map_is_its_centre_tap():
 
 def test_conv_of_upsampled_map_computed_on_the_small_map():
     # The head's conv: the 3x3 conv of a nearest 2x upsampling, as one conv of the small map to
-    # the four output phases (layers.subpixel_conv3x3). Same values and gradients as upsampling.
+    # the four output phases (ops/cpu/subpixel.py). Same values and gradients as upsampling.
     rng = np.random.default_rng(3)
     x = jnp.asarray(rng.standard_normal((2, 8, 12, 16), np.float32))
     conv = layers.Conv(16, kernel_size=3)
     variables = conv.init(jax.random.key(0), x, "nearest")
-    assert blas_conv.active() and conv.bind(variables)._subpixel_applies(
+    assert blas_conv.active() and ops.subpixel_applies(
         x, variables["params"]["kernel"], "nearest")
     jaxpr = str(jax.make_jaxpr(lambda v: conv.apply(v, x, "nearest"))(variables))
     assert "hanet_winograd_conv3x3" in jaxpr or "custom_partitioning" in jaxpr
@@ -193,7 +196,5 @@ def test_conv_of_upsampled_map_computed_on_the_small_map():
     for a, b in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(w)):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4 * float(jnp.max(jnp.abs(b))))
     # Wider kernels, or bilinear upsampling, take the upsampled map.
-    wide = layers.Conv(64, kernel_size=3)
-    assert not wide.bind(wide.init(jax.random.key(0), x, "nearest"))._subpixel_applies(
-        x, jnp.zeros((3, 3, 16, 64)), "nearest")
-    assert not conv.bind(variables)._subpixel_applies(x, variables["params"]["kernel"], "bilinear")
+    assert not ops.subpixel_applies(x, jnp.zeros((3, 3, 16, 64)), "nearest")
+    assert not ops.subpixel_applies(x, variables["params"]["kernel"], "bilinear")

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from hanet_jax.checkpoints import format as checkpoints
-from hanet_jax.checkpoints.format import CheckpointError, load_bundle
+from hanet_jax.checkpoints.format import CheckpointError
+from hanet_jax.checkpoints.loading import load_bundle
 
 MODEL = {"variant": "baseline", "encoder_blocks": [1, 1, 1, 1]}
 
@@ -45,7 +46,7 @@ def test_unreadable_variables_are_named(tmp_path):
 def test_auto_normalisation_follows_the_init_from_checkpoint(tmp_path):
     """Fine-tuning keeps the preprocessing the weights were trained with: "auto" takes the
     checkpoint's setting (and its encoder's BatchNorm epsilon), whatever kind it is."""
-    from hanet_jax.train.state import resolve_model_config
+    from hanet_jax.train.init_from import resolve_model_config
 
     cfg = {"variant": "full", "input_normalization": "auto", "encoder_epsilon": 1.001e-5}
     for kind in ("encoder", "variables", "workdir"):

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 import _train_helpers as helpers
-from hanet_jax.checkpoints import format as checkpoints
+from hanet_jax.checkpoints import loading as checkpoints_loading
 from hanet_jax.checkpoints import training as train_checkpoints
 from hanet_jax.train import loop as train_lib
 from hanet_jax.checkpoints.format import CheckpointError
-from hanet_jax.train.state import ema_update, to_host
+from hanet_jax.train.sharding import to_host
+from hanet_jax.train.state import ema_update
 
 DECAY = 0.5  # 4 steps: a decay near 1 would leave the average at the init (warm-up included)
 
@@ -69,7 +70,7 @@ def test_best_checkpoint_and_load_bundle_hold_the_average(ema_run, tmp_path_fact
         step = summary["best_step"]
         saved = train_checkpoints._saved_tree(manager, step, "train")
     assert "live" in saved  # the optimiser's weights travel with the checkpoint, for resuming
-    bundle = helpers.flat_params(checkpoints.load_bundle(workdir).variables)
+    bundle = helpers.flat_params(checkpoints_loading.load_bundle(workdir).variables)
     best = helpers.flat_params(result.variables)
     assert all(np.array_equal(bundle[k], best[k]) for k in best)
     # whichever epoch was best, what it saved is the average at that step

@@ -113,7 +113,7 @@ def test_eval_scores_validation_out_of_fold_and_test_by_the_average(two_folds, t
     # test: both runs' average, which neither run alone gives
     assert set(out["test"]) == set(s0["test"])
     from hanet_jax.eval import evaluate as eval_lib
-    from hanet_jax.checkpoints.format import load_bundle
+    from hanet_jax.checkpoints.loading import load_bundle
     from hanet_jax.inference.predictor import Predictor
 
     examples, _ = eval_lib.run_split_examples(two_folds / "fold_0", "test")

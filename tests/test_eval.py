@@ -18,7 +18,8 @@ import pytest
 from PIL import Image
 
 from hanet_jax.eval import evaluate as eval_lib
-from hanet_jax.checkpoints.format import Bundle
+from hanet_jax.checkpoints.loading import Bundle
+from hanet_jax.json_files import write_json
 from hanet_jax.data.layouts import list_examples
 from hanet_jax.eval.metrics import METRIC_NAMES, read_per_image_csv, summarize
 
@@ -182,13 +183,13 @@ def test_csv_and_json_agree_and_nan_is_null(data, tmp_path):
     from hanet_jax.eval.metrics import write_per_image_csv
 
     write_per_image_csv(tmp_path / "rows.csv", result.rows)
-    eval_lib.write_json(tmp_path / "r.json", {"protocols": result.summaries})
+    write_json(tmp_path / "r.json", {"protocols": result.summaries})
     _assert_csv_matches_json(read_per_image_csv(tmp_path / "rows.csv"),
                              json.loads((tmp_path / "r.json").read_text())["protocols"], "")
     # an image set where Dice is undefined everywhere: NaN mean and interval are written as null
     normal = [e for e in list_examples(str(root), "processed", "test") if e.stem == "normal"]
     result = eval_lib.evaluate(FakeModel(cases), normal, protocols=("fixed",), n_bootstrap=50)
-    eval_lib.write_json(tmp_path / "n.json", {"protocols": result.summaries})
+    write_json(tmp_path / "n.json", {"protocols": result.summaries})
     text = (tmp_path / "n.json").read_text()
     assert "NaN" not in text
     fixed = json.loads(text)["protocols"]["fixed"]
@@ -273,10 +274,10 @@ def fake_predictor(monkeypatch):
     def fake_load(directory):
         return Bundle(types.SimpleNamespace(variant="baseline"), {}, (4, 4), {"cases": fake_load.cases})
 
-    import hanet_jax.checkpoints.format
+    import hanet_jax.checkpoints.loading
     import hanet_jax.inference.predictor
 
-    monkeypatch.setattr(hanet_jax.checkpoints.format, "load_bundle", fake_load)
+    monkeypatch.setattr(hanet_jax.checkpoints.loading, "load_bundle", fake_load)
     monkeypatch.setattr(hanet_jax.inference.predictor, "Predictor", FakePredictor)
     return fake_load, calls
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from hanet_jax.eval import gradcam
-from hanet_jax.checkpoints.format import Bundle
+from hanet_jax.checkpoints.loading import Bundle
 from hanet_jax.models.hanet import HANet
 from hanet_jax.models.sfeb import SFEB
 

@@ -1,4 +1,4 @@
-"""The stem's max-pool with our CPU forward and gradient (hanet_jax/models/maxpool.py): the same
+"""The stem's max-pool with our CPU forward and gradient (hanet_jax/ops/cpu/maxpool.py): the same
 values and the same gradient as JAX's, ties and NaN included, on one device and split over two."""
 
 import jax

@@ -16,7 +16,8 @@ from PIL import Image
 
 from hanet_jax.inference.predictor import preprocess, resize_probabilities
 from hanet_jax.models.hanet import HANet
-from hanet_jax.port.keras import PortError, load_keras_hanet
+from hanet_jax.port.keras import load_keras_hanet
+from hanet_jax.port.weight_files import PortError
 from hanet_jax.reference.keras_original import build_keras_hanet, intermediate_model, randomize_weights
 
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]

@@ -18,7 +18,8 @@ from hanet_jax.checkpoints.format import restore_variables
 from hanet_jax.models.densenet import DENSENET_EPS, SKIP_NAMES, DenseNet121
 from hanet_jax.models.hanet import HANet
 from hanet_jax.port.__main__ import main as port_main
-from hanet_jax.port.keras import PortError, load_densenet121
+from hanet_jax.port.keras_densenet import load_densenet121
+from hanet_jax.port.weight_files import PortError
 from hanet_jax.port.keras_densenet import load_encoder_checkpoint, save_encoder_checkpoint
 from hanet_jax.reference.keras_original import randomize_weights
 

@@ -8,7 +8,7 @@ import pytest
 import _train_helpers as helpers
 from hanet_jax.train import config as config_utils
 from hanet_jax.train import loop as train_lib
-from hanet_jax.train.state import learning_rate_schedule, optimizer_from_config
+from hanet_jax.train.optimizer import learning_rate_schedule, optimizer_from_config
 
 
 def _first_update_sizes(tx, steps: int) -> list[float]:

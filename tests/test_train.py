@@ -18,13 +18,18 @@ import pytest
 
 import _train_helpers as helpers
 from hanet_jax.checkpoints import format as checkpoints
+from hanet_jax.checkpoints import loading as checkpoints_loading
 from hanet_jax.checkpoints import training as train_checkpoints
 from hanet_jax.train import loop as train_lib
 from hanet_jax.checkpoints.format import CheckpointError
 from hanet_jax.data import pipeline
+from hanet_jax.data.splits import DATA_SPLIT_FILE
 from hanet_jax.models.hanet import model_config, model_from_config
-from hanet_jax.train.state import (apply_init_from, create_train_state, make_mesh,
-                                   optimizer_from_config, resolve_model_config, to_host)
+from hanet_jax.train.init_from import apply_init_from, resolve_model_config
+from hanet_jax.train.optimizer import optimizer_from_config
+from hanet_jax.train.sharding import make_mesh, to_host
+from hanet_jax.train.state import create_train_state
+from hanet_jax.train.steps import compiled_steps
 
 SUMMARY_KEYS = {"final_train_loss", "best_val_loss", "best_val_dice", "best_step", "epochs",
                 "stopped_early", "images_per_second", "devices", "processes", "wall_seconds"}
@@ -67,7 +72,7 @@ def test_run_writes_summary_meta_config_logs_and_checkpoints(ref):
 
 
 def test_best_checkpoint_is_what_load_bundle_and_the_result_hold(ref):
-    bundle = checkpoints.load_bundle(ref["workdir"])
+    bundle = checkpoints_loading.load_bundle(ref["workdir"])
     assert bundle.image_size == (32, 32)
     assert model_config(bundle.model) == model_config(model_from_config(resolve_model_config(helpers.tiny_config().model.to_dict(), "")))
     best = helpers.flat_params(ref["result"].variables)
@@ -219,7 +224,7 @@ def test_bfloat16_step_keeps_float32_params_and_batch_stats(ref):
     model, state, mesh = _fresh_state(helpers.tiny_config())  # same tree as float32
     model = model_from_config(resolve_model_config(config.model.to_dict(), config.init_from))
     tx, _, _ = optimizer_from_config(config.optimizer)
-    steps = train_lib.compiled_steps(model, config.loss, tx, mesh)
+    steps = compiled_steps(model, config.loss, tx, mesh)
     images, masks = np.zeros((8, 32, 32, 3), np.float32), np.zeros((8, 32, 32, 1), np.float32)
     images[:, 8:24, 8:24] = 0.8
     masks[:, 8:24, 8:24] = 1
@@ -240,7 +245,7 @@ def test_folder_run_records_its_held_out_splits_for_eval(ref, tmp_path):
     config = helpers.tiny_config(num_epochs=1, data__source="folder", data__test_fraction=0.2,
                                  data__root=str(tmp_path / "data"), data__layout="processed")
     train_lib.train_and_evaluate(config, str(tmp_path / "w"))
-    record = json.loads((tmp_path / "w" / eval_lib.DATA_SPLIT_FILE).read_text())
+    record = json.loads((tmp_path / "w" / DATA_SPLIT_FILE).read_text())
     assert record["root"] == str(tmp_path / "data") and record["split"] == "train"
     assert record["layout"] == "processed" and record["val_split"] == "grouped"
     assert record["include_normal"] is False
@@ -253,7 +258,7 @@ def test_folder_run_records_its_held_out_splits_for_eval(ref, tmp_path):
     examples, info = eval_lib.resolve_threshold_examples(
         tmp_path / "w", "unused", "processed", "val", [ex for ex in pool if ex.stem in test])
     assert [ex.stem for ex in examples] == record["val"] and info["source"].endswith(
-        eval_lib.DATA_SPLIT_FILE)
+        DATA_SPLIT_FILE)
     # eval.py --run_split test scores the test images with the threshold chosen on val.
     out, w = tmp_path / "test.json", str(tmp_path / "w")
     assert eval_cli.main(["--checkpoint", w, "--run_split", "test", "--threshold_from_split",

@@ -109,8 +109,8 @@ def test_two_processes_train_together_and_match_one_process(ref, ref_steps, roun
                      first_step=False)
     assert (workdir / "summary.json").exists()  # written once, by process 0
     # Saved over two processes' devices, read back here on one (as eval.py and predict.py do).
-    from hanet_jax.checkpoints import format as checkpoints
-    bundle = checkpoints.load_bundle(workdir)
+    from hanet_jax.checkpoints import loading as checkpoints_loading
+    bundle = checkpoints_loading.load_bundle(workdir)
     leaves = [leaf for tree in bundle.variables.values() for leaf in jax.tree.leaves(tree)]
     assert leaves and all(len(leaf.sharding.device_set) == 1 for leaf in leaves)
     x = np.zeros((1, *bundle.image_size, 3), np.float32)

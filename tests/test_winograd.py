@@ -1,7 +1,8 @@
-"""The CPU 3x3 convs as Winograd in our handler (hanet_jax/models/winograd.py): the same outputs
+"""The CPU 3x3 convs as Winograd in our handler (hanet_jax/ops/cpu/winograd.py): the same outputs
 and gradients as XLA's direct conv to rounding, per-shape choice of the tile size, batch-sharded
 over two devices, on the AVX2 and SSE builds too, and off where it does not apply."""
 
+import contextlib
 import os
 
 import jax
@@ -11,6 +12,8 @@ import pytest
 from _train_helpers import run_python
 
 from hanet_jax.models import densenet, layers
+from hanet_jax import ops
+from hanet_jax.ops.cpu import settings
 from hanet_jax.ops.cpu import conv as blas_conv
 from hanet_jax.ops.cpu import winograd
 
@@ -26,10 +29,15 @@ def _rel(a, b):
 
 
 @pytest.fixture
-def force_m(monkeypatch):
-    def force(m):
-        monkeypatch.setattr(winograd, "FORCE_M", m)
-    return force
+def cpu_settings():
+    """`cpu_settings(**changes)`: settings.using(...) for the rest of the test."""
+    with contextlib.ExitStack() as stack:
+        yield lambda **changes: stack.enter_context(settings.using(**changes))
+
+
+@pytest.fixture
+def force_m(cpu_settings):
+    return lambda m: cpu_settings(winograd_m=m)
 
 
 def _conv_and_grads(module, variables, x):
@@ -45,9 +53,9 @@ def _conv_and_grads(module, variables, x):
     ((2, 8, 12, 16), 32, None), ((1, 16, 8, 32), 16, None), ((3, 4, 4, 48), 64, None),
     # bands of one row group (14 or 28 tiles), across images, the last one short
     ((3, 16, 16, 16), 48, 4096), ((3, 16, 16, 48), 64, 4096)])
-def test_output_and_gradients_match_xla(shape, features, band_bytes, m, force_m, monkeypatch):
+def test_output_and_gradients_match_xla(shape, features, band_bytes, m, force_m, cpu_settings):
     if band_bytes:
-        monkeypatch.setattr(winograd, "BAND_BYTES", band_bytes)
+        cpu_settings(band_bytes=band_bytes)
     x = jnp.asarray(np.random.default_rng(0).standard_normal(shape, np.float32))
     conv = layers.Conv(features, kernel_size=3)
     variables = conv.init(jax.random.key(0), x)
@@ -88,10 +96,10 @@ def test_env_and_disabled_keep_xla(monkeypatch):
     variables = conv.init(jax.random.key(0), x)
     traced = lambda: str(jax.make_jaxpr(lambda v: conv.apply(v, x))(variables))  # noqa: E731
     assert winograd._CONV in traced()
-    monkeypatch.setenv(winograd.ENV, "0")
+    monkeypatch.setenv(settings.WINOGRAD_ENV, "0")
     assert winograd._CONV not in traced()
-    monkeypatch.delenv(winograd.ENV)
-    with blas_conv.disabled():  # bench.py's FLOP count traces XLA's conv
+    monkeypatch.delenv(settings.WINOGRAD_ENV)
+    with settings.disabled():  # bench.py's FLOP count traces XLA's conv
         assert winograd._CONV not in traced()
     x16 = x.astype(jnp.bfloat16)
     assert winograd._CONV not in str(jax.make_jaxpr(lambda v: conv.apply(v, x16))(variables))
@@ -124,13 +132,13 @@ def test_split_over_two_devices_stays_batch_sharded():
 
 TARGETS = """
     import os, numpy as np, jax, jax.numpy as jnp
-    from hanet_jax.ops.cpu import conv as blas_conv
+    from hanet_jax.ops.cpu import build
     from hanet_jax.ops.cpu import winograd
     rng = np.random.default_rng(0)
     for march in ("x86-64-v3", "x86-64"):  # AVX2's tiles, and SSE's
-        os.environ[blas_conv.MARCH_ENV] = march
+        os.environ[build.MARCH_ENV] = march
         conv = "wino_" + march
-        blas_conv.load_handlers(winograd._SOURCE, {conv: "WinogradConv"})
+        build.load_handlers(winograd._SOURCE, {conv: "WinogradConv"})
         worst = {}
         for m in (2, 4):
             for c, f in [(16, 16), (32, 48), (8, 24)]:  # both row tiles at each width
@@ -158,16 +166,16 @@ def test_other_targets_match_xla(tmp_path):
 
 @needs_handler
 @pytest.mark.parametrize("m,shape", [(2, (2, 8, 12, 16)), (4, (3, 16, 16, 32))])
-def test_conv_of_affine_relu_matches_xla(m, shape, force_m, monkeypatch):
+def test_conv_of_affine_relu_matches_xla(m, shape, force_m, cpu_settings):
     # An inference BatchNorm + ReLU applied by the handler as it reads x (bands of one row group).
-    monkeypatch.setattr(winograd, "BAND_BYTES", 4096)
+    cpu_settings(band_bytes=4096)
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.standard_normal(shape, np.float32))
     scale = jnp.asarray(rng.uniform(0.5, 2.0, shape[-1]).astype(np.float32))
     shift = jnp.asarray(rng.standard_normal(shape[-1]).astype(np.float32))
     kernel = jnp.asarray(rng.standard_normal((3, 3, shape[-1], 16)).astype(np.float32) / 12)
     force_m(m)
-    assert winograd.fuses_affine_relu(x, 16)
+    assert ops.fuses_affine_relu(x, 16)
     got = jax.jit(winograd.conv_of_affine_relu)(x, scale, shift, kernel)
     want = blas_conv._xla_conv(jax.nn.relu(x * scale + shift), kernel)
     assert 0 < _rel(got, want) < TOLERANCE[m]
@@ -192,7 +200,7 @@ def test_densenet_inference_reads_batchnorm_into_the_conv(monkeypatch):
     fused = lambda v: enc.apply(v, x, train=False)[0]  # noqa: E731
     assert winograd._CONV_AFFINE_RELU in str(jax.make_jaxpr(fused)(v))
     got = jax.jit(fused)(v)
-    monkeypatch.setattr(winograd, "fuses_affine_relu", lambda x, f: False)
+    monkeypatch.setattr(ops, "fuses_affine_relu", lambda x, f: False)
     plain = lambda v: enc.apply(v, x, train=False)[0]  # noqa: E731
     assert winograd._CONV_AFFINE_RELU not in str(jax.make_jaxpr(plain)(v))
     want = jax.jit(plain)(v)

@@ -27,15 +27,16 @@ alone while ours did not (docs/performance.md, round 10), which flattered the ra
   is the faster of the two. `utilisation` gives both models' achieved FLOP/s, train and
   inference, over the machine peak (`mfu_train` is ours, train), counting XLA's FLOPs for the
   Keras side too (the two compute the same function: the parity tests). These are the direct
-  convolutions' FLOPs: on the CPU our 3x3 convs run as Winograd (models/winograd.py), with
+  convolutions' FLOPs: on the CPU our 3x3 convs run as Winograd (ops/cpu/winograd.py), with
   2.25-4x fewer multiplications, so ours is direct-equivalent FLOP/s there; and our transition
   layers pool before their 1x1 conv (models/densenet.py), ~0.6 GFLOP per image fewer than
   Keras's order in both counts. `ratio_at_peak` is the largest ratio ours could reach at this
   Keras speed if its every direct FLOP ran at the machine peak.
 
-The JAX train step is the real one: jitted, with the state donated, the release loss
-(`losses.make_loss("bce_jaccard")`), `optax.adam(1e-3, eps=1e-9)`, BN statistics updated and a
-fresh dropout key each step.
+The JAX train step is the one `train.py` runs (`train.steps.compiled_steps(...).train`): jitted
+with the mesh's shardings and the state donated, the release loss (`bce_jaccard`), the release's
+Adam (lr 1e-3, eps 1e-9, `train.optimizer.make_tx`) scaled by the plateau, BN statistics updated,
+a fresh dropout key each step, and the epoch's pooled metrics.
 """
 
 from __future__ import annotations
@@ -52,41 +53,26 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from hanet_jax.bench import flops as flops_lib
-from hanet_jax.train.losses import make_loss
-from hanet_jax.ops.cpu import conv as blas_conv
+from hanet_jax.ops.cpu import conv as cpu_conv
+from hanet_jax.ops.cpu import settings as cpu_settings
 from hanet_jax.models.hanet import HANet
-from hanet_jax.train.state import batch_sharded, make_mesh, replicated
+from hanet_jax.train.keras_callbacks import ReduceLROnPlateau
+from hanet_jax.train.optimizer import make_tx
+from hanet_jax.train.sharding import batch_sharded, make_mesh, replicated
+from hanet_jax.train.state import TrainState
+from hanet_jax.train.steps import compiled_steps, make_loss_fn, train_step
 
 MB = 1024 * 1024
 # `run(fast_compile=True)`: LLVM optimisation off. Compiles ~1/3 faster on the CPU, with the same
 # HLO (so the same cost analysis), but slower code. For tests only: its timings mean nothing.
 FAST_COMPILE_OPTIONS = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 LEARNING_RATE, ADAM_EPS = 1e-3, 1e-9  # the release's Adam
+LOSS = "bce_jaccard"  # the release's loss
 
 
 # --------------------------------------------------------------------------- JAX side
-
-def make_train_step(model: HANet, tx: optax.GradientTransformation, loss_fn) -> Callable:
-    """`step(state, batch) -> (state, loss)`. `state` is {params, batch_stats, opt_state, rng}."""
-
-    def step(state, batch):
-        rng, dropout_rng = jax.random.split(state["rng"])
-
-        def objective(params):
-            logits, updates = model.apply({"params": params, "batch_stats": state["batch_stats"]}, batch["image"],
-                                          train=True, mutable=["batch_stats"], rngs={"dropout": dropout_rng})
-            return loss_fn(logits, batch["mask"]), updates["batch_stats"]
-
-        (loss, batch_stats), grads = jax.value_and_grad(objective, has_aux=True)(state["params"])
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
-        return {"params": params, "batch_stats": batch_stats, "opt_state": opt_state, "rng": rng}, loss
-
-    return step
-
 
 def count_leaves(tree) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
@@ -127,9 +113,9 @@ def synthetic_batch(batch_size: int, image_size: Sequence[int], seed: int = 0) -
 
 def forward_flops(model, variables, x, compiler_options=None) -> float:
     """XLA's FLOP count of the forward pass with XLA's own convs: its cost analysis cannot see
-    into the CPU handlers (models/blas_conv.py, models/winograd.py), so they are off for this
+    into the CPU handlers (ops/cpu/conv.py, ops/cpu/winograd.py), so they are off for this
     fresh trace. The direct conv's count, also where the CPU runs Winograd's fewer multiplications."""
-    with blas_conv.disabled():
+    with cpu_settings.disabled():
         counted = jax.jit(lambda v, x: model.apply(v, x, train=False))
         return flops_lib.xla_flops(counted.lower(variables, x).compile(compiler_options))
 
@@ -147,40 +133,37 @@ class _JaxSide:
         forward = jax.jit(lambda v, x: self.model.apply(v, x, train=False))
         self.forward_flops = forward_flops(self.model, variables, x[:1], compiler_options)
         self.devices = jax.device_count() if devices is None else devices
-        if self.devices == 1:  # else _shard compiles the timed one
-            self.infer = forward.lower(variables, x).compile(compiler_options)
-        self.variables, self.x = variables, jnp.asarray(x)
+        self.x = jnp.asarray(x)
 
-        tx = optax.adam(LEARNING_RATE, eps=ADAM_EPS)
+        tx = make_tx(LEARNING_RATE, 0.9, 0.999, ADAM_EPS)
         own = lambda tree: jax.tree_util.tree_map(jnp.copy, tree)  # noqa: E731  (the state is donated)
-        self.state = {"params": own(variables["params"]), "batch_stats": own(variables["batch_stats"]),
-                      "opt_state": tx.init(variables["params"]), "rng": jax.random.key(1)}
-        self.batch = jax.tree_util.tree_map(jnp.asarray, batch)
-        step = jax.jit(make_train_step(self.model, tx, make_loss("bce_jaccard")), donate_argnums=0)
-        self.train = step.lower(self.state, self.batch).compile(compiler_options)
-        # FLOPs and memory of the whole batch on one device (a sharded executable reports one shard's).
-        # XLA's cost analysis does not count the CPU custom calls (models/blas_conv.py,
-        # models/winograd.py): count the direct convs' arithmetic on a fresh XLA-only trace,
-        # compiled as before (the unoptimised HLO counts slightly fewer FLOPs).
-        self.train_flops = flops_lib.xla_flops(self.train)
-        if blas_conv.active():
-            with blas_conv.disabled():
-                xla_step = jax.jit(make_train_step(self.model, tx, make_loss("bce_jaccard")))
-                self.train_flops = flops_lib.xla_flops(
-                    xla_step.lower(self.state, self.batch).compile(compiler_options))
-        self.memory = flops_lib.memory_bytes(self.train)
-        if self.devices > 1:  # timed data-parallel, as train.py runs it (hanet_jax/cpu_devices.py)
-            self._shard(forward, step, variables, compiler_options)
-
-    def _shard(self, forward, step, variables, compiler_options):
+        params = own(variables["params"])
+        state = TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                           batch_stats=own(variables["batch_stats"]), opt_state=tx.init(params),
+                           plateau=ReduceLROnPlateau(learning_rate=LEARNING_RATE).init(),
+                           rng=jax.random.PRNGKey(1))
+        # The mesh train.py makes (all devices, or the bench's split of the CPU) and its step.
         mesh = make_mesh(jax.devices()[:self.devices])
         repl, data = replicated(mesh), batch_sharded(mesh)
         self.variables, self.x = jax.device_put(variables, repl), jax.device_put(self.x, data)
-        self.state, self.batch = jax.device_put(self.state, repl), jax.device_put(self.batch, data)
+        self.state = jax.device_put(state, repl)
+        self.batch = jax.device_put(jax.tree_util.tree_map(jnp.asarray, batch), data)
+        step = compiled_steps(self.model, LOSS, tx, mesh).train
+        self.train = step.lower(self.state, self.batch).compile(compiler_options)
+        # FLOPs and memory of the whole batch on one device (a sharded executable reports one shard's).
+        # XLA's cost analysis does not count the CPU custom calls (ops/cpu/conv.py,
+        # ops/cpu/winograd.py): count the direct convs' arithmetic on a fresh XLA-only trace,
+        # compiled as before (the unoptimised HLO counts slightly fewer FLOPs).
+        self.train_flops = flops_lib.xla_flops(self.train)
+        if cpu_conv.active():
+            with cpu_settings.disabled():  # a fresh jit of the same step: a new trace
+                xla_step = jax.jit(functools.partial(train_step, model=self.model, loss_fn=make_loss_fn(LOSS),
+                                                     tx=tx))
+                self.train_flops = flops_lib.xla_flops(
+                    xla_step.lower(self.state, self.batch).compile(compiler_options))
+        self.memory = flops_lib.memory_bytes(self.train)
         self.infer = jax.jit(forward, in_shardings=(repl, data), out_shardings=data).lower(
             self.variables, self.x).compile(compiler_options)
-        self.train = jax.jit(step, donate_argnums=0, in_shardings=(repl, data),
-                             out_shardings=(repl, repl)).lower(self.state, self.batch).compile(compiler_options)
 
     def summary(self) -> dict:
         """What `run` reports of this side besides its timings."""
@@ -188,8 +171,8 @@ class _JaxSide:
                 "memory": self.memory, "devices": self.devices, "device": device_info()}
 
     def train_once(self):
-        self.state, loss = self.train(self.state, self.batch)
-        jax.block_until_ready((self.state, loss))
+        self.state, metrics = self.train(self.state, self.batch)
+        jax.block_until_ready((self.state, metrics))
 
     def infer_once(self):
         self.infer(self.variables, self.x).block_until_ready()

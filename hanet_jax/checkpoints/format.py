@@ -1,15 +1,16 @@
-"""Model checkpoints on disk: Orbax arrays plus a small JSON that says how to rebuild the model.
+"""The checkpoint format on disk: Orbax arrays plus a small JSON that says how to rebuild the model.
 
-Two kinds of directory are accepted wherever a `--checkpoint DIR` is taken:
-- an exported/ported checkpoint: `DIR/hanet.json` (kind "variables") and `DIR/variables/`
-  (an Orbax StandardCheckpointer tree `{"params", "batch_stats"}`);
-- a training workdir: `DIR/hanet.json` (kind "workdir") and `DIR/checkpoints/`, an Orbax
-  CheckpointManager whose best step (by validation loss) is used.
+Every checkpoint directory holds `DIR/hanet.json` (`read_meta`, `write_meta`), whose "kind" says
+what else it holds:
+- "variables" (an exported or ported HA-Net) and "encoder" (a ported ImageNet DenseNet-121):
+  `DIR/variables/`, an Orbax StandardCheckpointer tree `{"params", "batch_stats"}`
+  (`save_variables`, `restore_variables`);
+- "workdir" (a training run): `DIR/checkpoints/`, an Orbax CheckpointManager (`training.py`).
+`loading.py` turns any of them into variables or a model.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, Mapping
 import jax
 import orbax.checkpoint as ocp
 
-from hanet_jax.models.hanet import HANet, model_from_config
+from hanet_jax.json_files import write_json
 
 META_FILE = "hanet.json"
 VARIABLES_DIR = "variables"
@@ -30,25 +31,11 @@ class CheckpointError(Exception):
     """A checkpoint directory that cannot be used; the message names the path."""
 
 
-@dataclasses.dataclass
-class Bundle:
-    """Everything inference needs: the module, its variables and the input size it expects."""
-
-    model: HANet
-    variables: dict
-    image_size: tuple[int, int]
-    meta: dict
-
-
 def write_meta(directory: str | os.PathLike, *, kind: str, model_cfg: Mapping[str, Any],
                image_size, **extra) -> None:
     meta = {"format_version": FORMAT_VERSION, "kind": kind, "model": dict(model_cfg),
             "image_size": [int(s) for s in image_size], **extra}
-    path = Path(directory) / META_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=2, sort_keys=True))
-    os.replace(tmp, path)  # atomic: a reader never sees half a file
+    write_json(Path(directory) / META_FILE, meta, sort_keys=True)  # atomic: never half a file
 
 
 def read_meta(directory: str | os.PathLike) -> dict:
@@ -89,23 +76,3 @@ def restore_variables(directory: str | os.PathLike) -> dict:
             return ckptr.restore(target)
     except Exception as e:  # noqa: BLE001 - Orbax raises many kinds; name the directory
         raise CheckpointError(f"{target}: cannot restore the variables ({type(e).__name__}: {e})") from e
-
-
-def load_bundle(directory: str | os.PathLike) -> Bundle:
-    """Rebuild the model and restore its variables from an exported checkpoint or a workdir."""
-    meta = read_meta(directory)
-    try:
-        model = model_from_config(meta["model"])
-        image_size = tuple(meta["image_size"])
-    except (KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{Path(directory) / META_FILE}: bad model description: {e}") from e
-    kind = meta.get("kind")
-    if kind == "variables":
-        variables = restore_variables(directory)
-    elif kind == "workdir":
-        from hanet_jax.checkpoints.training import restore_best_variables  # trainer-side layout
-
-        variables = restore_best_variables(directory)
-    else:
-        raise CheckpointError(f"{Path(directory) / META_FILE}: unknown checkpoint kind {kind!r}")
-    return Bundle(model, variables, image_size, meta)

@@ -16,6 +16,9 @@ import numpy as np
 from hanet_jax.data import audit, layouts
 
 METHODS = ("grouped", "release")
+# What a training run records of its split in its workdir ({"root", "layout", "val": [stems], ...}),
+# so that evaluation can score exactly the images the run held out.
+DATA_SPLIT_FILE = "data_split.json"
 
 
 def _check_fraction(val_fraction: float, name: str = "val_fraction") -> None:

@@ -54,9 +54,11 @@ from pathlib import Path
 import numpy as np
 
 from hanet_jax.eval import overlays as viz
+from hanet_jax.json_files import write_json
 from hanet_jax.eval.bootstrap import bootstrap_ci, n_groups
 from hanet_jax.data import check, layouts
 from hanet_jax.data.layouts import Example
+from hanet_jax.data.splits import DATA_SPLIT_FILE
 from hanet_jax.data.pipeline import resize_pair
 from hanet_jax.inference.predictor import resize_probabilities
 from hanet_jax.eval.metrics import METRIC_NAMES, confusion_counts, metrics_from_counts, summarize, write_per_image_csv
@@ -71,7 +73,6 @@ ORACLE_LABEL = "oracle: per-image threshold chosen with the ground truth"
 ENSEMBLE_LABEL = ("mean probability of the members; on a training run's split, of the members "
                   "that held the image out")
 TTA_SUFFIX = "+tta"
-DATA_SPLIT_FILE = "data_split.json"
 GRID_FILE = "cases_grid.png"
 
 
@@ -370,24 +371,6 @@ def _threshold_examples(members: Sequence[str | os.PathLike], root: str, layout:
 # --------------------------------------------------------------------------- report
 
 
-def _finite_or_none(x):
-    if isinstance(x, dict):
-        return {k: _finite_or_none(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite_or_none(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    return x
-
-
-def write_json(path: str | os.PathLike, report: dict) -> None:
-    """The report as JSON with NaN (and inf) written as null."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(_finite_or_none(report), indent=2, allow_nan=False) + "\n")
-
-
 @dataclasses.dataclass
 class EvalConfig:
     """What `eval.py` asks for (see its --help)."""
@@ -446,7 +429,7 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
     """Validates the data, loads the checkpoint, evaluates, writes every requested output and
     returns the report (the JSON's content). Raises DatasetError, CheckpointError or EvalError."""
     from hanet_jax.inference import ensemble
-    from hanet_jax.checkpoints.format import load_bundle
+    from hanet_jax.checkpoints.loading import load_bundle
 
     _check_config(cfg)
     members = ensemble.member_dirs(cfg.checkpoint)  # the checkpoint, or an ensemble's members

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from hanet_jax.eval import overlays as viz
-from hanet_jax.checkpoints.format import Bundle
+from hanet_jax.checkpoints.loading import Bundle
 from hanet_jax.inference.predictor import preprocess, resize_probabilities
 from hanet_jax.models.sfeb import SFEB
 

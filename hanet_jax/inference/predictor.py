@@ -14,7 +14,7 @@ import jax
 import numpy as np
 from PIL import Image
 
-from hanet_jax.checkpoints.format import Bundle
+from hanet_jax.checkpoints.loading import Bundle
 from hanet_jax.data.pipeline import resize_image
 
 

@@ -13,8 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hanet_jax.ops.cpu import maxpool
-from hanet_jax.ops.cpu import winograd
+from hanet_jax import ops
 from hanet_jax.models.layers import BatchNormAffine, Conv, batch_norm
 
 DENSENET_EPS = 1.001e-5  # every BatchNorm in Keras' DenseNet
@@ -54,7 +53,7 @@ class DenseNet121(nn.Module):
         features = self._bn_relu(x, "bn", train)
         return features, skips
 
-    # The pieces below are also what scripts/perf swaps block layouts around.
+    # The pieces below are also what experiments/perf swaps block layouts around.
     def _stem(self, x, skips, train):
         """ZeroPadding2D(3) + valid 7x7/2 conv, BN, ReLU, ZeroPadding2D(1) + valid 3x3/2 max-pool."""
         x = jnp.pad(x, ((0, 0), (3, 3), (3, 3), (0, 0)))
@@ -62,7 +61,7 @@ class DenseNet121(nn.Module):
         x = batch_norm("conv1_bn", train=train, epsilon=self.epsilon, dtype=self.dtype)(x)
         skips["conv1_bn"] = x
         # ReLU, ZeroPadding2D(1), pool; zero padding equals -inf padding after a ReLU (>= 0).
-        x = maxpool.relu_pad_max_pool_3x3_s2(x)
+        x = ops.relu_pad_max_pool_3x3_s2(x)
         skips["pool1"] = x
         return x
 
@@ -71,7 +70,7 @@ class DenseNet121(nn.Module):
         y = self._bn_relu(x, f"{prefix}_0_bn", train)
         y = Conv(4 * self.growth_rate, 1, use_bias=False, dtype=self.dtype, name=f"{prefix}_1_conv")(y)
         conv = Conv(self.growth_rate, 3, use_bias=False, dtype=self.dtype, name=f"{prefix}_2_conv")
-        if not train and winograd.fuses_affine_relu(y, self.growth_rate):
+        if not train and ops.fuses_affine_relu(y, self.growth_rate):
             # Inference on the CPU: the conv's handler applies this BN + ReLU as it reads y.
             affine = BatchNormAffine(epsilon=self.epsilon, name=f"{prefix}_1_bn")(y.shape[-1])
             return conv(y, affine_relu=affine)

@@ -10,20 +10,14 @@ and then reads the live layers by name. The name table is `keras_object_for`.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
-from typing import Iterable
 
-import h5py
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from hanet_jax.models.hanet import HANet
-
-
-class PortError(Exception):
-    """A weights file that does not fit; the message names the file and the arrays."""
+from hanet_jax.port.weight_files import PortError, expected_layout, h5_arrays, layout_problems, summarise
 
 
 # --------------------------------------------------------------------------- name table
@@ -106,44 +100,6 @@ def flax_to_keras(variables: dict, keras_model, model: HANet, image_size) -> Non
         _keras_variable(keras_model, collection, path).assign(np.asarray(value, np.float32))
 
 
-# --------------------------------------------------------------------------- weight files
-
-def h5_arrays(path: str | os.PathLike) -> dict[str, tuple]:
-    """{dataset path: shape} of every array in an HDF5 file."""
-    out = {}
-    try:
-        with h5py.File(path, "r") as f:
-            f.visititems(lambda name, obj: out.__setitem__(name, obj.shape) if isinstance(obj, h5py.Dataset) else None)
-    except OSError as e:
-        raise PortError(f"{path}: not a readable HDF5 weights file ({e})") from e
-    return out
-
-
-def _layout_problems(expected: dict, found: dict) -> list[str]:
-    missing = sorted(set(expected) - set(found))
-    extra = sorted(set(found) - set(expected))
-    misshaped = sorted(k for k in set(expected) & set(found) if tuple(expected[k]) != tuple(found[k]))
-    problems = [f"missing array {k} (expected shape {tuple(expected[k])})" for k in missing]
-    problems += [f"misshaped array {k}: file has {tuple(found[k])}, expected {tuple(expected[k])}" for k in misshaped]
-    problems += [f"unexpected array {k} {tuple(found[k])}" for k in extra]
-    return problems
-
-
-def _summarise(problems: Iterable[str], limit: int = 25) -> str:
-    problems = list(problems)
-    text = "\n  ".join(problems[:limit])
-    more = f"\n  ... and {len(problems) - limit} more" if len(problems) > limit else ""
-    return f"  {text}{more}"
-
-
-def expected_layout(keras_model) -> dict[str, tuple]:
-    """The arrays `keras_model.save_weights` writes: {path: shape}."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "layout.weights.h5"
-        keras_model.save_weights(path)
-        return h5_arrays(path)
-
-
 def load_keras_hanet(weights: str | os.PathLike, variant: str = "full", image_size=(256, 256)) -> dict:
     """Port a Keras 3 `.weights.h5` of the released HA-Net to Flax `{"params", "batch_stats"}`."""
     from hanet_jax.reference.keras_original import build_keras_hanet
@@ -154,7 +110,7 @@ def load_keras_hanet(weights: str | os.PathLike, variant: str = "full", image_si
     image_size = tuple(int(s) for s in image_size)
     keras_model = build_keras_hanet(variant, (*image_size, 3))
     found = h5_arrays(weights)
-    problems = _layout_problems(expected_layout(keras_model), found)
+    problems = layout_problems(expected_layout(keras_model), found)
     if problems:
         hint = ""
         w = found.get("layers/global_spatial_attention/vars/0")
@@ -162,9 +118,7 @@ def load_keras_hanet(weights: str | os.PathLike, variant: str = "full", image_si
             hint = (f"\nThe file's GSA matrix is {tuple(w)}: it was trained at another input size "
                     f"(pass --image_size H W with (H/32)*(W/32) = {w[0]}).")
         raise PortError(f"{weights} does not fit HA-Net variant {variant!r} at {image_size}:\n"
-                        f"{_summarise(problems)}{hint}")
+                        f"{summarise(problems)}{hint}")
     keras_model.load_weights(weights)
     return keras_to_flax(keras_model, HANet(variant=variant), image_size)
 
-
-from hanet_jax.port.keras_densenet import load_densenet121  # noqa: E402,F401  (DenseNet-121 ImageNet weights)

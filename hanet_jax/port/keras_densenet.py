@@ -40,6 +40,7 @@ import numpy as np
 
 from hanet_jax.checkpoints.format import CheckpointError, read_meta, restore_variables, save_variables, write_meta
 from hanet_jax.models.densenet import DENSENET_EPS, DenseNet121
+from hanet_jax.port.weight_files import PortError, expected_layout, h5_arrays, layout_problems, summarise
 
 ENCODER_KIND = "encoder"
 ENCODER_SCOPE = "encoder"  # the HANet submodule the trees belong under
@@ -53,14 +54,6 @@ KERAS_ROLES = {
     "moving_variance": ("batch_stats", "var"),
 }
 _FLAX_TO_KERAS_ROLE = {v: k for k, v in KERAS_ROLES.items()}
-
-
-def _port():
-    # `hanet_jax.port.keras` re-exports `load_densenet121` from this module. It is imported
-    # lazily, so that either module can be imported first without a circular-import error.
-    from hanet_jax.port import keras as port_keras
-
-    return port_keras
 
 
 # --------------------------------------------------------------------------- Flax side
@@ -95,14 +88,13 @@ def check_arrays(source: str, found: Mapping, describe=_keras_array_name) -> dic
     Raise `PortError` naming `source` and every missing or misshaped array (`describe` turns a
     key into the source's own name for it, Keras' `conv1_bn/gamma` by default).
     """
-    port = _port()
     expected = densenet_leaves()
-    problems = port._layout_problems(
+    problems = layout_problems(
         {describe(k): s for k, s in expected.items()},
         {describe(k): tuple(np.shape(v)) for k, v in found.items() if k in expected},
     )
     if problems:
-        raise port.PortError(f"{source} does not fit DenseNet-121:\n{port._summarise(problems)}")
+        raise PortError(f"{source} does not fit DenseNet-121:\n{summarise(problems)}")
     return nest_leaves({k: found[k] for k in expected})
 
 
@@ -146,11 +138,11 @@ def _legacy_arrays(path: Path, f) -> dict:
         for weight in _h5_list_attr(group, "weight_names") or []:
             role = _role(weight)
             if role not in KERAS_ROLES:
-                raise _port().PortError(f"{path}: layer {layer} has an array {weight!r} that DenseNet-121 does not have")
+                raise PortError(f"{path}: layer {layer} has an array {weight!r} that DenseNet-121 does not have")
             collection, leaf = KERAS_ROLES[role]
             found[(collection, name, leaf)] = np.asarray(group[weight])
     if not found:
-        raise _port().PortError(
+        raise PortError(
             f"{path}: no DenseNet-121 layer found (expected groups like conv1_conv or conv1/conv; "
             f"the file has {sorted(root.keys())[:10]})")
     return found
@@ -163,8 +155,7 @@ def _keras3_arrays(path: Path) -> dict:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import keras
 
-    port = _port()
-    found_layout = port.h5_arrays(path)
+    found_layout = h5_arrays(path)
     dense = [k for k in found_layout if k.startswith("layers/dense/")]
     if dense:  # with-top file: the classifier's width comes from its kernel
         classes = next(s[-1] for k, s in found_layout.items() if k.startswith("layers/dense/") and len(s) == 2)
@@ -172,9 +163,9 @@ def _keras3_arrays(path: Path) -> dict:
                                                classifier_activation=None)
     else:
         model = keras.applications.DenseNet121(include_top=False, weights=None, input_shape=(None, None, 3))
-    problems = port._layout_problems(port.expected_layout(model), found_layout)
+    problems = layout_problems(expected_layout(model), found_layout)
     if problems:
-        raise port.PortError(f"{path} is not a Keras 3 DenseNet-121 weights file:\n{port._summarise(problems)}")
+        raise PortError(f"{path} is not a Keras 3 DenseNet-121 weights file:\n{summarise(problems)}")
     model.load_weights(path)
     found = {}
     for collection, layer, leaf in densenet_leaves():
@@ -194,16 +185,15 @@ def load_densenet121(path: str | os.PathLike) -> dict:
     """
     import h5py
 
-    port = _port()
     path = Path(path)
     if not path.is_file():
-        raise port.PortError(f"weights file {path} does not exist")
+        raise PortError(f"weights file {path} does not exist")
     try:
         with h5py.File(path, "r") as f:
             keras3 = "layers" in f and "layer_names" not in f.attrs and "model_weights" not in f
             found = None if keras3 else _legacy_arrays(path, f)
     except OSError as e:
-        raise port.PortError(f"{path}: not a readable HDF5 weights file ({e})") from e
+        raise PortError(f"{path}: not a readable HDF5 weights file ({e})") from e
     if keras3:
         found = _keras3_arrays(path)
     return check_arrays(str(path), found)

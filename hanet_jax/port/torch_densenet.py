@@ -82,7 +82,7 @@ def _torch_name(collection: str, layer: str, leaf: str, table: Mapping[str, str]
 
 def state_dict_to_flax(state_dict: Mapping[str, object], source: str = "state dict") -> dict:
     """A torchvision DenseNet-121 state dict (tensors or arrays) -> `{"params", "batch_stats"}`."""
-    from hanet_jax.port.keras import PortError
+    from hanet_jax.port.weight_files import PortError
 
     found, unexpected = {}, []
     for raw_key, value in state_dict.items():
@@ -128,7 +128,7 @@ def _torch_table() -> dict[str, str]:
 def load_torch_densenet121(path: str | os.PathLike) -> dict:
     """Port a torchvision `densenet121-*.pth` to `{"params", "batch_stats"}` for
     `DenseNet121(epsilon=TORCH_EPS)`. Raises `PortError` naming the file and the keys at fault."""
-    from hanet_jax.port.keras import PortError
+    from hanet_jax.port.weight_files import PortError
 
     path = Path(path)
     if not path.is_file():

@@ -18,6 +18,7 @@ from hanet_jax.data.layouts import LAYOUTS
 from hanet_jax.data.splits import METHODS as VAL_SPLITS
 from hanet_jax.train.losses import LOSS_NAMES
 from hanet_jax.models.hanet import DTYPES, VARIANTS
+from hanet_jax.json_files import write_json
 
 
 class ConfigError(ValueError):
@@ -215,14 +216,6 @@ def validate_config(config) -> dict:
     return to_dict(config)
 
 
-def write_json(path: str | os.PathLike, payload) -> None:
-    """A config or a mapping as indented JSON, written atomically."""
-    tmp = f"{os.fspath(path)}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(to_dict(payload), f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-
-
 def save_config(path: str | os.PathLike, config) -> list[str]:
     """Writes config.json; warns about (and returns) differences from one already there."""
     changed = []
@@ -231,7 +224,7 @@ def save_config(path: str | os.PathLike, config) -> list[str]:
             changed = config_differences(json.load(f), to_dict(config))
         if changed:
             logging.warning("config differs from %s (resuming?): %s", path, "; ".join(changed))
-    write_json(path, config)
+    write_json(path, config, sort_keys=True)
     return changed
 
 

@@ -1,18 +1,15 @@
 """Training and validation of HA-Net: `train_and_evaluate(config, workdir)`.
 
-- Parallelism: one Mesh over every device of every process, axis "data". `train_step` and
-  `eval_step` are pure module-level functions, jitted with NamedShardings (state replicated,
-  batch sharded on its first dimension, the state donated). Under jit a batch-sharded
+- Parallelism: one Mesh over every device of every process, axis "data" (train/sharding.py).
+  `train_step` and `eval_step` (train/steps.py) are pure functions, jitted with NamedShardings
+  (state replicated, batch sharded on its first dimension, the state donated). Under jit a batch-sharded
   BatchNorm normalises over the global batch; no pmap, no axis names. Each process feeds its
   slice of every global batch (`pipeline.to_global_batch`).
 - Schedule: Adam every step, its updates scaled by the ReduceLROnPlateau scale; the plateau
   and EarlyStopping see the validation loss once per epoch; the best checkpoint (by early
   stopping's notion of improvement) is what `restore_best_variables` / `load_bundle` load and
   what `TrainResult.variables` holds at the end (Keras' restore_best_weights).
-- Metrics (clu): loss is the mean of batch losses (validation batches weighted by their real
-  examples, as Keras does); Dice and IoU at threshold 0.5 are computed from confusion counts
-  pooled over the whole epoch, not averaged per batch (a batch without lesions would
-  otherwise count as 0 or NaN).
+- Metrics: clu collections (train/metrics.py), pooled over each epoch.
 - Faults: SIGTERM -> a checkpoint at the next step boundary, then a clean return
   (`TrainResult.preempted`); a non-finite loss -> FloatingPointError naming the step, with
   nothing saved after the last good checkpoint; restarting with the same workdir resumes
@@ -29,12 +26,10 @@ from typing import Any, Callable
 
 import flax
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 from absl import logging
-from clu import metric_writers, metrics as clu_metrics, periodic_actions
+from clu import metric_writers, periodic_actions
 from jax.experimental import multihost_utils
 
 from hanet_jax.checkpoints import format as checkpoints
@@ -42,126 +37,17 @@ from hanet_jax.train import config as config_utils
 from hanet_jax.checkpoints import training as ckpt
 from hanet_jax.train import input as train_data
 from hanet_jax.eval import overlays as viz
-from hanet_jax.eval.evaluate import DATA_SPLIT_FILE
+from hanet_jax.data.splits import DATA_SPLIT_FILE
 from hanet_jax.data import pipeline
 from hanet_jax.models.hanet import model_config, model_from_config
-from hanet_jax.train.keras_callbacks import EarlyStopping, scale_updates
-from hanet_jax.train.state import (TrainState, apply_init_from, batch_sharded, create_train_state,
-                                   ema_update, learning_rate_schedule, make_loss_fn, make_mesh,
-                                   optimizer_from_config, replicate, replicated,
-                                   resolve_model_config, to_host)
-
-
-# ------------------------------------------------------------------------------------ metrics
-@flax.struct.dataclass
-class _Pooled(clu_metrics.Metric):
-    """Confusion counts at logit > 0 (probability > 0.5), summed over batches (int32)."""
-    tp: jnp.ndarray
-    fp: jnp.ndarray
-    fn: jnp.ndarray
-
-    @classmethod
-    def from_model_output(cls, *, logits, targets, valid=None, **_):
-        pred, gt = logits > 0, targets > 0.5
-        keep = jnp.ones(pred.shape[0], bool) if valid is None else valid > 0
-        keep = keep.reshape((-1,) + (1,) * (pred.ndim - 1))
-        count = lambda x: jnp.sum(x & keep, dtype=jnp.int32)  # noqa: E731
-        return cls(tp=count(pred & gt), fp=count(pred & ~gt), fn=count(~pred & gt))
-
-    @classmethod
-    def empty(cls):
-        zero = jnp.zeros((), jnp.int32)
-        return cls(tp=zero, fp=zero, fn=zero)
-
-    def merge(self, other):
-        return type(self)(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn)
-
-    def _ratio(self, num, den):
-        return jnp.where(den > 0, num / jnp.maximum(den, 1), jnp.nan)
-
-
-@flax.struct.dataclass
-class PooledDice(_Pooled):
-    def compute(self):
-        return self._ratio(2 * self.tp, 2 * self.tp + self.fp + self.fn)
-
-
-@flax.struct.dataclass
-class PooledIoU(_Pooled):
-    def compute(self):
-        return self._ratio(self.tp, self.tp + self.fp + self.fn)
-
-
-@flax.struct.dataclass
-class BatchLoss(clu_metrics.Average):
-    """A batch loss weighted by the batch's real (non-padding) examples."""
-
-    @classmethod
-    def from_model_output(cls, *, loss, valid, **_):
-        n = jnp.sum(valid > 0, dtype=jnp.int32)
-        return cls(total=loss * n, count=n)
-
-
-TrainMetrics = clu_metrics.Collection.create(
-    loss=clu_metrics.Average.from_output("loss"), dice=PooledDice, iou=PooledIoU)
-EvalMetrics = clu_metrics.Collection.create(loss=BatchLoss, dice=PooledDice, iou=PooledIoU)
-
-
-# -------------------------------------------------------------------------------------- steps
-def train_step(state: TrainState, batch, *, model, loss_fn, tx, ema_decay: float = 0.0):
-    """One Adam step on a global batch; dropout key fold_in(state.rng, state.step); then the
-    EMA's step when the state has one."""
-    dropout_key = jax.random.fold_in(state.rng, state.step)
-
-    def loss_of(params):
-        logits, updates = model.apply(
-            {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
-            mutable=["batch_stats"], rngs={"dropout": dropout_key})
-        return loss_fn(logits, batch["mask"]), (logits, updates["batch_stats"])
-
-    (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, scale_updates(updates, state.plateau.scale))
-    metrics = TrainMetrics.single_from_model_output(loss=loss, logits=logits, targets=batch["mask"])
-    ema = state.ema
-    if ema is not None:
-        ema = ema_update(ema, {"params": params, "batch_stats": batch_stats}, state.step,
-                         ema_decay)
-    return state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                         opt_state=opt_state, ema=ema), metrics
-
-
-def eval_step(state: TrainState, batch, *, model, loss_fn):
-    """Validation metrics of a padded global batch (padding has weight 0), and predictions."""
-    logits = model.apply(state.eval_variables, batch["image"], train=False)
-    loss = loss_fn(logits, batch["mask"], batch["valid"])
-    metrics = EvalMetrics.single_from_model_output(loss=loss, logits=logits, targets=batch["mask"],
-                                                   valid=batch["valid"])
-    return metrics, logits > 0
-
-
-@dataclasses.dataclass(frozen=True)
-class Steps:
-    train: Callable
-    eval: Callable
-
-
-_STEPS: dict = {}
-
-
-def compiled_steps(model, loss_name: str, tx, mesh, ema_decay: float = 0.0) -> Steps:
-    """jitted train/eval steps, cached per (model, loss, optimiser, mesh, EMA decay)."""
-    key = (model, loss_name, tx, mesh, ema_decay)
-    if key not in _STEPS:
-        loss_fn, repl, data = make_loss_fn(loss_name), replicated(mesh), batch_sharded(mesh)
-        _STEPS[key] = Steps(
-            train=jax.jit(lambda s, b: train_step(s, b, model=model, loss_fn=loss_fn, tx=tx,
-                                                  ema_decay=ema_decay),
-                          in_shardings=(repl, data), out_shardings=(repl, repl),
-                          donate_argnums=(0,)),
-            eval=jax.jit(lambda s, b: eval_step(s, b, model=model, loss_fn=loss_fn),
-                         in_shardings=(repl, data), out_shardings=(repl, data)))
-    return _STEPS[key]
+from hanet_jax.train.init_from import apply_init_from, resolve_model_config
+from hanet_jax.train.keras_callbacks import EarlyStopping
+from hanet_jax.train.metrics import TrainMetrics
+from hanet_jax.train.optimizer import learning_rate_schedule, optimizer_from_config
+from hanet_jax.train.sharding import batch_sharded, make_mesh, replicate, to_host
+from hanet_jax.train.state import TrainState, create_train_state
+from hanet_jax.train.steps import Steps, compiled_steps
+from hanet_jax.json_files import write_json
 
 
 @dataclasses.dataclass
@@ -261,7 +147,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         checkpoints.write_meta(workdir, kind="workdir", model_cfg=model_config(model),
                                image_size=(config.model.image_size,) * 2)
         if data.split_record is not None:
-            config_utils.write_json(os.path.join(workdir, DATA_SPLIT_FILE),
+            write_json(os.path.join(workdir, DATA_SPLIT_FILE),
                                     data.split_record)
     c = config.checkpoint
     manager = ckpt.make_manager(workdir, keep_latest=c.keep_latest, keep_best=c.keep_best,
@@ -370,7 +256,7 @@ def _train_loop(run: _Run, state, stopper, progress, batch_hook) -> TrainResult:
     summary = _summary(run, history, stopper, best_step, done,
                        progress["wall_seconds"] + time.time())
     if jax.process_index() == 0:
-        config_utils.write_json(os.path.join(run.workdir, "summary.json"), summary)
+        write_json(os.path.join(run.workdir, "summary.json"), summary)
     logging.info("done: best val_loss %s (val Dice %s) at step %s; %d epochs; %.0f s",
                  summary["best_val_loss"], summary["best_val_dice"], best_step, len(history),
                  summary["wall_seconds"])

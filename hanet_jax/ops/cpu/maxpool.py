@@ -7,7 +7,7 @@ reduce-window over four index arrays and a scatter, the largest non-conv op of t
 
 `relu_pad_max_pool_3x3_s2` is the stem's ReLU, zero padding and pool in one handler (round 16).
 
-Used where `blas_conv.active()` (the CPU, HANET_BLAS_CONV not 0) and the input is float32;
+Used where `conv.active()` (the CPU, HANET_BLAS_CONV not 0) and the input is float32;
 elsewhere, or where the handler cannot be built, `max_pool_3x3_s2` is the plain pool.
 """
 
@@ -22,7 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hanet_jax.ops.cpu import conv as blas_conv
+from hanet_jax.ops.cpu import conv
+from hanet_jax.ops.cpu.build import load_handlers
+from hanet_jax.ops.cpu.partitioning import sharded_over_batch
 
 _SOURCE = Path(__file__).with_name("maxpool_grad.cc")
 _TARGET = "hanet_maxpool3x3s2_grad"
@@ -34,7 +36,7 @@ _OF_RELU = "hanet_maxpool3x3s2_of_relu"
 def available() -> bool:
     """Whether the handler is built and registered (once per process; False also logs why)."""
     try:
-        blas_conv.load_handlers(_SOURCE, {_TARGET: "MaxPoolGrad", _FORWARD: "MaxPool", _OF_RELU: "MaxPoolOfRelu"})
+        load_handlers(_SOURCE, {_TARGET: "MaxPoolGrad", _FORWARD: "MaxPool", _OF_RELU: "MaxPoolOfRelu"})
         return True
     except Exception as e:  # noqa: BLE001  (XLA's gradient is always correct)
         logging.warning("%s: the max-pool gradient falls back to XLA's (%s)", __name__, e)
@@ -45,13 +47,13 @@ def _pool(x):
     return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
 
 
-_grad, _ = blas_conv._sharded_over_batch(_TARGET, lambda x, dy: x.shape, "b h w c, b i j c -> b h w c",
+_grad, _ = sharded_over_batch(_TARGET, lambda x, dy: x.shape, "b h w c, b i j c -> b h w c",
                                          summed=False)
-_forward, _ = blas_conv._sharded_over_batch(
+_forward, _ = sharded_over_batch(
     _FORWARD, lambda x: (x.shape[0], (x.shape[1] - 3) // 2 + 1, (x.shape[2] - 3) // 2 + 1, x.shape[3]),
     "b h w c -> b i j c", summed=False)
 
-_of_relu, _ = blas_conv._sharded_over_batch(
+_of_relu, _ = sharded_over_batch(
     _OF_RELU, lambda x: (x.shape[0], (x.shape[1] - 1) // 2 + 1, (x.shape[2] - 1) // 2 + 1, x.shape[3]),
     "b h w c -> b i j c", summed=False)
 
@@ -77,7 +79,7 @@ _pool_with_our_grad.defvjp(_fwd, _bwd)
 def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
     """`nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")`, NHWC; on the CPU at float32
     our forward and gradient."""
-    if x.dtype == np.float32 and blas_conv.active() and available():
+    if x.dtype == np.float32 and conv.active() and available():
         return _pool_with_our_grad(x)
     return _pool(x)
 
@@ -106,6 +108,6 @@ def relu_pad_max_pool_3x3_s2(x: jax.Array) -> jax.Array:
     """`max_pool_3x3_s2` of `relu(x)` zero-padded by 1 (the stem's ReLU, ZeroPadding2D(1) and
     pool). On the CPU at float32 one handler pools x directly, so the padded ReLU map is never
     written (round 16); the gradient is `max_pool_3x3_s2`'s."""
-    if x.dtype == np.float32 and blas_conv.active() and available():
+    if x.dtype == np.float32 and conv.active() and available():
         return _relu_pad_pool_ours(x)
     return _relu_pad_pool(x)

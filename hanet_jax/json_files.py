@@ -1,0 +1,49 @@
+"""The one JSON writer: every report, summary, config and checkpoint description goes through it.
+
+Written atomically (a temporary file renamed over the target, so a reader or a run killed while
+writing never leaves half a file), with parent folders created, NaN and infinities as null
+(strict JSON that every reader accepts), numpy scalars and ConfigDicts as plain values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON values: mappings (and ConfigDicts) as dicts, tuples as lists, numpy scalars as
+    Python numbers, NaN and infinities as None."""
+    if hasattr(value, "to_dict"):
+        value = value.to_dict()
+    if isinstance(value, Mapping):
+        return {k: to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return to_jsonable(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def write_json(path: str | os.PathLike, payload: Any, *, indent: int | None = 2,
+               sort_keys: bool = False) -> Path:
+    """Write `payload` to `path` as JSON (see the module docstring); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(to_jsonable(payload), indent=indent, sort_keys=sort_keys,
+                              allow_nan=False) + "\n")
+    os.replace(tmp, path)
+    return path
