@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: sets up the environment, then runs the whole suite.
+# The test command: sets up the environment, checks the package's import layering
+# (lint-imports, contracts in pyproject.toml), then runs the whole suite.
 # Extra arguments go to pytest (e.g. `bash scripts/test.sh -k parity`).
 cd "$(dirname "$0")/.."
 source scripts/setup_env.sh
@@ -7,6 +8,7 @@ source scripts/setup_env.sh
 if [ -z "${HANET_DATA_DIR:-}" ] && [ -d ../shared/data ]; then
   export HANET_DATA_DIR="$(cd ../shared/data && pwd)"
 fi
+lint-imports || { echo "lint-imports: the package's layering is broken (pyproject.toml)" >&2; exit 1; }
 python -m pytest "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
