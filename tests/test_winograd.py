@@ -132,8 +132,8 @@ def test_split_over_two_devices_stays_batch_sharded():
 
 TARGETS = """
     import os, numpy as np, jax, jax.numpy as jnp
-    from hanet_jax.ops.cpu import build
-    from hanet_jax.ops.cpu import winograd
+    from hanet_jax.ops.cpu import build, winograd
+    from hanet_jax.ops.cpu import conv as blas_conv
     rng = np.random.default_rng(0)
     for march in ("x86-64-v3", "x86-64"):  # AVX2's tiles, and SSE's
         os.environ[build.MARCH_ENV] = march
