@@ -44,11 +44,9 @@ def load_config(name: str, *args):
 
 def tiny_config(**overrides):
     """The smoke config with TINY applied, then `overrides` ("a__b" means "a.b")."""
-    from hanet_jax.train import config as config_utils
 
     config = load_config("smoke")
-    for key, value in {**TINY, **{k.replace("__", "."): v for k, v in overrides.items()}}.items():
-        config_utils.set_dotted(config, key, value)
+    config.update_from_flattened_dict({**TINY, **{k.replace("__", "."): v for k, v in overrides.items()}})
     return config
 
 

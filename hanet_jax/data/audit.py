@@ -19,7 +19,6 @@ Command line (exit code 1 when a test image has a near-duplicate in train, 0 whe
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -29,9 +28,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
+from absl import flags
 from PIL import Image
-from scipy import ndimage
+from scipy import ndimage, sparse
+from scipy.sparse import csgraph
 
+from hanet_jax import command_line
 from hanet_jax.data import layouts
 
 FINGERPRINT_SIZE = 48
@@ -325,24 +327,17 @@ def best_matches(fa: np.ndarray, fb: np.ndarray, **kwargs) -> tuple[np.ndarray, 
 
 # ----------------------------------------------------------------------------- grouping
 def connected_components(n: int, pairs: Iterable[Sequence[int]]) -> list[int]:
-    """Group ids of n items linked by (i, j, ...) pairs (union-find).
+    """Group ids of n items linked by (i, j, ...) pairs (scipy's connected components).
 
     Ids are 0, 1, ... in order of each group's first member, so the result is canonical.
     """
-    parent = list(range(n))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]  # path halving keeps trees shallow
-            i = parent[i]
-        return i
-
-    for i, j, *_ in pairs:
-        ri, rj = root(int(i)), root(int(j))
-        if ri != rj:
-            parent[max(ri, rj)] = min(ri, rj)
+    if n == 0:
+        return []
+    links = np.asarray([(int(p[0]), int(p[1])) for p in pairs], np.int64).reshape(-1, 2)
+    graph = sparse.coo_matrix((np.ones(len(links)), (links[:, 0], links[:, 1])), shape=(n, n))
+    _, labels = csgraph.connected_components(graph, directed=False)
     ids: dict[int, int] = {}
-    return [ids.setdefault(root(i), len(ids)) for i in range(n)]
+    return [ids.setdefault(int(label), len(ids)) for label in labels]
 
 
 def group_near_duplicates(
@@ -485,27 +480,34 @@ def _size_histogram(groups: list[list[str]]) -> dict[int, int]:
     return dict(sorted(sizes.items()))
 
 
+def _define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("train", None, "train split folder (processed) or dataset root",
+                        flag_values=fv, required=True)
+    flags.DEFINE_string("test", None, "test split folder or dataset root; omit for train groups only",
+                        flag_values=fv)
+    flags.DEFINE_string("json", None, "where to write the report", flag_values=fv, required=True)
+    flags.DEFINE_enum("layout", "processed", ("processed", "busi", "udiat"), "dataset layout",
+                      flag_values=fv)
+    flags.DEFINE_float("threshold", DEFAULT_THRESHOLD, "near-duplicate similarity", flag_values=fv)
+    flags.DEFINE_float("smooth", DEFAULT_SMOOTH,
+                       "fingerprint smoothing, std in 48x48 pixels; 0 = raw correlation", flag_values=fv)
+    flags.DEFINE_enum("group_by", "content", GROUP_BY,
+                      "processed_release: also group the release's copies by their file numbers",
+                      flag_values=fv)
+    flags.DEFINE_enum("release", None, RELEASES, "numbering for --group_by processed_release",
+                      flag_values=fv)
+    flags.register_multi_flags_validator(
+        ["group_by", "release"], lambda f: f["group_by"] != "processed_release" or f["release"] is not None,
+        message="--group_by processed_release needs --release busi|udiat", flag_values=fv)
+
+
+COMMAND = command_line.Command("python -m hanet_jax.data.audit", __doc__, _define_flags,
+                               synopsis="--train=DIR --json=OUT [--test=DIR] [--flag=value ...]")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the audit, writes the JSON report, prints a summary; 1 when a test image leaked."""
-    p = argparse.ArgumentParser(
-        prog="python -m hanet_jax.data.audit", description=__doc__.split("\n")[0]
-    )
-    p.add_argument("--train", required=True, help="train split folder (processed) or dataset root")
-    p.add_argument("--test", help="test split folder or dataset root; omit for train groups only")
-    p.add_argument("--json", required=True, help="where to write the report")
-    p.add_argument("--layout", default="processed", choices=("processed", "busi", "udiat"))
-    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
-    p.add_argument("--smooth", type=float, default=DEFAULT_SMOOTH,
-                   help="fingerprint smoothing, std in 48x48 pixels; 0 = raw correlation")
-    p.add_argument(
-        "--group_by", default="content", choices=GROUP_BY,
-        help="processed_release: also group the release's copies by their file numbers",
-    )
-    p.add_argument("--release", choices=RELEASES, help="numbering for --group_by processed_release")
-    args = p.parse_args(argv)
-    if args.group_by == "processed_release" and args.release is None:
-        p.error("--group_by processed_release needs --release busi|udiat")
-
+    args = COMMAND.parse(argv)
     start = time.perf_counter()
     try:
         train = _examples(args.train, args.layout)
@@ -534,5 +536,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if report["leaked_test"] else 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `hanet-audit` console script."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

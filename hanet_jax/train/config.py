@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from absl import logging
+from flax import traverse_util
 
 from hanet_jax.data.audit import GROUP_BY, RELEASES
 from hanet_jax.data.layouts import LAYOUTS
@@ -137,23 +138,6 @@ RULES: dict[str, Check] = {
 }
 
 
-def get_dotted(config, dotted: str):
-    """config["a"]["b"] for dotted = "a.b" (a ConfigDict or nested dicts)."""
-    node = config
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
-def set_dotted(config, dotted: str, value) -> None:
-    """config["a"]["b"] = value for dotted = "a.b" (a ConfigDict or nested dicts)."""
-    *parents, leaf = dotted.split(".")
-    node = config
-    for p in parents:
-        node = node[p]
-    node[leaf] = value
-
-
 def to_dict(config) -> dict:
     """A ConfigDict (or mapping) as plain nested dicts."""
     if hasattr(config, "to_dict"):
@@ -162,16 +146,9 @@ def to_dict(config) -> dict:
             for k, v in dict(config).items()}
 
 
-def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+def flatten(tree: Mapping) -> dict[str, Any]:
     """{"a": {"b": 1}} -> {"a.b": 1}."""
-    out = {}
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, path + "."))
-        else:
-            out[path] = value
-    return out
+    return traverse_util.flatten_dict(dict(tree), sep=".")
 
 
 def validate_config(config) -> dict:

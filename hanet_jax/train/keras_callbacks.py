@@ -57,7 +57,9 @@ def adam(learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.999,
     weight_decay > 0: AdamW's decoupled decay (the step also subtracts lr * weight_decay * w) on
     the conv and dense kernels only, not on biases or BatchNorm scales. It is folded into the
     Adam transform, so the optimiser state is Adam's with or without it and a checkpoint
-    resumes under either setting.
+    resumes under either setting. Kept rather than `optax.adamw(mask=...)` for that reason:
+    adamw's chain adds a masked decay state, so its state tree differs from `optax.adam`'s and a
+    run could not switch weight decay on or off when it resumes.
     """
     if weight_decay == 0.0:
         return optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)

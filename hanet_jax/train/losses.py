@@ -14,6 +14,7 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
+import optax
 
 KERAS_EPSILON = 1e-7  # keras.backend.epsilon(): Keras clips probabilities to [eps, 1 - eps]
 
@@ -58,8 +59,8 @@ def _pixel_bce(logits, targets, keras_clip: bool):
     if keras_clip:
         p = jnp.clip(jax.nn.sigmoid(logits), KERAS_EPSILON, 1.0 - KERAS_EPSILON)
         return -(targets * jnp.log(p) + (1.0 - targets) * jnp.log(1.0 - p))
-    # -[y·log σ(x) + (1-y)·log(1-σ(x))] = max(x, 0) - x·y + log(1 + exp(-|x|))
-    return jnp.maximum(logits, 0.0) - logits * targets + jnp.log1p(jnp.exp(-jnp.abs(logits)))
+    # -[y·log σ(x) + (1-y)·log(1-σ(x))] in optax's stable log-sigmoid form
+    return optax.sigmoid_binary_cross_entropy(logits, targets)
 
 
 def bce_with_logits(logits, targets, weights=None, *, keras_clip: bool = False):

@@ -145,7 +145,7 @@ CV_RUN = {"num_epochs": 10}
 
 
 PROFILES = {"cpu2h": CPU_2H, "cv": CV_RUN,
-            "release": {k: config_utils.get_dotted(get_config(), k) for k in BEYOND_RELEASE}}
+            "release": {k: config_utils.flatten(get_config().to_dict())[k] for k in BEYOND_RELEASE}}
 
 
 def apply_profile(config: ml_collections.ConfigDict, profile: str | None):
@@ -155,8 +155,7 @@ def apply_profile(config: ml_collections.ConfigDict, profile: str | None):
         if name not in PROFILES:
             raise ValueError(f"unknown config profile {name!r} (after ':' in --config); "
                              f"choose from {sorted(PROFILES)}, comma-separated")
-        for dotted, value in PROFILES[name].items():
-            config_utils.set_dotted(config, dotted, value)
+        config.update_from_flattened_dict(PROFILES[name])
     return config
 
 
@@ -170,6 +169,5 @@ def dataset_recipe(release: str, profile: str | None = None) -> ml_collections.C
     config.data.split = "train"
     config.data.group_by = "processed_release"
     config.data.release = release
-    for dotted, value in BEYOND_RELEASE.items():
-        config_utils.set_dotted(config, dotted, value)
+    config.update_from_flattened_dict(BEYOND_RELEASE)
     return apply_profile(config, profile)

@@ -46,7 +46,8 @@ def ema_update(ema, live, step, decay: float):
     """One step of the weights' moving average; `step` is the number of updates done before
     this one. The decay warms up as min(decay, (1+t)/(10+t)) (TensorFlow's
     ExponentialMovingAverage with num_updates), so early averages are not dominated by the
-    random initialisation."""
+    random initialisation. Hand-written because `optax.ema` debiases instead of warming up, which
+    weights the first steps differently from the TF recipe the runs in docs/results.md used."""
     t = jnp.asarray(step, jnp.float32)
     d = jnp.minimum(decay, (1.0 + t) / (10.0 + t))
     return jax.tree.map(lambda e, x: (d * e + (1.0 - d) * x).astype(x.dtype), ema, live)
