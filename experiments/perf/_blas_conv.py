@@ -23,7 +23,7 @@ from functools import partial
 import jax
 import numpy as np
 
-from _conv3x3 import DN  # the perf scripts put their folder on sys.path
+from _conv3x3 import DN  # the running script's folder (experiments/perf) is on sys.path
 _xla_conv = jax.lax.conv_general_dilated  # bound now: the A/B scripts patch the jax.lax name
 
 

@@ -1,5 +1,5 @@
 """Round 7's FFI forms for the A/B scripts: the weight gradient is the model's own
-(`hanet_jax/models/blas_conv.py`); the forward as nine accumulated GEMMs
+(`hanet_jax/ops/cpu/conv.py`); the forward as nine accumulated GEMMs
 (`ffi/blas_conv3x3_forward.cc`, appended to the model's C++ source and built the same way)
 measured slower than XLA's and is only here. Both are partitioned per device.
 """
@@ -7,7 +7,6 @@ measured slower than XLA's and is only here. Both are partitioned per device.
 from __future__ import annotations
 
 import hashlib
-import os
 import tempfile
 from pathlib import Path
 
@@ -16,19 +15,21 @@ import numpy as np
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec
 
-from hanet_jax.ops.cpu import conv as blas_conv
+from hanet_jax.ops.cpu import conv as cpu_conv
+from hanet_jax.ops.cpu.build import load_handlers
+from hanet_jax.ops.cpu.partitioning import _batch_axis
 
-weight_grad = blas_conv.weight_grad
+weight_grad = cpu_conv.weight_grad
 _FORWARD = "hanet_perf_conv3x3_forward"
 
 
 def _load():
-    text = (blas_conv._SOURCE.read_text()
+    text = (cpu_conv._SOURCE.read_text()
             + (Path(__file__).parent / "ffi" / "blas_conv3x3_forward.cc").read_text())
     src = Path(tempfile.gettempdir()) / f"hanet_perf_{hashlib.sha256(text.encode()).hexdigest()[:12]}.cc"
     src.write_text(text)
-    blas_conv.load_handlers(src, {_FORWARD: "Forward"})
-    assert blas_conv.available(), "the model's weight-gradient handler did not load"
+    load_handlers(src, {_FORWARD: "Forward"})
+    assert cpu_conv.available(), "the model's weight-gradient handler did not load"
 
 
 _load()
@@ -45,7 +46,7 @@ def forward(x, k):
 
 
 def _batch(mesh, arg_shapes):
-    return NamedSharding(mesh, PartitionSpec(blas_conv._batch_axis(arg_shapes[0])))
+    return NamedSharding(mesh, PartitionSpec(_batch_axis(arg_shapes[0])))
 
 
 def _forward_partition(mesh, arg_shapes, result_shape):

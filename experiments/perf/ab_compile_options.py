@@ -1,11 +1,11 @@
 """A/B of XLA compile options on the real bench train step and inference, in ONE process.
 
-    PYTHONPATH=. .venv/bin/python scripts/perf/ab_compile_options.py --configs base,eigen_conv [--image_size 256]
+    PYTHONPATH=. .venv/bin/python experiments/perf/ab_compile_options.py --configs base,eigen_conv [--image_size 256]
 
 XLA_FLAGS are process-wide, and on this shared 2-core machine two processes minutes apart
 differ by up to ~20% with identical settings. Debug options can also be given per executable
 (`jax.jit(f).lower(...).compile(options)`), so here every configuration is compiled in the same
-process and timed interleaved (`bench_lib.interleaved_medians`). A repeated option such as
+process and timed interleaved (`keras_comparison.interleaved_medians`). A repeated option such as
 `xla_cpu_experimental_ynn_fusion_type` takes one enum value this way, which replaces the default
 list (YNNPACK for dots and convolutions).
 The CPU is split into devices as bench.py splits it (HANET_CPU_DEVICES=1 for one device).
@@ -44,18 +44,18 @@ parser.add_argument("--image_size", type=int, default=256)
 parser.add_argument("--repeats", type=int, default=5)
 args = parser.parse_args()
 set_up_like_bench(args.batch_size)
-from hanet_jax.bench import keras_comparison as bench_lib  # noqa: E402
+from hanet_jax.bench import keras_comparison  # noqa: E402
 
-batch = bench_lib.synthetic_batch(args.batch_size, (args.image_size, args.image_size))
+batch = keras_comparison.synthetic_batch(args.batch_size, (args.image_size, args.image_size))
 names = args.configs.split(",")
 sides = {}
 for name in names:
     t0 = time.perf_counter()
-    sides[name] = bench_lib._JaxSide("full", batch, CONFIGS[name] or None)
+    sides[name] = keras_comparison._JaxSide("full", batch, CONFIGS[name] or None)
     print(f"compiled {name} in {time.perf_counter() - t0:.0f} s", flush=True)
 fns = {f"{n} train": s.train_once for n, s in sides.items()}
 fns.update({f"{n} infer": s.infer_once for n, s in sides.items()})
-sec = bench_lib.interleaved_medians(fns, args.repeats)
+sec = keras_comparison.interleaved_medians(fns, args.repeats)
 for k, v in sec.items():
     kind = k.split()[-1]
     print(f"{k:24s} {1e3 * v:8.0f} ms/batch  {args.batch_size / v:6.2f} img/s  "

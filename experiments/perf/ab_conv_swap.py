@@ -5,16 +5,14 @@ Winograd F(2x2, 3x3) (`_winograd.py`, round 6) or host BLAS GEMMs through a call
 gradient's GEMMs in an FFI custom call on each device (`_blas_ffi.py`). Split over the CPU
 as bench.py runs them, compiled in one process and timed interleaved.
 
-    PYTHONPATH=. .venv/bin/python scripts/perf/ab_conv_swap.py --swap winograd [--batch_size 8] [--repeats 5]
-    PYTHONPATH=. .venv/bin/python scripts/perf/ab_conv_swap.py --swap ffi_dw --blas_threads 1
+    PYTHONPATH=. .venv/bin/python experiments/perf/ab_conv_swap.py --swap winograd [--batch_size 8] [--repeats 5]
+    PYTHONPATH=. .venv/bin/python experiments/perf/ab_conv_swap.py --swap ffi_dw --blas_threads 1
 """
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(__file__))
-from _bench_process import set_up_like_bench, time_sides  # noqa: E402
+from _bench_process import set_up_like_bench, time_sides
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--swap", choices=["winograd", "blas_dw", "blas_all", "ffi_dw", "ffi_all"], required=True)
@@ -36,7 +34,7 @@ import jax  # noqa: E402
 
 import _blas_conv  # noqa: E402
 import _winograd  # noqa: E402
-from hanet_jax.bench import keras_comparison as bench_lib  # noqa: E402
+from hanet_jax.bench import keras_comparison  # noqa: E402
 
 direct_conv = jax.lax.conv_general_dilated
 
@@ -53,12 +51,12 @@ def swapped_conv(x, kernel, window_strides, padding, **kwargs):
     return direct_conv(x, kernel, window_strides, padding, **kwargs)
 
 
-batch = bench_lib.synthetic_batch(args.batch_size, (256, 256))
+batch = keras_comparison.synthetic_batch(args.batch_size, (256, 256))
 sides = {}
 for name, conv in (("xla", direct_conv), (args.swap, swapped_conv)):
     jax.lax.conv_general_dilated = conv  # looked up while tracing, inside _JaxSide
     t0 = time.perf_counter()
-    sides[name] = bench_lib._JaxSide(args.variant, batch)
+    sides[name] = keras_comparison._JaxSide(args.variant, batch)
     jax.lax.conv_general_dilated = direct_conv
     print(f"compiled {name} in {time.perf_counter() - t0:.0f} s; train GFLOP/img "
           f"{sides[name].train_flops / args.batch_size / 1e9:.1f}", flush=True)

@@ -5,15 +5,12 @@ channels into (`lax.dynamic_update_slice`) and reads a prefix of. Same parameter
 arithmetic. Split over the CPU as bench.py runs them, compiled in one process, timed
 interleaved.
 
-    PYTHONPATH=. .venv/bin/python scripts/perf/ab_dense_buffer.py [--batch_size 8] [--repeats 3]
+    PYTHONPATH=. .venv/bin/python experiments/perf/ab_dense_buffer.py [--batch_size 8] [--repeats 3]
 """
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(__file__))
-from _bench_process import set_up_like_bench, time_sides  # noqa: E402
+from _bench_process import set_up_like_bench, time_sides
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--batch_size", type=int, default=8)
@@ -27,7 +24,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from hanet_jax.bench import keras_comparison as bench_lib  # noqa: E402
+from hanet_jax.bench import keras_comparison  # noqa: E402
 from hanet_jax.models import hanet  # noqa: E402
 from hanet_jax.models.densenet import DenseNet121  # noqa: E402
 
@@ -50,12 +47,12 @@ class Buffered(DenseNet121):
         return self._bn_relu(x, "bn", train), skips
 
 
-batch = bench_lib.synthetic_batch(args.batch_size, (256, 256))
+batch = keras_comparison.synthetic_batch(args.batch_size, (256, 256))
 sides = {}
 for name, encoder in (("concat", DenseNet121), ("buffer", Buffered)):
     hanet.DenseNet121 = encoder  # looked up while tracing, inside _JaxSide
     t0 = time.perf_counter()
-    sides[name] = bench_lib._JaxSide(args.variant, batch)
+    sides[name] = keras_comparison._JaxSide(args.variant, batch)
     hanet.DenseNet121 = DenseNet121
     print(f"compiled {name} in {time.perf_counter() - t0:.0f} s", flush=True)
 probs = {k: np.asarray(s.infer(s.variables, s.x)) for k, s in sides.items()}

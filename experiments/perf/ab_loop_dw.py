@@ -1,19 +1,16 @@
 """A/B of the bench's train step with the 3x3 weight gradients in the handler's OpenBLAS GEMMs
 (gemms), in its own loop at 32 outputs only (narrow, round 11) or at every width it tiles (loop,
-round 12): `blas_conv.LOOP`; and with the 1x1 convs' in the loop too (1x1, round 13:
-`blas_conv.ONE_BY_ONE`; the other sides leave them to XLA). Split over the CPU as bench.py runs it, compiled in one process and
-timed interleaved.
+round 12): `settings.weight_grad_loop`; and with the 1x1 convs' in the loop too (1x1, round 13:
+`settings.conv1x1_weight_grad`; the other sides leave them to XLA). Split over the CPU as bench.py
+runs it, compiled in one process and timed interleaved.
 
-    PYTHONPATH=. .venv/bin/python scripts/perf/ab_loop_dw.py [--order gemms,narrow]
+    PYTHONPATH=. .venv/bin/python experiments/perf/ab_loop_dw.py [--order gemms,narrow]
         [--baseline SIDE (default: the first)] [--repeats 5]
 """
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(__file__))
-from _bench_process import set_up_like_bench, time_sides  # noqa: E402
+from _bench_process import set_up_like_bench, time_sides
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--order", default="gemms,narrow", help="the sides, in the order compiled (and timed); of gemms, narrow, loop, 1x1")
@@ -23,17 +20,17 @@ parser.add_argument("--repeats", type=int, default=5)
 args = parser.parse_args()
 set_up_like_bench(args.batch_size)
 
-from hanet_jax.bench import keras_comparison as bench_lib  # noqa: E402
-from hanet_jax.ops.cpu import conv as blas_conv  # noqa: E402
+from hanet_jax.bench import keras_comparison  # noqa: E402
+from hanet_jax.ops.cpu import settings  # noqa: E402
 
-batch = bench_lib.synthetic_batch(args.batch_size, (256, 256))
+batch = keras_comparison.synthetic_batch(args.batch_size, (256, 256))
 names = args.order.split(",")
 sides = {}
 for name in names:
-    # read while tracing, inside _JaxSide
-    blas_conv.LOOP = {"gemms": 0, "narrow": 1, "loop": 2, "1x1": 2}[name]
-    blas_conv.ONE_BY_ONE = name == "1x1"
     t0 = time.perf_counter()
-    sides[name] = bench_lib._JaxSide("full", batch)
+    # read while tracing (and partitioning), inside _JaxSide
+    with settings.using(weight_grad_loop={"gemms": 0, "narrow": 1, "loop": 2, "1x1": 2}[name],
+                        conv1x1_weight_grad=name == "1x1"):
+        sides[name] = keras_comparison._JaxSide("full", batch)
     print(f"compiled {name} in {time.perf_counter() - t0:.0f} s", flush=True)
 time_sides(sides, args.baseline or names[0], args.batch_size, args.repeats)

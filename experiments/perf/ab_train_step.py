@@ -1,23 +1,19 @@
 """A/B of the real bench train step and inference (`hanet_jax.bench.keras_comparison._JaxSide`) with the CPU
 fast paths switched off and on, compiled in one process and timed interleaved.
 
-    PYTHONPATH=. .venv/bin/python scripts/perf/ab_train_step.py [--batch_size 8] [--repeats 5]
+    PYTHONPATH=. .venv/bin/python experiments/perf/ab_train_step.py [--batch_size 8] [--repeats 5]
 
-Configurations: `before` (flax BatchNorm, `nn.max_pool`: the model as it is), `maxpool` (only the
+Configurations: `before` (flax BatchNorm and the stem pool of `hanet_jax.ops`: the model as it is;
+`nn.max_pool` until round 14 put the pool in a C++ handler on the CPU), `maxpool` (only the
 hand-written max-pool gradient), `bn` (only the hand-written BatchNorm gradient), `after` (both);
-the hand-written versions live in scripts/perf/cpu_bn_maxpool_experiment.py.
+the hand-written versions live in experiments/perf/cpu_bn_maxpool_experiment.py.
 """
 import argparse
 import time
 
-import os
-import sys
+import cpu_bn_maxpool_experiment as exp
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-import cpu_bn_maxpool_experiment as exp  # noqa: E402
-
-from hanet_jax.bench import keras_comparison as bench_lib  # noqa: E402
+from hanet_jax.bench import keras_comparison
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--batch_size", type=int, default=8)
@@ -27,13 +23,13 @@ parser.add_argument("--variant", default="full")
 args = parser.parse_args()
 
 CONFIGS = {"before": (False, False), "maxpool": (False, True), "bn": (True, False), "after": (True, True)}
-batch = bench_lib.synthetic_batch(args.batch_size, (256, 256))
+batch = keras_comparison.synthetic_batch(args.batch_size, (256, 256))
 sides = {}
 for name in args.configs.split(","):
     exp.uninstall()
     exp.install(*CONFIGS[name])
     t0 = time.perf_counter()
-    sides[name] = bench_lib._JaxSide(args.variant, batch)
+    sides[name] = keras_comparison._JaxSide(args.variant, batch)
     print(f"compiled {name} in {time.perf_counter() - t0:.0f} s; train GFLOP/img "
           f"{sides[name].train_flops / args.batch_size / 1e9:.1f}", flush=True)
 exp.uninstall()
@@ -42,7 +38,7 @@ for name, side in sides.items():
     fns[f"{name} train"] = side.train_once
 for name, side in sides.items():
     fns[f"{name} infer"] = side.infer_once
-sec = bench_lib.interleaved_medians(fns, args.repeats)
+sec = keras_comparison.interleaved_medians(fns, args.repeats)
 base = args.configs.split(",")[0]
 for k, v in sec.items():
     kind = k.split()[-1]

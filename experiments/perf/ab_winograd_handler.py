@@ -3,20 +3,17 @@ in XLA's direct conv (xla) or in our Winograd handler (auto: m per shape as `win
 picks it; m2 / m4: F(2x2, 3x3) / F(4x4, 3x3) wherever they fit). Each side with the transition
 layers' 2x2 average pool after their 1x1 conv, as Keras orders them; `pool` is auto with the
 model's own order, pool first; `band256k`, `band512k`, `band2m`, `band4m` are auto with that
-`winograd.BAND_BYTES` (default 1 MB). Round 15 of
+`settings.band_bytes` (default 1 MB). Round 15 of
 docs/performance.md. Split over the CPU as bench.py runs it, compiled in one process and timed
 interleaved.
 
-    PYTHONPATH=. .venv/bin/python scripts/perf/ab_winograd_handler.py [--order xla,auto]
+    PYTHONPATH=. .venv/bin/python experiments/perf/ab_winograd_handler.py [--order xla,auto]
         [--baseline SIDE (default: the first)] [--repeats 5]
 """
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(__file__))
-from _bench_process import set_up_like_bench, time_sides  # noqa: E402
+from _bench_process import set_up_like_bench, time_sides
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--order", default="xla,auto", help="the sides, in the order compiled (and timed); of xla, auto, m2, m4, pool, band256k, band512k, band2m, band4m")
@@ -26,12 +23,12 @@ parser.add_argument("--repeats", type=int, default=5)
 args = parser.parse_args()
 set_up_like_bench(args.batch_size)
 
-from hanet_jax.bench import keras_comparison as bench_lib  # noqa: E402
 import flax.linen as nn  # noqa: E402
 
-from hanet_jax.models import densenet
-from hanet_jax.ops.cpu import winograd  # noqa: E402
+from hanet_jax.bench import keras_comparison  # noqa: E402
+from hanet_jax.models import densenet  # noqa: E402
 from hanet_jax.models.layers import Conv  # noqa: E402
+from hanet_jax.ops.cpu import settings  # noqa: E402
 
 pool_first = densenet.DenseNet121._transition
 
@@ -47,15 +44,15 @@ def conv_first(self, x, stage, skips, train):
     return x
 
 
-batch = bench_lib.synthetic_batch(args.batch_size, (256, 256))
+batch = keras_comparison.synthetic_batch(args.batch_size, (256, 256))
 names = args.order.split(",")
 sides = {}
 for name in names:
     band = {"band256k": 1 << 18, "band512k": 1 << 19, "band2m": 1 << 21, "band4m": 1 << 22}.get(name)
-    winograd.FORCE_M = {"xla": 0, "m2": 2, "m4": 4}.get(name)  # read while tracing
-    winograd.BAND_BYTES = band or (1 << 20)
     densenet.DenseNet121._transition = pool_first if name == "pool" or band else conv_first
     t0 = time.perf_counter()
-    sides[name] = bench_lib._JaxSide("full", batch)
+    # read while tracing (and partitioning), inside _JaxSide
+    with settings.using(winograd_m={"xla": 0, "m2": 2, "m4": 4}.get(name), band_bytes=band or (1 << 20)):
+        sides[name] = keras_comparison._JaxSide("full", batch)
     print(f"compiled {name} in {time.perf_counter() - t0:.0f} s", flush=True)
 time_sides(sides, args.baseline or names[0], args.batch_size, args.repeats)

@@ -3,7 +3,7 @@
   reduce : x.mean over axes (0, 1, 2) (what flax's BatchNorm does)
   matvec : the sums as ones(BHW) @ x.reshape(BHW, C) (a GEMV)
 
-    PYTHONPATH=. .venv/bin/python scripts/perf/bn_reduce.py
+    PYTHONPATH=. .venv/bin/python experiments/perf/bn_reduce.py
 """
 import time
 

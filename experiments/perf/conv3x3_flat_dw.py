@@ -5,7 +5,7 @@ Slower than XLA's own gradient in isolation (fwd+bwd, batch 8, 2-core CPU, inter
 8x64x64 128->128 305 vs 319 ms; 128->32 62 vs 152 ms; 8x256x256 32->16 216 vs 635 ms;
 8x32x32 384->128 199 vs 244 ms (lax first). Gradients agree to ~5e-6 relative.
 
-    PYTHONPATH=. .venv/bin/python scripts/perf/conv3x3_flat_dw.py
+    PYTHONPATH=. .venv/bin/python experiments/perf/conv3x3_flat_dw.py
 """
 import time
 

@@ -1,6 +1,6 @@
 """Microbenchmark: 3x3 stride-1 SAME conv formulations on XLA:CPU, forward and fwd+bwd.
 
-    PYTHONPATH=. .venv/bin/python scripts/perf/conv3x3_formulations.py [B H W C F ...]
+    PYTHONPATH=. .venv/bin/python experiments/perf/conv3x3_formulations.py [B H W C F ...]
 
 Formulations (all interleaved in one process, median of repeats):
   lax     : lax.conv_general_dilated NHWC/HWIO (XLA's conv)

@@ -1,7 +1,7 @@
 """The 3x3 conv weight gradient as one im2col matmul vs XLA's own, at the shapes whose weight
 gradients lead the split train step's trace (`trace_train_step.py`).
 
-    PYTHONPATH=. taskset -c 0 .venv/bin/python scripts/perf/conv3x3_im2col_dw.py [--batch_size 4]
+    PYTHONPATH=. taskset -c 0 .venv/bin/python experiments/perf/conv3x3_im2col_dw.py [--batch_size 4]
 
 XLA:CPU computes dW of a 3x3 SAME conv as a conv with batch and channels swapped, behind two
 layout transposes, at 25-55 GFLOP/s where the forward conv of the same FLOPs runs at ~100-150. Here
@@ -19,7 +19,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from hanet_jax.bench import keras_comparison as bench_lib  # noqa: E402
+from hanet_jax.bench import keras_comparison  # noqa: E402
 
 from _conv3x3 import SHAPES, conv  # noqa: E402
 
@@ -59,7 +59,7 @@ for h, wd, c, f in SHAPES:
     err, scale = float(jnp.max(jnp.abs(ref - im2col(x, w, dy)))), float(jnp.max(jnp.abs(ref)))
     xc, wc, dyc = (jnp.asarray(np.ascontiguousarray(np.transpose(a, p)))
                    for a, p in ((x, (0, 3, 1, 2)), (w, (3, 2, 0, 1)), (dy, (0, 3, 1, 2))))
-    sec = bench_lib.interleaved_medians({
+    sec = keras_comparison.interleaved_medians({
         "fwd": lambda: fwd(x, w).block_until_ready(),
         "xla": lambda: xla(x, w, dy).block_until_ready(),
         "im2col": lambda: im2col(x, w, dy).block_until_ready(),

@@ -1,8 +1,8 @@
 """The 3x3 SAME conv as a substitute vs XLA's conv, forward and forward + backward, at the
 shapes that lead the bench's trace (`trace_train_step.py`).
 
-    PYTHONPATH=. taskset -c 0 .venv/bin/python scripts/perf/conv3x3_swap.py --swap winograd [--batch_size 4]
-    OPENBLAS_NUM_THREADS=1 PYTHONPATH=. taskset -c 0 .venv/bin/python scripts/perf/conv3x3_swap.py --swap blas_dw
+    PYTHONPATH=. taskset -c 0 .venv/bin/python experiments/perf/conv3x3_swap.py --swap winograd [--batch_size 4]
+    OPENBLAS_NUM_THREADS=1 PYTHONPATH=. taskset -c 0 .venv/bin/python experiments/perf/conv3x3_swap.py --swap blas_dw
 
 winograd (`_winograd.py`, round 6): 16 multiplications per 2x2 output tile and (C_in, C_out)
 pair instead of 36, and a backward made of GEMMs, where XLA:CPU's own weight gradient runs at
@@ -13,18 +13,15 @@ output's scale (rounding: they agree in real arithmetic). Batch 4 on one core is
 device's share of the bench under the CPU split.
 """
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(__file__))
-from hanet_jax.ops.cpu import host_memory  # noqa: E402
+from hanet_jax.ops.cpu import host_memory
 
 host_memory.keep_freed_host_memory_if_cpu_only()
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from hanet_jax.bench import keras_comparison as bench_lib  # noqa: E402
+from hanet_jax.bench import keras_comparison  # noqa: E402
 import _blas_conv  # noqa: E402
 import _winograd  # noqa: E402
 
@@ -58,7 +55,7 @@ def main():
         (dx_ref, dw_ref), (dx_win, dw_win) = fns["train xla"](x, w, dy), fns["train swap"](x, w, dy)
         rel = {name: float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(a)))
                for name, a, b in (("y", y_ref, y_win), ("dx", dx_ref, dx_win), ("dw", dw_ref, dw_win))}
-        sec = bench_lib.interleaved_medians(
+        sec = keras_comparison.interleaved_medians(
             {k: (lambda fn=fn, args=(x, w, dy) if k.startswith("train") else (x, w):
                  jax.block_until_ready(fn(*args)))
              for k, fn in fns.items()}, args.repeats)

@@ -1,6 +1,6 @@
 """The floor XLA:CPU's conv and matmul kernels put under the bench's step times.
 
-    PYTHONPATH=. .venv/bin/python scripts/perf/conv_floor.py [--batch_size 8] [--image_size 256]
+    PYTHONPATH=. .venv/bin/python experiments/perf/conv_floor.py [--batch_size 8] [--image_size 256]
 
 Walks the jaxpr of the bench's inference (forward, train=False) and of the train step's
 gradient (forward and backward, train=True), keeps every `conv_general_dilated` and
@@ -20,7 +20,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from hanet_jax.bench import keras_comparison as bench_lib  # noqa: E402
+from hanet_jax.bench import keras_comparison  # noqa: E402
 from hanet_jax.train.losses import make_loss  # noqa: E402
 
 KERNELS = ("conv_general_dilated", "dot_general")
@@ -48,7 +48,7 @@ def kernel_eqns(jaxpr):
 
 def _median_seconds(fn, args, repeats: int) -> float:
     call = lambda: jax.block_until_ready(fn(*args))  # noqa: E731
-    return bench_lib.interleaved_medians({"op": call}, repeats)["op"]
+    return keras_comparison.interleaved_medians({"op": call}, repeats)["op"]
 
 
 def time_kernels(jaxpr, repeats: int) -> tuple[float, int, list]:
@@ -77,9 +77,9 @@ def main():
     parser.add_argument("--image_size", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    batch = bench_lib.synthetic_batch(args.batch_size, (args.image_size, args.image_size))
-    model = bench_lib.HANet(variant="full")
-    variables = bench_lib.fast_init(model, batch["image"][:1].shape)
+    batch = keras_comparison.synthetic_batch(args.batch_size, (args.image_size, args.image_size))
+    model = keras_comparison.HANet(variant="full")
+    variables = keras_comparison.fast_init(model, batch["image"][:1].shape)
     x, y = jnp.asarray(batch["image"]), jnp.asarray(batch["mask"])
     loss = make_loss("bce_jaccard")
 

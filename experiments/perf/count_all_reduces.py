@@ -1,8 +1,8 @@
 """How many cross-device all-reduces the split train step holds, and how big they are.
 
-    PYTHONPATH=. .venv/bin/python scripts/perf/count_all_reduces.py [--batch_size 8]
+    PYTHONPATH=. .venv/bin/python experiments/perf/count_all_reduces.py [--batch_size 8]
 
-Each all-reduce is a rendezvous of the devices; on the CPU split (`hanet_jax/cpu_devices.py`)
+Each all-reduce is a rendezvous of the devices; on the CPU split (`hanet_jax/ops/cpu/devices.py`)
 the trace shows ~1,000 per step. Counted from the compiled HLO of the bench's train step.
 """
 import argparse
@@ -17,9 +17,9 @@ parser.add_argument("--batch_size", type=int, default=8)
 args = parser.parse_args()
 set_up_like_bench(args.batch_size)
 
-from hanet_jax.bench import keras_comparison as bench_lib  # noqa: E402
+from hanet_jax.bench import keras_comparison  # noqa: E402
 
-side = bench_lib._JaxSide("full", bench_lib.synthetic_batch(args.batch_size, (256, 256)))
+side = keras_comparison._JaxSide("full", keras_comparison.synthetic_batch(args.batch_size, (256, 256)))
 lines = [ln for ln in side.train.as_text().splitlines()
          if re.search(r"= .*all-reduce(-start)?\(", ln) and "all-reduce-done" not in ln]
 sizes = collections.Counter()

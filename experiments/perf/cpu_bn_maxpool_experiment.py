@@ -1,7 +1,7 @@
 """Tried and NOT adopted (docs/performance.md): hand-written gradients for train-mode BatchNorm
 and for the stem's 3x3/2 max-pool. Each is faster in isolation on XLA:CPU (BN grad 44 -> 30 ms at
 8x64x64x192; max-pool grad 126 -> 54 ms at 8x128x128x64) but the whole bench train step did not
-get faster (scripts/perf/ab_train_step.py: 0.96x-1.01x, within noise); in the full graph XLA
+get faster (experiments/perf/ab_train_step.py: 0.96x-1.01x, within noise); in the full graph XLA
 fuses the max-pool backward with its neighbours into one 360 ms fusion. Kept here, with the exact
 same variables as `flax.linen.BatchNorm`, so the experiment can be rerun.
 
@@ -70,6 +70,11 @@ def max_pool_3x3s2(x: jax.Array) -> jax.Array:
         return _max_pool_3x3s2(x)
     return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
 
+
+def relu_pad_max_pool_3x3s2(x: jax.Array) -> jax.Array:
+    """The stem's ReLU, ZeroPadding2D(1) and pool (`hanet_jax.ops.relu_pad_max_pool_3x3_s2`),
+    the pool with the explicit gradient above."""
+    return _max_pool_3x3s2(jnp.pad(nn.relu(x), ((0, 0), (1, 1), (1, 1), (0, 0))))
 
 
 def _bn_stats(x):
@@ -157,18 +162,26 @@ def install(bn: bool = True, maxpool: bool = True):
     if bn:
         layers.nn = _Namespace(layers.nn, BatchNorm=CpuBatchNorm)
     if maxpool:
-        from hanet_jax.models import densenet
+        from hanet_jax import ops
 
-        densenet.nn = _Namespace(densenet.nn, max_pool=lambda x, *a, **k: _max_pool_3x3s2(x))
+        # The stem no longer calls nn.max_pool: it asks hanet_jax.ops (a C++ handler on the CPU since round 14).
+        _replaced.setdefault("relu_pad_max_pool_3x3_s2", ops.relu_pad_max_pool_3x3_s2)
+        ops.relu_pad_max_pool_3x3_s2 = relu_pad_max_pool_3x3s2
     return flax.linen
 
 
-def uninstall():
-    from hanet_jax.models import densenet, layers
+_replaced = {}  # hanet_jax.ops functions that `install` swapped out, by name
 
-    for mod in (layers, densenet):
-        if isinstance(mod.nn, _Namespace):
-            mod.nn = mod.nn._base
+
+def uninstall():
+    from hanet_jax import ops
+    from hanet_jax.models import layers
+
+    if isinstance(layers.nn, _Namespace):
+        layers.nn = layers.nn._base
+    for name, fn in _replaced.items():
+        setattr(ops, name, fn)
+    _replaced.clear()
 
 
 class _Namespace:

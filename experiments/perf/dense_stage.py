@@ -4,7 +4,7 @@ plain JAX, fwd+grad (params and input), with the 3x3 conv swapped for diagnostic
   lax   : lax.conv_general_dilated (what the model runs)
   skip3 : the 3x3 conv replaced by a 1x1 einsum (wrong numbers; shows the 3x3 conv's share)
 
-    PYTHONPATH=. .venv/bin/python scripts/perf/dense_stage.py [B H C0 n_layers]...
+    PYTHONPATH=. .venv/bin/python experiments/perf/dense_stage.py [B H C0 n_layers]...
 """
 import sys
 import time

@@ -1,6 +1,6 @@
 """Encoder pieces on XLA:CPU at batch 8 (256x256 input): fwd and grad, interleaved.
 
-    PYTHONPATH=. .venv/bin/python scripts/perf/encoder_pieces.py
+    PYTHONPATH=. .venv/bin/python experiments/perf/encoder_pieces.py
 """
 import time
 

@@ -1,7 +1,7 @@
 """im2col vs lax conv for convs with few input channels (the stem: 7x7/2, 3->64; the head:
 3x3, 32->16 at 256x256), fwd and grads, interleaved.
 
-    PYTHONPATH=. .venv/bin/python scripts/perf/im2col_small_cin.py
+    PYTHONPATH=. .venv/bin/python experiments/perf/im2col_small_cin.py
 """
 import time
 

@@ -1,8 +1,8 @@
 """The Keras original's train and inference images/s with no JAX work in the process (bench.py
 times both frameworks in one process, where their thread pools compete).
 
-    PYTHONPATH=. python scripts/perf/keras_alone.py --mode system   # glibc's malloc defaults
-    PYTHONPATH=. python scripts/perf/keras_alone.py --mode keep     # hanet_jax.ops.cpu.host_memory
+    PYTHONPATH=. python experiments/perf/keras_alone.py --mode system   # glibc's malloc defaults
+    PYTHONPATH=. python experiments/perf/keras_alone.py --mode keep     # hanet_jax.ops.cpu.host_memory
 """
 
 import argparse
@@ -21,11 +21,12 @@ def main():
     args = p.parse_args()
     if args.mode == "keep":
         host_memory.keep_freed_host_memory()
-    from hanet_jax.bench import keras_comparison as bench_lib
+    from hanet_jax.bench import keras_comparison
 
-    keras = bench_lib._KerasSide("full", bench_lib.synthetic_batch(args.batch_size, (args.image_size,) * 2))
-    seconds = bench_lib.interleaved_medians({"train": keras.train_once, "infer": keras.infer_once},
-                                            args.repeats)
+    batch = keras_comparison.synthetic_batch(args.batch_size, (args.image_size,) * 2)
+    keras = keras_comparison._KerasSide("full", batch)
+    seconds = keras_comparison.interleaved_medians({"train": keras.train_once, "infer": keras.infer_once},
+                                                   args.repeats)
     print(f"{args.mode}: Keras alone, train {args.batch_size / seconds['train']:.2f} img/s, "
           f"inference {args.batch_size / seconds['infer']:.2f} img/s")
 

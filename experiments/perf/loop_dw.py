@@ -1,23 +1,20 @@
-"""Rounds 11-13: the conv weight gradient in the handler's own loop (`blas_conv.LOOP`,
-`hanet_jax/models/conv_weight_grad.cc`) against its OpenBLAS GEMMs and XLA's gradient, per shape,
+"""Rounds 11-13: the conv weight gradient in the handler's own loop (`settings.weight_grad_loop`,
+`hanet_jax/ops/cpu/conv_weight_grad.cc`) against its OpenBLAS GEMMs and XLA's gradient, per shape,
 batch 4 on one core (each device's share under the CPU split), interleaved medians. Counts weight
 each shape by how often the model has it.
 
-    PYTHONPATH=. taskset -c 0 .venv/bin/python scripts/perf/loop_dw.py [--shapes narrow|decoder|1x1]
+    PYTHONPATH=. taskset -c 0 .venv/bin/python experiments/perf/loop_dw.py [--shapes narrow|decoder|1x1]
         [--sides xla,gemms,narrow,loop] [--repeats 5]
 
-Sides: xla (XLA's gradient), gemms (LOOP 0), narrow (LOOP 1: the loop at 32 outputs only, round
-11), loop (LOOP 2: at every width it tiles, round 12). `--shapes narrow` is round 11's set (the 58
+Sides: xla (XLA's gradient), gemms (loop 0), narrow (loop 1: the loop at 32 outputs only, round
+11), loop (loop 2: at every width it tiles, round 12). `--shapes narrow` is round 11's set (the 58
 dense layers', dec4's and the head's narrow outputs), `decoder` the bottleneck's and decoder's 3x3
 convs, `1x1` the dense blocks' 1x1 convs (each block at its mean input width) and the
 transitions' (round 13; XLA's is the einsum's gradient there).
 """
 import argparse
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(__file__))
-from hanet_jax.ops.cpu import host_memory  # noqa: E402
+from hanet_jax.ops.cpu import host_memory
 
 host_memory.keep_freed_host_memory_if_cpu_only()
 import jax  # noqa: E402
@@ -25,8 +22,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from _conv3x3 import conv  # noqa: E402
-from hanet_jax.bench import keras_comparison as bench_lib  # noqa: E402
-from hanet_jax.ops.cpu import conv as blas_conv  # noqa: E402
+from hanet_jax.bench import keras_comparison  # noqa: E402
+from hanet_jax.ops.cpu import conv as cpu_conv  # noqa: E402
+from hanet_jax.ops.cpu import settings  # noqa: E402
 
 # (h, w, c_in, c_out, how many the model has); 3x3 convs but in "1x1"
 SHAPES = {
@@ -48,10 +46,10 @@ def main():
     parser.add_argument("--shapes", choices=sorted(SHAPES), default="narrow")
     parser.add_argument("--sides", default="xla,gemms,narrow")
     args = parser.parse_args()
-    assert blas_conv.available(), "the model's handler could not be built"
+    assert cpu_conv.available(), "the model's handler could not be built"
     rng = np.random.default_rng(0)
-    taps, conv_, local = (((), blas_conv._einsum_1x1, blas_conv._weight_grad_1x1_local) if args.shapes == "1x1"
-                          else ((3, 3), conv, blas_conv._weight_grad_local))
+    taps, conv_, local = (((), cpu_conv._einsum_1x1, cpu_conv._weight_grad_1x1_local) if args.shapes == "1x1"
+                          else ((3, 3), conv, cpu_conv._weight_grad_local))
     xla = jax.jit(lambda x, dy: jax.vjp(lambda k: conv_(x, k), jnp.zeros((*taps, x.shape[-1], dy.shape[-1])))[1](dy)[0])
     names = args.sides.split(",")
     tot = dict.fromkeys(names, 0.0)
@@ -59,15 +57,15 @@ def main():
         x = jnp.asarray(rng.standard_normal((args.batch_size, h, w, c), np.float32))
         dy = jnp.asarray(rng.standard_normal((args.batch_size, h, w, f), np.float32))
         fns = {}
-        for name in names:  # LOOP is read while tracing: one executable each
+        for name in names:  # the loop setting is read while tracing: one executable each
             if name == "xla":
                 fns[name] = xla
                 continue
-            blas_conv.LOOP = LOOP[name]
-            fns[name] = jax.jit(lambda x, dy: local(x, dy)).lower(x, dy).compile()
+            with settings.using(weight_grad_loop=LOOP[name]):
+                fns[name] = jax.jit(lambda x, dy: local(x, dy)).lower(x, dy).compile()
         ref = xla(x, dy)
         rel = {k: float(jnp.max(jnp.abs(fn(x, dy) - ref)) / jnp.max(jnp.abs(ref))) for k, fn in fns.items()}
-        sec = bench_lib.interleaved_medians(
+        sec = keras_comparison.interleaved_medians(
             {k: (lambda fn=fn: jax.block_until_ready(fn(x, dy))) for k, fn in fns.items()}, args.repeats)
         gflop = 2 * (9 if taps else 1) * c * f * args.batch_size * h * w / 1e9
         for k in tot:

@@ -1,6 +1,6 @@
 """Does this jaxlib route a convolution or a matmul to oneDNN (TensorFlow's CPU kernels)?
 
-    PYTHONPATH=. .venv/bin/python scripts/perf/onednn_routes.py
+    PYTHONPATH=. .venv/bin/python experiments/perf/onednn_routes.py
 
 jaxlib's XLA:CPU holds oneDNN thunks (`xla_cpu_use_onednn`, `xla_cpu_experimental_onednn_*`),
 and TensorFlow's convs, which beat ours, are oneDNN's. For each option set this compiles a 3x3

@@ -1,8 +1,8 @@
 """Page faults and kernel time per train step, with glibc's malloc defaults or with
 hanet_jax.ops.cpu.host_memory applied before JAX starts (as the entry points do) or after (too late).
 
-    PYTHONPATH=. python scripts/perf/page_faults.py --image_size 256 --batch_size 8 --mode system
-    PYTHONPATH=. python scripts/perf/page_faults.py --image_size 256 --batch_size 8 --mode keep
+    PYTHONPATH=. python experiments/perf/page_faults.py --image_size 256 --batch_size 8 --mode system
+    PYTHONPATH=. python experiments/perf/page_faults.py --image_size 256 --batch_size 8 --mode keep
 
 Run the two modes as separate processes: the setting is process-wide and cannot be undone.
 """
@@ -13,7 +13,7 @@ import time
 
 import jax
 
-from hanet_jax.bench import keras_comparison as bench_lib
+from hanet_jax.bench import keras_comparison
 from hanet_jax.ops.cpu import host_memory
 
 
@@ -29,7 +29,7 @@ def main():
     if args.mode == "keep_late":  # after the backend's threads exist: too late for them
         jax.jit(lambda x: x + 1)(1.0).block_until_ready()
         print("host_memory applied:", host_memory.keep_freed_host_memory())
-    side = bench_lib._JaxSide("full", bench_lib.synthetic_batch(args.batch_size, (args.image_size,) * 2))
+    side = keras_comparison._JaxSide("full", keras_comparison.synthetic_batch(args.batch_size, (args.image_size,) * 2))
     print("XLA buffer bytes:", side.memory)
     side.train_once()
     for _ in range(args.steps):

@@ -1,7 +1,7 @@
 """Where does the HA-Net train step spend its time on XLA:CPU? Times fwd and fwd+bwd (grads
 w.r.t. params and input) of each part in isolation, interleaved, at the bench batch.
 
-    PYTHONPATH=. .venv/bin/python scripts/perf/profile_parts.py [batch]
+    PYTHONPATH=. .venv/bin/python experiments/perf/profile_parts.py [batch]
 """
 import sys
 import time

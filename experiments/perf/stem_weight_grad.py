@@ -3,7 +3,7 @@ kept mapped as bench.py runs: is it worth a custom kernel? XLA's vs an im2col GE
 forward for scale, per device shard (batch 4 of bench's 8 on two devices).
 
     PYTHONPATH=. XLA_FLAGS=--xla_cpu_multi_thread_eigen=false taskset -c 1 \
-        .venv/bin/python scripts/perf/stem_weight_grad.py --batch 4
+        .venv/bin/python experiments/perf/stem_weight_grad.py --batch 4
 """
 import argparse
 

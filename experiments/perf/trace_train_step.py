@@ -1,9 +1,9 @@
 """Per-XLA-op time of the bench train step on the CPU, from a `jax.profiler` trace (parsed with
 TensorFlow's xplane proto, which the Keras side already installs).
 
-    PYTHONPATH=. .venv/bin/python scripts/perf/trace_train_step.py [--batch_size 8] [--top 40]
+    PYTHONPATH=. .venv/bin/python experiments/perf/trace_train_step.py [--batch_size 8] [--top 40]
 
-The CPU is split into devices as bench.py and train.py split it (`hanet_jax/cpu_devices.py`;
+The CPU is split into devices as bench.py and train.py split it (`hanet_jax/ops/cpu/devices.py`;
 HANET_CPU_DEVICES=1 profiles one device). Per trace line (a device's thunk executor or an
 XLA worker thread) it prints the busy time, so a device waiting on the other shows as a line
 busy for much less than the step's wall time.
@@ -26,9 +26,9 @@ set_up_like_bench(args.batch_size)
 
 import jax  # noqa: E402
 
-from hanet_jax.bench import keras_comparison as bench_lib  # noqa: E402
+from hanet_jax.bench import keras_comparison  # noqa: E402
 
-side = bench_lib._JaxSide("full", bench_lib.synthetic_batch(args.batch_size, (256, 256)))
+side = keras_comparison._JaxSide("full", keras_comparison.synthetic_batch(args.batch_size, (256, 256)))
 fn = side.infer_once if args.infer else side.train_once
 fn()
 d = tempfile.mkdtemp()

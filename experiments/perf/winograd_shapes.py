@@ -5,7 +5,7 @@ swapped), as XLA's direct conv and as our Winograd handler at m = 2 and m = 4 an
 counts each shape as often as the model has it. The relative difference from XLA's output is
 printed per shape.
 
-    PYTHONPATH=. taskset -c 0 .venv/bin/python scripts/perf/winograd_shapes.py [--repeats 7] [--grad]
+    PYTHONPATH=. taskset -c 0 .venv/bin/python experiments/perf/winograd_shapes.py [--repeats 7] [--grad]
 """
 import argparse
 
@@ -16,9 +16,9 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from hanet_jax.bench import keras_comparison as bench_lib  # noqa: E402
-from hanet_jax.ops.cpu import conv as blas_conv
-from hanet_jax.ops.cpu import winograd  # noqa: E402
+from hanet_jax.bench import keras_comparison  # noqa: E402
+from hanet_jax.ops.cpu import conv as cpu_conv  # noqa: E402
+from hanet_jax.ops.cpu import settings, winograd  # noqa: E402
 
 # (map, C in, C out, how many in the model): from the model's jaxpr at 256x256.
 SHAPES = [(64, 128, 32, 6), (32, 128, 32, 12), (16, 128, 32, 24), (8, 128, 32, 16), (8, 1024, 256, 1),
@@ -30,7 +30,7 @@ parser.add_argument("--batch_size", type=int, default=4)
 parser.add_argument("--repeats", type=int, default=7)
 parser.add_argument("--grad", action="store_true", help="the input gradients' convs (channels swapped)")
 args = parser.parse_args()
-assert blas_conv.active() and winograd._library() is not None
+assert cpu_conv.active() and winograd._library() is not None
 rng = np.random.default_rng(0)
 sums = {}
 for hw, c, f, n in SHAPES:
@@ -40,13 +40,12 @@ for hw, c, f, n in SHAPES:
     k = jnp.asarray(rng.standard_normal((3, 3, c, f)) / np.sqrt(9 * c), jnp.float32)
     fns, picked = {}, winograd.tile_size(hw, hw, c, f)
     for name, m in (("xla", 0), ("m2", 2), ("m4", 4), ("auto", None)):
-        winograd.FORCE_M = m  # read while tracing
-        fns[name] = jax.jit(lambda x, k: blas_conv._conv3x3(x, k)).lower(x, k).compile()
-    winograd.FORCE_M = None
+        with settings.using(winograd_m=m):  # read while tracing
+            fns[name] = jax.jit(lambda x, k: cpu_conv._conv3x3(x, k)).lower(x, k).compile()
     ref = np.asarray(fns["xla"](x, k))
     err = {name: float(np.abs(np.asarray(fn(x, k)) - ref).max() / np.abs(ref).max()) for name, fn in fns.items()}
-    sec = bench_lib.interleaved_medians({k_: (lambda f=fn: jax.block_until_ready(f(x, k))) for k_, fn in fns.items()},
-                                        args.repeats)
+    sec = keras_comparison.interleaved_medians(
+        {k_: (lambda f=fn: jax.block_until_ready(f(x, k))) for k_, fn in fns.items()}, args.repeats)
     for name, s in sec.items():
         sums[name] = sums.get(name, 0.0) + 1e3 * s * n
     gflop = 2 * args.batch_size * hw * hw * 9 * c * f / 1e9

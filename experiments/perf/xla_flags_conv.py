@@ -2,7 +2,7 @@
 since the flags are process-wide). E.g. YNNPACK convs vs Eigen convs:
 
     for f in "" "--xla_cpu_experimental_ynn_fusion_type=individual_dot" "" "--xla_cpu_experimental_ynn_fusion_type=individual_dot"; do
-      XLA_FLAGS="$f" PYTHONPATH=. .venv/bin/python scripts/perf/xla_flags_conv.py; done
+      XLA_FLAGS="$f" PYTHONPATH=. .venv/bin/python experiments/perf/xla_flags_conv.py; done
 """
 import os
 import time

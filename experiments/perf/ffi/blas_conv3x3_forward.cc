@@ -1,5 +1,5 @@
-// Round 7's experiment (scripts/perf/_blas_ffi.py): the 3x3 SAME conv's forward as nine
-// row-offset GEMMs accumulated in place. Appended to hanet_jax/models/conv_weight_grad.cc (its
+// Round 7's experiment (experiments/perf/_blas_ffi.py): the 3x3 SAME conv's forward as nine
+// row-offset GEMMs accumulated in place. Appended to hanet_jax/ops/cpu/conv_weight_grad.cc (its
 // sgemm pointer and PaddedRows) before building. Slower than XLA's forward: not in the model.
 
 static ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> k,
