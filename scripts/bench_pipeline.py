@@ -1,40 +1,44 @@
 """Images/s the input pipeline alone delivers, from its decoded cache, with augmentation on.
 
-    python scripts/bench_pipeline.py --data_dir /path/to/hanet-processed/BUSI
+    python scripts/bench_pipeline.py --data_dir=/path/to/hanet-processed/BUSI
     python scripts/bench_pipeline.py            # in-memory random arrays instead
 
 Prints one JSON line. Decoding into the cache is timed separately (``decode_s``); the rate
 is measured after ``--warmup`` batches, over ``--batches`` batches (crossing epochs if needed).
 """
 
-import argparse
 import json
 import os
 import sys
 import time
 
 import numpy as np
+from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from hanet_jax.data import layouts, pipeline  # pylint: disable=wrong-import-position
+from hanet_jax import command_line
+from hanet_jax.data import layouts, pipeline
 
 AUGMENTS = {"all": pipeline.AugmentConfig.all_on(), "release": pipeline.AugmentConfig(),
             "none": None}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data_dir", help="dataset folder; omit for in-memory arrays")
-    parser.add_argument("--layout", default="processed", choices=layouts.LAYOUTS)
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--image_size", type=int, default=256)
-    parser.add_argument("--batch_size", type=int, default=8, help="global batch size")
-    parser.add_argument("--num_examples", type=int, default=512, help="in-memory arrays only")
-    parser.add_argument("--augment", choices=sorted(AUGMENTS), default="all")
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--batches", type=int, default=200)
-    args = parser.parse_args()
+def _define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("data_dir", None, "dataset folder; omit for in-memory arrays", flag_values=fv)
+    flags.DEFINE_enum("layout", "processed", layouts.LAYOUTS, "dataset layout", flag_values=fv)
+    flags.DEFINE_string("split", "train", "split folder", flag_values=fv)
+    flags.DEFINE_integer("image_size", 256, "model input side in pixels", flag_values=fv)
+    flags.DEFINE_integer("batch_size", 8, "global batch size", flag_values=fv)
+    flags.DEFINE_integer("num_examples", 512, "in-memory arrays only", flag_values=fv)
+    flags.DEFINE_enum("augment", "all", sorted(AUGMENTS), "augmentations", flag_values=fv)
+    flags.DEFINE_integer("warmup", 20, "batches before timing", flag_values=fv)
+    flags.DEFINE_integer("batches", 200, "timed batches", flag_values=fv)
 
+
+COMMAND = command_line.Command("python scripts/bench_pipeline.py", __doc__, _define_flags)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = COMMAND.parse(argv)
     start = time.perf_counter()
     if args.data_dir:
         examples = layouts.list_examples(args.data_dir, args.layout, args.split)
@@ -61,7 +65,8 @@ def main() -> None:
         "augment": args.augment, "decode_s": round(decode_s, 2), "measured_batches": args.batches,
         "cpu_count": os.cpu_count(),
     }))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -483,8 +483,8 @@ def _size_histogram(groups: list[list[str]]) -> dict[int, int]:
 def _define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("train", None, "train split folder (processed) or dataset root",
                         flag_values=fv, required=True)
-    flags.DEFINE_string("test", None, "test split folder or dataset root; omit for train groups only",
-                        flag_values=fv)
+    flags.DEFINE_string("test", None,
+                        "test split folder or dataset root; omit for train groups only", flag_values=fv)
     flags.DEFINE_string("json", None, "where to write the report", flag_values=fv, required=True)
     flags.DEFINE_enum("layout", "processed", ("processed", "busi", "udiat"), "dataset layout",
                       flag_values=fv)

@@ -1,7 +1,8 @@
 """Validates a dataset folder and reports every problem, each naming its file.
 
-Usage: ``python -m hanet_jax.data.check ROOT --layout processed --split train``
-(exit status 1 when there is any error, 0 otherwise).
+Usage: ``python -m hanet_jax.data.check ROOT --layout=processed --split=train`` (or
+``hanet-data-check ...``), ROOT being the dataset folder (for 'processed': the one holding
+<split>/). Exit status 1 when there is any error, 2 on a bad command line, 0 otherwise.
 
 Speed: image sizes come from file headers. Images are checked for corruption without a
 full decode where the format allows (PNG: chunk CRCs; JPEG: the end-of-image marker that a
@@ -11,15 +12,16 @@ truncated file lacks); other formats, and every mask (its values are needed), ar
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
 import time
 
 import numpy as np
+from absl import flags
 from PIL import Image
 
+from hanet_jax import command_line
 from hanet_jax.data import layouts
 from hanet_jax.data.layouts import DatasetError, Example, Problem
 
@@ -145,19 +147,23 @@ def require_valid(root: str, layout: str, split: str | None = "train", *,
     return report.examples
 
 
+def _define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_enum("layout", "processed", layouts.LAYOUTS, "dataset layout", flag_values=fv)
+    flags.DEFINE_string("split", "train", "split folder for 'processed'; 'train' (= all) for busi/udiat",
+                        flag_values=fv)
+    flags.DEFINE_bool("include_normal", False, "busi: also read the 'normal' class (empty masks)",
+                      flag_values=fv)
+    flags.DEFINE_bool("strict_masks", False,
+                      "report non-binary masks as errors instead of binarising them", flag_values=fv)
+    flags.DEFINE_bool("deep", False, "fully decode every image", flag_values=fv)
+
+
+COMMAND = command_line.Command("python -m hanet_jax.data.check", __doc__, _define_flags,
+                               positional=("ROOT",))
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hanet_jax.data.check",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("root", help="dataset folder (for 'processed': the one holding <split>/)")
-    parser.add_argument("--layout", choices=layouts.LAYOUTS, default="processed")
-    parser.add_argument("--split", default="train",
-                        help="split folder for 'processed'; 'train' (= all) for busi/udiat")
-    parser.add_argument("--include_normal", action="store_true",
-                        help="busi: also read the 'normal' class (empty masks)")
-    parser.add_argument("--strict_masks", action="store_true",
-                        help="report non-binary masks as errors instead of binarising them")
-    parser.add_argument("--deep", action="store_true", help="fully decode every image")
-    args = parser.parse_args(argv)
+    args = COMMAND.parse(argv)
     try:
         report = validate(args.root, args.layout, args.split, include_normal=args.include_normal,
                           binarize_masks=not args.strict_masks, deep=args.deep)
@@ -168,5 +174,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if report.ok else 1
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `hanet-data-check` console script."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -14,12 +14,16 @@ subset can be regenerated. Everything runs on numpy/scipy (about 3 ms per 128x12
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from absl import flags
 from PIL import Image
 from scipy import ndimage
+
+from hanet_jax import command_line
 
 # make_split's streams: the same seed gives independent phantoms in each split.
 SPLIT_STREAMS = {"train": 1, "val": 2, "test": 3}
@@ -239,23 +243,36 @@ def write_processed_layout(
     return split_dir
 
 
-def main(argv=None) -> int:
-    """`python -m hanet_jax.data.synthetic --out DIR --split test --n 64 --size 64 --seed 0`:
-    write a phantom split in the processed layout (DIR/<split>/images, DIR/<split>/masks)."""
-    import argparse
+def _define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("out", None, "dataset root to write <split>/ into", flag_values=fv,
+                        required=True)
+    flags.DEFINE_enum("split", "test", tuple(SPLIT_STREAMS), "the split, i.e. its random stream",
+                      flag_values=fv)
+    flags.DEFINE_integer("n", 64, "number of phantoms", flag_values=fv)
+    flags.DEFINE_integer("size", 128, "image side in pixels", flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "the training config's data.seed", flag_values=fv)
 
-    parser = argparse.ArgumentParser(prog="python -m hanet_jax.data.synthetic", description=main.__doc__)
-    parser.add_argument("--out", required=True, help="dataset root to write <split>/ into")
-    parser.add_argument("--split", default="test", choices=tuple(SPLIT_STREAMS))
-    parser.add_argument("--n", type=int, default=64)
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0, help="the training config's data.seed")
-    args = parser.parse_args(argv)
+
+COMMAND = command_line.Command(
+    "python -m hanet_jax.data.synthetic",
+    "Write a phantom split in the processed layout (DIR/<split>/images, DIR/<split>/masks):\n\n"
+    "    python -m hanet_jax.data.synthetic --out=DIR --split=test --n=64 --size=64 --seed=0",
+    _define_flags, synopsis="--out=DIR [--flag=value ...]")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Writes the phantom split that COMMAND describes; returns the exit status."""
+    args = COMMAND.parse(argv)
     images, masks = make_split(args.split, args.n, args.size, args.seed)
     path = write_processed_layout(args.out, args.split, images, masks)
     print(f"wrote {args.n} {args.size}x{args.size} '{args.split}' phantoms (seed {args.seed}) to {path}")
     return 0
 
 
+def run() -> None:
+    """The `hanet-synthetic` console script."""
+    sys.exit(main())
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()

@@ -1,6 +1,7 @@
 """Compare two models on paired per-image scores: Wilcoxon signed-rank test + bootstrap CIs.
 
-    python -m hanet_jax.eval.compare A.csv B.csv [--metric dice] [--protocol fixed] [--json OUT]
+    python -m hanet_jax.eval.compare A.csv B.csv [--metric=dice] [--protocol=fixed] [--json=OUT]
+        [--n_resamples=2000] [--seed=0]
 
 A.csv and B.csv are per-image CSVs (metrics.PER_IMAGE_COLUMNS) of the same test images.
 Rows are paired by stem within the chosen protocol; a stem present in one file only is an
@@ -10,7 +11,6 @@ counted. Differences are B - A throughout.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -18,7 +18,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import scipy.stats
+from absl import flags
 
+from hanet_jax import command_line
 from hanet_jax.eval.bootstrap import bootstrap_ci
 from hanet_jax.eval.metrics import METRIC_NAMES, read_per_image_csv
 from hanet_jax.eval.protocols import PROTOCOLS
@@ -104,17 +106,21 @@ def _report(r: dict) -> str:
     ])
 
 
+def _define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_enum("metric", "dice", METRIC_NAMES, "the per-image score compared", flag_values=fv)
+    flags.DEFINE_enum("protocol", "fixed", PROTOCOLS + tuple(f"{p}+tta" for p in PROTOCOLS),
+                      "eval.py writes '+tta' rows for test-time-augmented predictions", flag_values=fv)
+    flags.DEFINE_integer("n_resamples", 2000, "bootstrap resamples", flag_values=fv)
+    flags.DEFINE_integer("seed", 0, "bootstrap seed", flag_values=fv)
+    flags.DEFINE_string("json", None, "also write the result as JSON here", flag_values=fv)
+
+
+COMMAND = command_line.Command("python -m hanet_jax.eval.compare", __doc__, _define_flags,
+                               positional=("A_CSV", "B_CSV"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hanet_jax.eval.compare", description=__doc__.split("\n")[0])
-    parser.add_argument("a_csv", help="per-image CSV of model A")
-    parser.add_argument("b_csv", help="per-image CSV of model B")
-    parser.add_argument("--metric", default="dice", choices=METRIC_NAMES)
-    parser.add_argument("--protocol", default="fixed", choices=PROTOCOLS + tuple(f"{p}+tta" for p in PROTOCOLS),
-                        help="eval.py writes '+tta' rows for test-time-augmented predictions")
-    parser.add_argument("--n-resamples", type=int, default=2000, help="bootstrap resamples")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    parser.add_argument("--json", metavar="OUT", help="also write the result as JSON here")
-    args = parser.parse_args(argv)
+    args = COMMAND.parse(argv)
     try:
         stems, a, b, n_dropped = paired_scores(read_per_image_csv(args.a_csv), read_per_image_csv(args.b_csv),
                                                args.metric, args.protocol)
@@ -135,5 +141,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `hanet-compare` console script."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

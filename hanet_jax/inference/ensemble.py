@@ -23,7 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from hanet_jax import command_line
 from hanet_jax.checkpoints.format import CheckpointError, read_meta
+from hanet_jax.json_files import write_json
 
 ENSEMBLE_FILE = "ensemble.json"
 FORMAT_VERSION = 1
@@ -44,10 +46,7 @@ def write(directory: str | os.PathLike, members: Sequence[str]) -> Path:
             raise CheckpointError(f"{member}: give members relative to {directory}")
         read_meta(directory / member)  # raises naming the member when it is no checkpoint
     path = directory / ENSEMBLE_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({"format_version": FORMAT_VERSION, "kind": "ensemble",
-                               "members": list(members)}, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json(path, {"format_version": FORMAT_VERSION, "kind": "ensemble", "members": list(members)})
     return path
 
 
@@ -130,23 +129,33 @@ def predictor(bundles: Sequence, *, batch_size: int = 8, tta: bool = False,
 def load_predictor(checkpoint: str | os.PathLike, *, batch_size: int = 8, tta: bool = False):
     """The predictor behind `--checkpoint DIR` (one checkpoint or an ensemble's average), for
     new images. Raises CheckpointError naming the file."""
-    from hanet_jax.checkpoints.format import load_bundle
+    from hanet_jax.checkpoints.loading import load_bundle
 
     return predictor([load_bundle(d) for d in member_dirs(checkpoint)], batch_size=batch_size, tta=tta)
 
 
+COMMAND = command_line.Command("python -m hanet_jax.inference.ensemble", __doc__, subcommands={
+    "write": command_line.Command(
+        "python -m hanet_jax.inference.ensemble write",
+        "Writes DIR/ensemble.json over the MEMBERS (checkpoint dirs, relative to DIR).",
+        positional=("DIR", "MEMBERS...")),
+})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) < 3 or argv[0] != "write":
-        print("usage: python -m hanet_jax.inference.ensemble write DIR MEMBER [MEMBER ...]", file=sys.stderr)
-        return 2
+    args = COMMAND.parse(argv)  # the one subcommand: write
     try:
-        print(f"wrote {write(argv[1], argv[2:])}")
+        print(f"wrote {write(args.dir, args.members)}")
     except CheckpointError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `hanet-ensemble` console script."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,7 +1,7 @@
-"""`python -m hanet_jax.port KIND --weights FILE --out DIR`: foreign weights -> an Orbax checkpoint.
+"""`python -m hanet_jax.port KIND --weights=FILE --out=DIR`: foreign weights -> an Orbax checkpoint.
 
 KIND:
-  keras-hanet     a Keras 3 `.weights.h5` of the released HA-Net (`--variant`, `--image_size`)
+  keras-hanet     a Keras 3 `.weights.h5` of the released HA-Net (`--variant`, `--image_size=H[,W]`)
   keras-densenet  Keras DenseNet-121 ImageNet weights (legacy `.h5` download or Keras 3
                   `.weights.h5`) -> an encoder checkpoint (BN eps 1.001e-5)
   torch-densenet  torchvision `densenet121-*.pth` -> an encoder checkpoint (BN eps 1e-5)
@@ -12,9 +12,11 @@ An encoder checkpoint initialises HA-Net's encoder: `--config.init_from=DIR
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from absl import flags
+
+from hanet_jax import command_line
 from hanet_jax.checkpoints.format import CheckpointError, save_variables
 from hanet_jax.models.hanet import HANet, model_config
 
@@ -38,40 +40,59 @@ def _densenet(args) -> int:
     from hanet_jax.port.torch_densenet import TORCH_EPS, load_torch_densenet121
 
     load, eps = {"keras-densenet": (load_densenet121, DENSENET_EPS),
-                 "torch-densenet": (load_torch_densenet121, TORCH_EPS)}[args.kind]
+                 "torch-densenet": (load_torch_densenet121, TORCH_EPS)}[args.command]
     out = save_encoder_checkpoint(args.out, load(args.weights), epsilon=eps,
-                                  source={"kind": args.kind, "weights": str(args.weights)})
+                                  source={"kind": args.command, "weights": str(args.weights)})
     print(f"ported {args.weights} (DenseNet-121, BN eps {eps}) -> encoder checkpoint {out}")
     return 0
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hanet_jax.port", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="kind", required=True)
-    p = sub.add_parser("keras-hanet", help="Keras 3 .weights.h5 of the released HA-Net")
-    p.add_argument("--weights", required=True)
-    p.add_argument("--variant", default="full", choices=("full", "no_tam", "no_tam_no_sfeb", "baseline"))
-    p.add_argument("--image_size", type=int, nargs="+", default=[256], help="H [W], multiples of 32")
-    p.add_argument("--out", required=True)
-    p.set_defaults(run=_keras_hanet)
-    for kind, help_text in (
-        ("keras-densenet", "Keras DenseNet-121 weights (.h5 or .weights.h5) -> encoder checkpoint"),
-        ("torch-densenet", "torchvision densenet121-*.pth -> encoder checkpoint"),
-    ):
-        p = sub.add_parser(kind, help=help_text)
-        p.add_argument("--weights", required=True)
-        p.add_argument("--out", required=True)
-        p.set_defaults(run=_densenet)
-    args = parser.parse_args(argv)
-    from hanet_jax.port.keras import PortError
+def _weights_and_out_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("weights", None, "the weights file to port", flag_values=fv, required=True)
+    flags.DEFINE_string("out", None, "the checkpoint directory to write", flag_values=fv, required=True)
 
+
+def _keras_hanet_flags(fv: flags.FlagValues) -> None:
+    _weights_and_out_flags(fv)
+    flags.DEFINE_enum("variant", "full", ("full", "no_tam", "no_tam_no_sfeb", "baseline"),
+                      "the HA-Net variant the weights are of", flag_values=fv)
+    command_line.DEFINE_integer_list("image_size", [256], "H[,W], multiples of 32", flag_values=fv)
+    flags.register_validator("image_size", lambda size: len(size) in (1, 2),
+                             "--image_size takes H or H,W", flag_values=fv)
+
+
+_PROG = "python -m hanet_jax.port"
+_SYNOPSIS = "--weights=FILE --out=DIR [--flag=value ...]"
+COMMAND = command_line.Command(_PROG, __doc__, subcommands={
+    "keras-hanet": command_line.Command(
+        f"{_PROG} keras-hanet", "Keras 3 .weights.h5 of the released HA-Net -> checkpoint",
+        _keras_hanet_flags, synopsis=_SYNOPSIS),
+    "keras-densenet": command_line.Command(
+        f"{_PROG} keras-densenet",
+        "Keras DenseNet-121 weights (.h5 or .weights.h5) -> encoder checkpoint",
+        _weights_and_out_flags, synopsis=_SYNOPSIS),
+    "torch-densenet": command_line.Command(
+        f"{_PROG} torch-densenet", "torchvision densenet121-*.pth -> encoder checkpoint",
+        _weights_and_out_flags, synopsis=_SYNOPSIS),
+})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = COMMAND.parse(argv)
+    from hanet_jax.port.weight_files import PortError
+
+    port = _keras_hanet if args.command == "keras-hanet" else _densenet
     try:
-        return args.run(args)
+        return port(args)
     except (PortError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `hanet-port` console script."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

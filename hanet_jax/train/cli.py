@@ -64,7 +64,8 @@ def parse(argv: list[str]):
     """The parsed flags (`.config`: the config with its overrides applied, `.workdir`, ...)."""
     command = command_line.Command(
         PROG, __doc__, functools.partial(_define_flags, argv=argv),
-        synopsis="--config=FILE[:PROFILE] --workdir=DIR [--config.KEY=VALUE ...] [--flag=value ...]")
+        synopsis="--config=FILE[:PROFILE] --workdir=DIR [--config.KEY=VALUE ...] "
+                 "[--flag=value ...]")
     try:
         return command.parse(argv)
     except (AttributeError, KeyError) as e:  # a --config.KEY the locked config does not have

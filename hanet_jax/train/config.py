@@ -1,7 +1,7 @@
 """Checks a training config before any work: every key known, every value valid.
 
 Each error names the key as `config.section.key`. The rules below are the schema: a config must
-hold exactly these keys (configs/common.py defines them, with their defaults and meaning).
+hold exactly these keys (hanet_jax/train/recipes.py defines them, with their defaults and meaning).
 """
 
 from __future__ import annotations
@@ -165,7 +165,7 @@ def validate_config(config) -> dict:
     missing = sorted(set(RULES) - set(flat))
     if missing:
         raise ConfigError(f"missing config key(s): {', '.join('config.' + k for k in missing)} "
-                          "(start configs from configs/common.py)")
+                          "(start configs from hanet_jax.train.recipes.get_config())")
     problems = [f"config.{key}: {msg}" for key, check in RULES.items()
                 if (msg := check(flat[key])) is not None]
     if flat["data.source"] == "folder" and not flat["data.root"]:
