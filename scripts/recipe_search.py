@@ -1,8 +1,8 @@
 r"""Go past the release's recipe, on validation data only: train a few recipe arms on the same
 grouped split at a short budget and compare them on the validation images.
 
-    python scripts/recipe_search.py --dataset busi --data_root ../shared/data/hanet-processed \
-        --out workdirs/recipe_busi [--budget 96px_8ep] [--readme README.md]
+    python scripts/recipe_search.py --dataset busi --data_root DATA_ROOT \
+        --out workdirs/recipe_busi [--budget 96px_8ep] [--doc [PATH]]
     python scripts/recipe_search.py --study variants ...   # the paper's four-variant ablation
 
 `--study recipe` (the default) runs cumulative arms, each adding one change to the arm above.
@@ -15,9 +15,11 @@ with the same `data.test_fraction=0.2` as scripts/reproduce.sh, so the held-out 
 the reproduce runs are never touched here. Each arm's best checkpoint is then scored on the
 validation split with `eval.py --run_split val --protocol fixed` at the default threshold 0.5
 (no threshold is tuned, so arms are compared on equal terms). Arms already finished in OUT are
-not rerun; an interrupted arm resumes. The table goes to OUT/recipe_search.md and, with
---readme, between the README's `<!-- recipe:begin -->` and `<!-- recipe:end -->` markers
-(`<!-- variants:begin -->` and `<!-- variants:end -->` for the ablation).
+not rerun; an interrupted arm resumes. DATA_ROOT holds the authors' processed release
+(`BUSI/train/images`, ...). The table goes to OUT/recipe_search.md and, with --doc, between
+the `<!-- recipe:begin -->` and `<!-- recipe:end -->` markers (`<!-- variants:begin -->` and
+`<!-- variants:end -->` for the ablation) of docs/results.md, or of the PATH given; never the
+README.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
-import results_table  # noqa: E402  (write_readme: the README's marker writer; puts ROOT on the path)
+import results_table  # noqa: E402  (write_doc: the docs' marker writer; puts ROOT on the path)
 from hanet_jax.models.hanet import VARIANTS  # noqa: E402
 
 BUDGETS = {
@@ -50,7 +52,7 @@ ARMS = {
 }
 # The ablation: the recipe's last arm (configs' default) with each model variant.
 VARIANT_ARMS = {v: {**ARMS["+bce_dice"], "model.variant": v} for v in VARIANTS}
-# study -> (arms, cumulative, README markers)
+# study -> (arms, cumulative, docs/results.md markers)
 STUDIES = {"recipe": (ARMS, True, ("<!-- recipe:begin -->", "<!-- recipe:end -->")),
            "variants": (VARIANT_ARMS, False, ("<!-- variants:begin -->", "<!-- variants:end -->"))}
 
@@ -123,7 +125,7 @@ def main(argv=None) -> int:
     p.add_argument("--study", choices=sorted(STUDIES), default="recipe")
     p.add_argument("--arms", nargs="+", help="a subset of the study's arms, in order "
                    f"(recipe: {' '.join(ARMS)}; variants: {' '.join(VARIANT_ARMS)})")
-    p.add_argument("--readme", type=Path)
+    results_table.add_doc_flag(p)
     args = p.parse_args(argv)
     arms, _, (begin, end) = STUDIES[args.study]
     unknown = [a for a in args.arms or () if a not in arms]
@@ -141,10 +143,10 @@ def main(argv=None) -> int:
     command = "python scripts/recipe_search.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = table(args.dataset, args.budget, results, command, args.study)
     (args.out / "recipe_search.md").write_text(text + "\n")
-    if args.readme:
+    if args.doc:
         try:
-            results_table.write_readme(args.readme, text, begin, end)
-        except results_table.ResultsError as e:
+            results_table.write_doc(args.doc, text, begin, end)
+        except (results_table.ResultsError, OSError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
     print(text)

@@ -1,17 +1,18 @@
-"""The README's real-data results table, written from the outputs of scripts/reproduce.sh.
+"""The real-data results tables of docs/results.md, written from the outputs of scripts/reproduce.sh.
 
-    python scripts/results_table.py --busi WORKDIR [--udiat WORKDIR] [--readme README.md]
+    python scripts/results_table.py --busi WORKDIR [--udiat WORKDIR] [--doc [PATH]]
 
 Reads each WORKDIR's eval_test.json, eval_val.json, summary.json, config.json and
 reproduce_times.json (and eval_test.csv, where present, for the count of failed images); for a
 cross-validation (HANET_FOLDS; WORKDIR/ensemble.json) the runs' summary.json and config.json
 from its members, and the validation row is then the out-of-fold score. Prints
-one table per dataset, and with --readme replaces the text between that dataset's
-`<!-- results:busi:begin -->` and `<!-- results:busi:end -->` markers (udiat likewise) with it,
-leaving the other dataset's table as it was: a reproduce run takes about two hours here, so
-the two are often rerun apart. Each table names the date of its evaluation outputs. Nothing in the
-table is typed by hand except the paper's figures, quoted from the paper (both measured with
-the oracle protocol; see ../shared/spec/evaluation.md).
+one table per dataset, and with --doc replaces the text between that dataset's
+`<!-- results:busi:begin -->` and `<!-- results:busi:end -->` markers (udiat likewise) of
+docs/results.md (or of the PATH given) with it, leaving the other dataset's table as it was: a
+reproduce run takes about two hours here, so the two are often rerun apart. No file is written
+without --doc, and never the README. Each table names the date of its evaluation outputs.
+Nothing in the table is typed by hand except the paper's figures, quoted from the paper (both
+measured with the oracle protocol: the README's Evaluation section).
 """
 
 from __future__ import annotations
@@ -207,9 +208,19 @@ def replace_between(content: str, text: str, begin: str, end: str, where: Path) 
     return f"{head}{begin}\n{text}\n{end}{tail}"
 
 
-def write_readme(readme: Path, text: str, begin: str, end: str) -> None:
-    """Replaces what is between the `begin` and `end` markers of `readme` with `text`."""
-    readme.write_text(replace_between(readme.read_text(), text, begin, end, readme))
+# Where --doc writes by default: generated tables live in the docs, never in the README.
+RESULTS_DOC = Path(__file__).resolve().parents[1] / "docs" / "results.md"
+
+
+def add_doc_flag(parser: argparse.ArgumentParser) -> None:
+    """--doc [PATH]: write between PATH's markers (docs/results.md when PATH is left out)."""
+    parser.add_argument("--doc", type=Path, nargs="?", const=RESULTS_DOC, metavar="PATH",
+                        help=f"write the table between this file's markers (no PATH: {RESULTS_DOC})")
+
+
+def write_doc(doc: Path, text: str, begin: str, end: str) -> None:
+    """Replaces what is between the `begin` and `end` markers of `doc` with `text`."""
+    doc.write_text(replace_between(doc.read_text(), text, begin, end, doc))
 
 
 def main(argv=None) -> int:
@@ -217,18 +228,21 @@ def main(argv=None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     for dataset in NAMES:
         p.add_argument(f"--{dataset}", type=Path, metavar="WORKDIR")
-    p.add_argument("--readme", type=Path, help="write the table into this README's markers")
+    add_doc_flag(p)
     args = p.parse_args(argv)
     workdirs = {d: getattr(args, d) for d in NAMES if getattr(args, d) is not None}
     if not workdirs:
         p.error("give --busi WORKDIR and/or --udiat WORKDIR")
     try:
         texts = {dataset: table(dataset, workdir) for dataset, workdir in workdirs.items()}
-        if args.readme:  # every block replaced in memory first: a missing marker writes nothing
-            content = args.readme.read_text()
+        if args.doc:  # every block replaced in memory first: a missing marker writes nothing
+            try:
+                content = args.doc.read_text()
+            except OSError as e:
+                raise ResultsError(f"--doc {args.doc}: {e}") from e
             for dataset, text in texts.items():
-                content = replace_between(content, text, *markers(dataset), args.readme)
-            args.readme.write_text(content)
+                content = replace_between(content, text, *markers(dataset), args.doc)
+            args.doc.write_text(content)
     except ResultsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -52,3 +52,10 @@ def test_a_missing_dataset_folder_is_named():
                            "udiat", "--data_root", "/nowhere", "--out", "/tmp/unused"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "/nowhere/UDIAT/train/images does not exist" in proc.stderr
+
+
+def test_the_studies_markers_are_in_docs_results_md_and_not_in_the_readme():
+    doc, readme = (ROOT / "docs" / "results.md").read_text(), (ROOT / "README.md").read_text()
+    for _, _, (begin, end) in recipe_search.STUDIES.values():
+        assert doc.count(begin) == 1 and doc.count(end) == 1 and doc.index(begin) < doc.index(end)
+        assert begin not in readme and end not in readme

@@ -1,4 +1,4 @@
-"""scripts/results_table.py: the README table comes from the reproduce outputs, nothing else."""
+"""scripts/results_table.py: the docs' results tables come from the reproduce outputs, nothing else."""
 
 import json
 import os
@@ -42,12 +42,12 @@ def test_each_table_is_written_between_its_markers_from_the_json(tmp_path):
     config = json.loads((udiat / "config.json").read_text())
     config["optimizer"] = {"schedule": "cosine", "ema_decay": 0.998}
     (udiat / "config.json").write_text(json.dumps(config))
-    readme = tmp_path / "README.md"
-    readme.write_text("intro\n<!-- results:busi:begin -->\nSTALE\n<!-- results:busi:end -->\nmid\n"
+    doc = tmp_path / "results.md"
+    doc.write_text("intro\n<!-- results:busi:begin -->\nSTALE\n<!-- results:busi:end -->\nmid\n"
                       "<!-- results:udiat:begin -->\nKEPT\n<!-- results:udiat:end -->\noutro\n")
-    proc = _run("--busi", busi, "--readme", readme)
+    proc = _run("--busi", busi, "--doc", doc)
     assert proc.returncode == 0, proc.stderr
-    text = readme.read_text()
+    text = doc.read_text()
     # Only BUSI's table is rewritten: UDIAT's block keeps what it had.
     assert text.startswith("intro\n<!-- results:busi:begin -->\n| data |") and "STALE" not in text
     assert text.endswith("mid\n<!-- results:udiat:begin -->\nKEPT\n<!-- results:udiat:end -->\noutro\n")
@@ -56,9 +56,9 @@ def test_each_table_is_written_between_its_markers_from_the_json(tmp_path):
     assert "test CIs resample its 20 near-duplicate groups" in text
     assert "full, 128px, batch 16, 12 epochs, plateau schedule, bce_jaccard loss, seed 0; training 100 min (summed over resumes), evaluation 7 min" in text
     assert f"Written by `python scripts/results_table.py --busi {busi}` from outputs evaluated on 2026-11-29." in text
-    proc = _run("--busi", busi, "--udiat", udiat, "--readme", readme)
+    proc = _run("--busi", busi, "--udiat", udiat, "--doc", doc)
     assert proc.returncode == 0, proc.stderr
-    text = readme.read_text()
+    text = doc.read_text()
     assert "KEPT" not in text and text.count("| data |") == 2
     assert "| UDIAT | ours, paper_oracle + flip TTA | test, 97 | 0.754 [0.704, 0.794] | 0.654 |" in text
     assert proc.stdout.count("| data |") == 2
@@ -68,16 +68,16 @@ def test_each_table_is_written_between_its_markers_from_the_json(tmp_path):
 def test_missing_outputs_and_markers_are_named(tmp_path):
     proc = _run("--busi", tmp_path / "nowhere")
     assert proc.returncode == 2 and "nowhere/eval_test.json" in proc.stderr
-    readme = tmp_path / "README.md"
-    readme.write_text("no markers\n")
-    proc = _run("--busi", _workdir(tmp_path / "b", 0.7), "--readme", readme)
+    doc = tmp_path / "results.md"
+    doc.write_text("no markers\n")
+    proc = _run("--busi", _workdir(tmp_path / "b", 0.7), "--doc", doc)
     assert proc.returncode == 2 and "markers" in proc.stderr
     # One dataset's markers missing: nothing is written, not even the other's table.
     only_busi = "<!-- results:busi:begin -->\nOLD\n<!-- results:busi:end -->\n"
-    readme.write_text(only_busi)
-    proc = _run("--busi", tmp_path / "b", "--udiat", _workdir(tmp_path / "u", 0.7), "--readme", readme)
+    doc.write_text(only_busi)
+    proc = _run("--busi", tmp_path / "b", "--udiat", _workdir(tmp_path / "u", 0.7), "--doc", doc)
     assert proc.returncode == 2 and "<!-- results:udiat:begin -->" in proc.stderr
-    assert readme.read_text() == only_busi
+    assert doc.read_text() == only_busi
 
 
 def test_outputs_without_evaluated_at_are_dated_by_the_file(tmp_path):
@@ -174,3 +174,26 @@ def test_a_cross_validation_names_its_runs_and_the_out_of_fold_row(tmp_path):
     assert "at step 990/891" in text and "from val (out-of-fold)" in text
     assert "| BUSI | ours, fixed at 0.5, out-of-fold validation (each image by the run that held it out) | val, 80 |" in text
     assert f"`HANET_FOLDS=2 bash scripts/reproduce.sh busi DATA_ROOT {cv}`" in text
+
+
+def test_doc_without_a_path_is_docs_results_md_which_holds_the_markers_and_the_readme_none(tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import argparse
+
+    import results_table
+
+    parser = argparse.ArgumentParser()
+    results_table.add_doc_flag(parser)
+    assert parser.parse_args(["--doc"]).doc == ROOT / "docs" / "results.md"
+    assert parser.parse_args([]).doc is None  # no --doc: print only, write nothing
+    doc, readme = (ROOT / "docs" / "results.md").read_text(), (ROOT / "README.md").read_text()
+    for dataset in results_table.NAMES:
+        begin, end = results_table.markers(dataset)
+        assert doc.count(begin) == 1 and doc.count(end) == 1 and doc.index(begin) < doc.index(end)
+        # No script writes the README: it holds none of the markers they write between.
+        assert begin not in readme and end not in readme
+
+
+def test_a_missing_doc_is_named(tmp_path):
+    proc = _run("--busi", _workdir(tmp_path / "b", 0.7), "--doc", tmp_path / "nowhere.md")
+    assert proc.returncode == 2 and "nowhere.md" in proc.stderr
