@@ -32,7 +32,7 @@ def test_the_environment_variable_is_read_and_checked(monkeypatch):
 
 
 def _devices_after_split(batch_size, **env):
-    code = ("from hanet_jax import cpu_devices; n = cpu_devices.split_cpu_if_cpu_only(%r); "
+    code = ("from hanet_jax.ops.cpu import devices as cpu_devices; n = cpu_devices.split_cpu_if_cpu_only(%r); "
             "import jax; print(n, jax.device_count())" % batch_size)
     full_env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", cpu_devices.ENV)}
     full_env.update(JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT), **env)

@@ -259,13 +259,13 @@ def test_weight_decay_leaves_adams_state_as_is_so_checkpoints_resume_under_eithe
 
 def test_config_weight_decay_reaches_the_trainers_optimiser():
     from hanet_jax.train import recipes
-    from hanet_jax.train import state as train_state
+    from hanet_jax.train import optimizer as train_optimizer
 
     params, grads = _toy_model()
     config = recipes.get_config()
-    plain, _, _ = train_state.optimizer_from_config(config.optimizer)
+    plain, _, _ = train_optimizer.optimizer_from_config(config.optimizer)
     config.optimizer.weight_decay = 0.05
-    decayed, _, _ = train_state.optimizer_from_config(config.optimizer)
+    decayed, _, _ = train_optimizer.optimizer_from_config(config.optimizer)
     u_plain, _ = plain.update(grads[0], plain.init(params), params)
     u_wd, _ = decayed.update(grads[0], decayed.init(params), params)
     np.testing.assert_allclose(u_wd["conv"]["kernel"] - u_plain["conv"]["kernel"],

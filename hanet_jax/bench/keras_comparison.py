@@ -142,26 +142,30 @@ class _JaxSide:
                            batch_stats=own(variables["batch_stats"]), opt_state=tx.init(params),
                            plateau=ReduceLROnPlateau(learning_rate=LEARNING_RATE).init(),
                            rng=jax.random.PRNGKey(1))
-        # The mesh train.py makes (all devices, or the bench's split of the CPU) and its step.
+        # FLOPs and memory of the whole batch, from the same step on one device (a sharded
+        # executable reports one shard's). XLA's cost analysis does not count the CPU custom calls
+        # (ops/cpu/conv.py, ops/cpu/winograd.py): there the direct convs' arithmetic is counted on a
+        # fresh XLA-only trace (a new jit of the same step).
+        loss_fn = make_loss_fn(LOSS)
+        one = jax.devices()[0]
+        state1, batch1 = jax.device_put(state, one), jax.device_put(batch, one)
+        costed = jax.jit(functools.partial(train_step, model=self.model, loss_fn=loss_fn, tx=tx))
+        one_device = costed.lower(state1, batch1).compile(compiler_options)
+        self.memory = flops_lib.memory_bytes(one_device)
+        self.train_flops = flops_lib.xla_flops(one_device)
+        if cpu_conv.active():
+            with cpu_settings.disabled():
+                xla_step = jax.jit(functools.partial(train_step, model=self.model, loss_fn=loss_fn, tx=tx))
+                self.train_flops = flops_lib.xla_flops(xla_step.lower(state1, batch1).compile(compiler_options))
+        # The timed step: the one train.py runs, on its mesh (all devices, or the bench's split of
+        # the CPU), the state replicated and donated, the batch sharded.
         mesh = make_mesh(jax.devices()[:self.devices])
         repl, data = replicated(mesh), batch_sharded(mesh)
         self.variables, self.x = jax.device_put(variables, repl), jax.device_put(self.x, data)
         self.state = jax.device_put(state, repl)
         self.batch = jax.device_put(jax.tree_util.tree_map(jnp.asarray, batch), data)
-        step = compiled_steps(self.model, LOSS, tx, mesh).train
-        self.train = step.lower(self.state, self.batch).compile(compiler_options)
-        # FLOPs and memory of the whole batch on one device (a sharded executable reports one shard's).
-        # XLA's cost analysis does not count the CPU custom calls (ops/cpu/conv.py,
-        # ops/cpu/winograd.py): count the direct convs' arithmetic on a fresh XLA-only trace,
-        # compiled as before (the unoptimised HLO counts slightly fewer FLOPs).
-        self.train_flops = flops_lib.xla_flops(self.train)
-        if cpu_conv.active():
-            with cpu_settings.disabled():  # a fresh jit of the same step: a new trace
-                xla_step = jax.jit(functools.partial(train_step, model=self.model, loss_fn=make_loss_fn(LOSS),
-                                                     tx=tx))
-                self.train_flops = flops_lib.xla_flops(
-                    xla_step.lower(self.state, self.batch).compile(compiler_options))
-        self.memory = flops_lib.memory_bytes(self.train)
+        self.train = compiled_steps(self.model, LOSS, tx, mesh).train.lower(
+            self.state, self.batch).compile(compiler_options)
         self.infer = jax.jit(forward, in_shardings=(repl, data), out_shardings=data).lower(
             self.variables, self.x).compile(compiler_options)
 
