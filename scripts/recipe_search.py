@@ -24,17 +24,19 @@ README.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import results_table  # this script's folder is on sys.path: the docs' marker writer
+from absl import flags
+
+from hanet_jax import command_line
+from hanet_jax.models.hanet import VARIANTS
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import results_table  # noqa: E402  (write_doc: the docs' marker writer; puts ROOT on the path)
-from hanet_jax.models.hanet import VARIANTS  # noqa: E402
 
 BUDGETS = {
     # ~12-13 images/s at 96x96 on the 2-core CPU: 21-29 min per arm on BUSI's 1,590 images.
@@ -115,37 +117,43 @@ def table(dataset: str, budget_name: str, results: dict[str, dict], command: str
                                   f"shared the machine. Written by `{command}`."])
 
 
+def _define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_enum("dataset", None, ["busi", "udiat"], "the dataset", flag_values=fv, required=True)
+    flags.DEFINE_string("data_root", None, "folder holding <DATASET>/train/", flag_values=fv, required=True)
+    flags.DEFINE_string("out", None, "folder for the arms' workdirs and the table", flag_values=fv,
+                        required=True)
+    flags.DEFINE_enum("budget", "96px_8ep", sorted(BUDGETS), "each arm's budget", flag_values=fv)
+    flags.DEFINE_enum("study", "recipe", sorted(STUDIES), "which study", flag_values=fv)
+    flags.DEFINE_list("arms", None, "a subset of the study's arms, in order, comma-separated "
+                      f"(recipe: {','.join(ARMS)}; variants: {','.join(VARIANT_ARMS)})", flag_values=fv)
+    results_table.define_doc_flag(fv)
+
+
+COMMAND = command_line.Command("python scripts/recipe_search.py", __doc__, _define_flags)
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=("busi", "udiat"), required=True)
-    p.add_argument("--data_root", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--budget", choices=sorted(BUDGETS), default="96px_8ep")
-    p.add_argument("--study", choices=sorted(STUDIES), default="recipe")
-    p.add_argument("--arms", nargs="+", help="a subset of the study's arms, in order "
-                   f"(recipe: {' '.join(ARMS)}; variants: {' '.join(VARIANT_ARMS)})")
-    results_table.add_doc_flag(p)
-    args = p.parse_args(argv)
+    args = COMMAND.parse(argv)
     arms, _, (begin, end) = STUDIES[args.study]
     unknown = [a for a in args.arms or () if a not in arms]
     if unknown:
-        p.error(f"--arms {' '.join(unknown)}: not arms of --study {args.study} ({' '.join(arms)})")
-    folder = args.data_root / args.dataset.upper()
+        COMMAND.usage_error(f"--arms {' '.join(unknown)}: not arms of --study {args.study} ({' '.join(arms)})")
+    folder = Path(args.data_root) / args.dataset.upper()
     if not (folder / "train" / "images").is_dir():
-        p.error(f"{folder}/train/images does not exist (--data_root must hold "
-                f"{args.dataset.upper()}/train/)")
+        COMMAND.usage_error(f"{folder}/train/images does not exist (--data_root must hold "
+                            f"{args.dataset.upper()}/train/)")
+    out = Path(args.out)
     results = {}
     for name in args.arms or arms:
-        workdir = args.out / name.lstrip("+")
+        workdir = out / name.lstrip("+")
         results[name] = run_arm(args.dataset, folder, workdir, BUDGETS[args.budget], arms[name])
         print(f"{name}: val Dice {results[name]['dice']:.4f}", flush=True)
     command = "python scripts/recipe_search.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = table(args.dataset, args.budget, results, command, args.study)
-    (args.out / "recipe_search.md").write_text(text + "\n")
+    (out / "recipe_search.md").write_text(text + "\n")
     if args.doc:
         try:
-            results_table.write_doc(args.doc, text, begin, end)
+            results_table.write_doc(Path(args.doc), text, begin, end)
         except (results_table.ResultsError, OSError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2

@@ -1,6 +1,6 @@
 """The real-data results tables of docs/results.md, written from the outputs of scripts/reproduce.sh.
 
-    python scripts/results_table.py --busi WORKDIR [--udiat WORKDIR] [--doc [PATH]]
+    python scripts/results_table.py --busi WORKDIR [--udiat WORKDIR] [--doc=docs/results.md]
 
 Reads each WORKDIR's eval_test.json, eval_val.json, summary.json, config.json and
 reproduce_times.json (and eval_test.csv, where present, for the count of failed images); for a
@@ -8,7 +8,7 @@ cross-validation (HANET_FOLDS; WORKDIR/ensemble.json) the runs' summary.json and
 from its members, and the validation row is then the out-of-fold score. Prints
 one table per dataset, and with --doc replaces the text between that dataset's
 `<!-- results:busi:begin -->` and `<!-- results:busi:end -->` markers (udiat likewise) of
-docs/results.md (or of the PATH given) with it, leaving the other dataset's table as it was: a
+the --doc file (docs/results.md; or another file with the same markers) with it, leaving the other dataset's table as it was: a
 reproduce run takes about two hours here, so the two are often rerun apart. No file is written
 without --doc, and never the README. Each table names the date of its evaluation outputs.
 Nothing in the table is typed by hand except the paper's figures, quoted from the paper (both
@@ -17,7 +17,6 @@ measured with the oracle protocol: the README's Evaluation section).
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import math
@@ -25,9 +24,11 @@ import shlex
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hanet_jax.train import recipes  # noqa: E402  (the repo root is not on sys.path)
-from hanet_jax.inference import ensemble  # noqa: E402
+from absl import flags
+
+from hanet_jax import command_line
+from hanet_jax.train import recipes
+from hanet_jax.inference import ensemble
 from hanet_jax.checkpoints.format import CheckpointError  # noqa: E402
 from hanet_jax.train.config import flat_json  # noqa: E402
 from hanet_jax.eval.metrics import read_per_image_csv  # noqa: E402
@@ -208,14 +209,23 @@ def replace_between(content: str, text: str, begin: str, end: str, where: Path) 
     return f"{head}{begin}\n{text}\n{end}{tail}"
 
 
-# Where --doc writes by default: generated tables live in the docs, never in the README.
+# Where the generated tables live: in the docs, never in the README.
 RESULTS_DOC = Path(__file__).resolve().parents[1] / "docs" / "results.md"
 
 
-def add_doc_flag(parser: argparse.ArgumentParser) -> None:
-    """--doc [PATH]: write between PATH's markers (docs/results.md when PATH is left out)."""
-    parser.add_argument("--doc", type=Path, nargs="?", const=RESULTS_DOC, metavar="PATH",
-                        help=f"write the table between this file's markers (no PATH: {RESULTS_DOC})")
+def define_doc_flag(fv: flags.FlagValues) -> None:
+    """--doc=PATH: write between PATH's markers (docs/results.md holds them); without it, print only."""
+    flags.DEFINE_string("doc", None, f"write the table between this file's markers ({RESULTS_DOC} "
+                        "holds them); without --doc, print only", flag_values=fv)
+
+
+def _define_flags(fv: flags.FlagValues) -> None:
+    for dataset in NAMES:
+        flags.DEFINE_string(dataset, None, f"a `scripts/reproduce.sh {dataset}` WORKDIR", flag_values=fv)
+    define_doc_flag(fv)
+
+
+COMMAND = command_line.Command("python scripts/results_table.py", __doc__, _define_flags)
 
 
 def write_doc(doc: Path, text: str, begin: str, end: str) -> None:
@@ -224,25 +234,21 @@ def write_doc(doc: Path, text: str, begin: str, end: str) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    for dataset in NAMES:
-        p.add_argument(f"--{dataset}", type=Path, metavar="WORKDIR")
-    add_doc_flag(p)
-    args = p.parse_args(argv)
-    workdirs = {d: getattr(args, d) for d in NAMES if getattr(args, d) is not None}
+    args = COMMAND.parse(argv)
+    workdirs = {d: Path(getattr(args, d)) for d in NAMES if getattr(args, d) is not None}
     if not workdirs:
-        p.error("give --busi WORKDIR and/or --udiat WORKDIR")
+        COMMAND.usage_error("give --busi WORKDIR and/or --udiat WORKDIR")
+    doc = Path(args.doc) if args.doc else None
     try:
         texts = {dataset: table(dataset, workdir) for dataset, workdir in workdirs.items()}
-        if args.doc:  # every block replaced in memory first: a missing marker writes nothing
+        if doc:  # every block replaced in memory first: a missing marker writes nothing
             try:
-                content = args.doc.read_text()
+                content = doc.read_text()
             except OSError as e:
-                raise ResultsError(f"--doc {args.doc}: {e}") from e
+                raise ResultsError(f"--doc {doc}: {e}") from e
             for dataset, text in texts.items():
-                content = replace_between(content, text, *markers(dataset), args.doc)
-            args.doc.write_text(content)
+                content = replace_between(content, text, *markers(dataset), doc)
+            doc.write_text(content)
     except ResultsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -32,14 +32,21 @@ TINY = {"model.image_size": 32, "model.encoder_blocks": (1, 1, 1, 1), "num_epoch
         "num_overlays": 2}
 
 
+def load_module(path, name: str):
+    """The Python file at `path` imported as module `name` (and registered under it), without
+    putting its folder on sys.path: configs and the scripts under scripts/."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def load_config(name: str, *args):
     if name == "base":  # the shared base every config starts from (not a launchable file)
         from hanet_jax.train import recipes
         return recipes.get_config(*args)
-    spec = importlib.util.spec_from_file_location(f"_cfg_{name}", ROOT / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(*args)
+    return load_module(ROOT / "configs" / f"{name}.py", f"_cfg_{name}").get_config(*args)
 
 
 def tiny_config(**overrides):

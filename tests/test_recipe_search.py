@@ -4,9 +4,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _train_helpers import load_module
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-import recipe_search  # noqa: E402
+load_module(ROOT / "scripts" / "results_table.py", "results_table")  # recipe_search imports it
+recipe_search = load_module(ROOT / "scripts" / "recipe_search.py", "recipe_search")
 
 
 def _result(dice):
@@ -42,7 +44,7 @@ def test_the_variant_ablation_compares_each_variant_with_the_full_model():
 def test_arms_of_another_study_are_refused_by_name():
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "recipe_search.py"), "--dataset",
                            "busi", "--data_root", "/nowhere", "--out", "/tmp/unused", "--study",
-                           "variants", "--arms", "no_tam", "+cosine"],
+                           "variants", "--arms=no_tam,+cosine"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--arms +cosine: not arms of --study variants" in proc.stderr
 

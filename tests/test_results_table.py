@@ -132,7 +132,6 @@ def test_the_note_counts_failed_test_images_from_the_per_image_csv(tmp_path):
 
 
 def test_the_note_gives_the_command_that_reproduces_the_row(tmp_path):
-    sys.path.insert(0, str(ROOT))
     from hanet_jax.train import recipes
 
     recipe = recipes.dataset_recipe("busi", "cpu2h")
@@ -176,16 +175,12 @@ def test_a_cross_validation_names_its_runs_and_the_out_of_fold_row(tmp_path):
     assert f"`HANET_FOLDS=2 bash scripts/reproduce.sh busi DATA_ROOT {cv}`" in text
 
 
-def test_doc_without_a_path_is_docs_results_md_which_holds_the_markers_and_the_readme_none(tmp_path):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import argparse
+def test_docs_results_md_holds_the_markers_and_the_readme_none(tmp_path):
+    from _train_helpers import load_module
 
-    import results_table
-
-    parser = argparse.ArgumentParser()
-    results_table.add_doc_flag(parser)
-    assert parser.parse_args(["--doc"]).doc == ROOT / "docs" / "results.md"
-    assert parser.parse_args([]).doc is None  # no --doc: print only, write nothing
+    results_table = load_module(SCRIPT, "results_table")
+    assert results_table.RESULTS_DOC == ROOT / "docs" / "results.md"
+    assert results_table.COMMAND.parse(["--busi", "w"]).doc is None  # no --doc: print only
     doc, readme = (ROOT / "docs" / "results.md").read_text(), (ROOT / "README.md").read_text()
     for dataset in results_table.NAMES:
         begin, end = results_table.markers(dataset)
