@@ -2,7 +2,7 @@ r"""Train HA-Net.
 
     python train.py --config=configs/default.py --workdir=/tmp/hanet_default
     python train.py --config=configs/busi.py --workdir=/tmp/busi \
-        --config.data.root=/work/shared/data/hanet-processed/BUSI --config.batch_size=16
+        --config.data.root=DATA_ROOT/BUSI --config.batch_size=16
 
 The command lives in hanet_jax/train/cli.py (also installed as `hanet-train`); `--help` lists
 its flags (multi-process training among them).

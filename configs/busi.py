@@ -1,13 +1,13 @@
 r"""BUSI, the HA-Net release's recipe plus the recipe search's changes, on the authors' processed layout.
 
     python train.py --config=configs/busi.py --workdir=/tmp/hanet_busi \
-        --config.data.root=/work/shared/data/hanet-processed/BUSI
+        --config.data.root=DATA_ROOT/BUSI
 
 The release's training: 256x256 inputs, global batch 32 (the release's code; the paper says
 10: add --config.batch_size=10), Adam lr 1e-3 eps 1e-9, ReduceLROnPlateau on val_loss (factor
 0.25, patience 4, min_delta 1e-4 absolute, min_lr 1e-9), EarlyStopping (patience 9, min_delta
 1e-3, best weights kept), at most 155 epochs, random horizontal flips, BCE + batch Jaccard.
-By default (recipes.BEYOND_RELEASE, what the README's recipe search kept): a cosine learning rate
+By default (recipes.BEYOND_RELEASE, what the recipe search of docs/results.md kept): a cosine learning rate
 over the run instead of the plateau, affine and brightness/contrast augmentation, and BCE +
 per-image Dice as the loss. The release's exact recipe is
 --config=configs/busi.py:release (and :release,cpu2h at the CPU budget).

@@ -4,8 +4,8 @@ r"""Synthetic breast-ultrasound phantoms: the full pipeline on any machine, in a
 
 No dataset needed: training and validation phantoms (hanet_jax.data.synthetic) are generated
 from `data.seed`. The model is the full HA-Net at 64x64, trained with the release's optimiser,
-schedule and loss; `bash scripts/main.sh` trains it and scores a held-out synthetic split (the
-README's "Training" section quotes that run's time and Dice). Validation Dice is erratic over
+schedule and loss; `bash scripts/main.sh` trains it and scores a held-out synthetic split
+(docs/results.md quotes that run's time and Dice). Validation Dice is erratic over
 the first epochs, while BatchNorm's running statistics catch up. Scale it up with
 e.g. --config.model.image_size=128 --config.data.n_train=1000 --config.num_epochs=50.
 """

@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-import results_table  # this script's folder is on sys.path: the docs' marker writer
+import results_table  # beside this script (Python imports from a script's own folder): the marker writer
 from absl import flags
 
 from hanet_jax import command_line

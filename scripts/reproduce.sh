@@ -4,7 +4,7 @@
 #   bash scripts/reproduce.sh {busi,udiat} DATA_ROOT WORKDIR [--config.KEY=VALUE ...]
 #
 # DATA_ROOT holds BUSI/train/{images,masks} and UDIAT/train/{images,masks} (the processed
-# layout of ../shared/data/hanet-processed). Steps:
+# layout of the HA-Net authors' processed release). Steps:
 #   1. train from scratch with configs/<dataset>.py:cpu2h (the release's recipe plus the recipe
 #      search's changes, common.BEYOND_RELEASE, at 128x128, batch 16, 20 epochs: about two hours on a
 #      2-core CPU; HANET_PROFILE=release,cpu2h for the release's exact recipe at that budget,
@@ -16,7 +16,7 @@
 #      validation, the paper's oracle
 #      protocol, each also with flip TTA;
 #   3. score it on the validation set too (the developer's guide, not the result);
-#   4. print the results table (scripts/results_table.py writes it into the README).
+#   4. print the results table (scripts/results_table.py --doc=docs/results.md writes it into the docs).
 # Rerunning with the same WORKDIR resumes training. ImageNet weights, where a user has them:
 # --config.init_from=DIR --config.init_scope=encoder.
 #

@@ -11,7 +11,6 @@ Each side runs in its own worker process, timed in turns (`--same_process`: both
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import sys
@@ -19,6 +18,7 @@ import sys
 from absl import flags
 
 from hanet_jax import command_line
+from hanet_jax.json_files import write_json
 
 
 def _define_flags(fv: flags.FlagValues) -> None:
@@ -62,8 +62,7 @@ def main(argv: list[str] | None = None) -> int:
                            matmul_n=args.matmul_n, command=shlex.join(["python", "bench.py", *argv]),
                            isolate=not args.same_process)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.json, result)
     print(bench_lib.markdown_table(result))
     return 0
 

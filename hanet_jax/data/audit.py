@@ -20,7 +20,6 @@ Command line (exit code 1 when a test image has a near-duplicate in train, 0 whe
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 import time
@@ -34,6 +33,7 @@ from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 
 from hanet_jax import command_line
+from hanet_jax.json_files import write_json
 from hanet_jax.data import layouts
 
 FINGERPRINT_SIZE = 48
@@ -521,8 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         [e.stem for e in train], train_fps, [e.stem for e in test], test_fps,
         threshold=args.threshold, group_by=args.group_by, release=args.release,
     )
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+    write_json(args.json, report, indent=1)
 
     groups = report["groups_within_train"]
     grouped = sum(len(g) for g in groups)

@@ -11,7 +11,6 @@ counted. Differences are B - A throughout.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ import scipy.stats
 from absl import flags
 
 from hanet_jax import command_line
+from hanet_jax.json_files import write_json
 from hanet_jax.eval.bootstrap import bootstrap_ci
 from hanet_jax.eval.metrics import METRIC_NAMES, read_per_image_csv
 from hanet_jax.eval.protocols import PROTOCOLS
@@ -134,10 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               **compare_scores(a, b, args.n_resamples, args.seed)}
     print(_report(result))
     if args.json:
-        # Undefined values (e.g. r when every difference is 0) become null: strict JSON.
-        clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in result.items()}
-        with open(args.json, "w") as f:
-            json.dump(clean, f, indent=2, allow_nan=False)
+        write_json(args.json, result)  # undefined values (r when every difference is 0): null
     return 0
 
 
