@@ -34,7 +34,7 @@ TINY = {"model.image_size": 32, "model.encoder_blocks": (1, 1, 1, 1), "num_epoch
 
 def load_module(path, name: str):
     """The Python file at `path` imported as module `name` (and registered under it), without
-    putting its folder on sys.path: configs and the scripts under scripts/."""
+    adding its folder to the import path: configs and the scripts under scripts/."""
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

@@ -151,6 +151,11 @@ class EarlyStopping:
     float32(val + min_delta) < float32(best) (the first epoch always improves); training stops
     when wait >= patience (never at epoch 0). `best_epoch` (0-based) names the weights to
     restore. Defaults are the release's: min_delta 1e-3, patience 9.
+
+    Hand-written, in ~30 lines, because no JAX library has early stopping with Keras' exact rule
+    (float32 comparison, the first epoch always an improvement, restore_best_weights); the
+    release's stopping epoch and best checkpoint depend on it (tests/test_plateau.py checks it
+    epoch by epoch against Keras' own callback).
     """
     min_delta: float = 1e-3
     patience: int = 9
