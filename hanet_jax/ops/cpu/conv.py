@@ -31,13 +31,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hanet_jax.ops.cpu import settings, winograd
+from hanet_jax.ops.cpu import settings, targets, winograd
 from hanet_jax.ops.cpu.build import load_handlers
 from hanet_jax.ops.cpu.partitioning import sharded_over_batch
 
 _SOURCE = Path(__file__).with_name("conv_weight_grad.cc")
-_TARGET = "hanet_conv3x3_weight_grad"
-_TARGET_1X1 = "hanet_conv1x1_weight_grad"
+_TARGET = targets.CONV3X3_WEIGHT_GRAD
+_TARGET_1X1 = targets.CONV1X1_WEIGHT_GRAD
 DN = ("NHWC", "HWIO", "NHWC")
 
 
@@ -54,8 +54,9 @@ def available() -> bool:
 
 
 def active() -> bool:
-    """Whether a trace now would use the handler: enabled, CPU backend, handler loaded."""
-    return settings.current().handlers and jax.default_backend() == "cpu" and available()
+    """Whether a trace now may use the handlers: switched on (`settings`) and loaded. Whether
+    they run is decided per lowering platform by `hanet_jax.ops` (only a CPU lowering gets them)."""
+    return settings.current().handlers and available()
 
 
 def applies(x: jax.Array, kernel: jax.Array, strides: int, padding: str) -> bool:

@@ -22,14 +22,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hanet_jax.ops.cpu import conv
+from hanet_jax.ops.cpu import conv, targets
 from hanet_jax.ops.cpu.build import load_handlers
 from hanet_jax.ops.cpu.partitioning import sharded_over_batch
 
 _SOURCE = Path(__file__).with_name("maxpool_grad.cc")
-_TARGET = "hanet_maxpool3x3s2_grad"
-_FORWARD = "hanet_maxpool3x3s2"
-_OF_RELU = "hanet_maxpool3x3s2_of_relu"
+_TARGET = targets.MAXPOOL3X3S2_GRAD
+_FORWARD = targets.MAXPOOL3X3S2
+_OF_RELU = targets.MAXPOOL3X3S2_OF_RELU
 
 
 @functools.cache
@@ -76,10 +76,15 @@ def _bwd(x, dy):
 _pool_with_our_grad.defvjp(_fwd, _bwd)
 
 
+def applies(x: jax.Array) -> bool:
+    """Whether our handlers can pool `x`: float32, the handlers on and loaded."""
+    return x.dtype == np.float32 and conv.active() and available()
+
+
 def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
-    """`nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")`, NHWC; on the CPU at float32
-    our forward and gradient."""
-    if x.dtype == np.float32 and conv.active() and available():
+    """`nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")`, NHWC; where `applies`, our
+    forward and gradient (a CPU lowering's: `hanet_jax.ops` chooses per platform)."""
+    if applies(x):
         return _pool_with_our_grad(x)
     return _pool(x)
 
@@ -106,8 +111,8 @@ _relu_pad_pool_ours.defvjp(_relu_fwd, _relu_bwd)
 
 def relu_pad_max_pool_3x3_s2(x: jax.Array) -> jax.Array:
     """`max_pool_3x3_s2` of `relu(x)` zero-padded by 1 (the stem's ReLU, ZeroPadding2D(1) and
-    pool). On the CPU at float32 one handler pools x directly, so the padded ReLU map is never
+    pool). Where `applies`, one handler pools x directly, so the padded ReLU map is never
     written (round 16); the gradient is `max_pool_3x3_s2`'s."""
-    if x.dtype == np.float32 and conv.active() and available():
+    if applies(x):
         return _relu_pad_pool_ours(x)
     return _relu_pad_pool(x)

@@ -34,13 +34,13 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from hanet_jax.ops.cpu import settings
+from hanet_jax.ops.cpu import settings, targets
 from hanet_jax.ops.cpu.build import load_handlers
 from hanet_jax.ops.cpu.partitioning import sharded_over_batch
 
 _SOURCE = Path(__file__).with_name("winograd_conv.cc")
-_CONV = "hanet_winograd_conv3x3"
-_CONV_AFFINE_RELU = "hanet_winograd_conv3x3_affine_relu"
+_CONV = targets.WINOGRAD_CONV3X3
+_CONV_AFFINE_RELU = targets.WINOGRAD_CONV3X3_AFFINE_RELU
 
 
 @functools.cache
