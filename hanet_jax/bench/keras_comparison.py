@@ -146,19 +146,11 @@ class _JaxSide:
         # executable reports one shard's). XLA's cost analysis does not count the CPU custom calls
         # (ops/cpu/conv.py, ops/cpu/winograd.py): there the direct convs' arithmetic is counted on a
         # fresh XLA-only trace (a new jit of the same step).
+        # The timed step: the one train.py runs, on its mesh (all devices, or the bench's split of
+        # the CPU), the state replicated and donated, the batch sharded.
         loss_fn = make_loss_fn(LOSS)
         one = jax.devices()[0]
         state1, batch1 = jax.device_put(state, one), jax.device_put(batch, one)
-        costed = jax.jit(functools.partial(train_step, model=self.model, loss_fn=loss_fn, tx=tx))
-        one_device = costed.lower(state1, batch1).compile(compiler_options)
-        self.memory = flops_lib.memory_bytes(one_device)
-        self.train_flops = flops_lib.xla_flops(one_device)
-        if cpu_conv.active():
-            with cpu_settings.disabled():
-                xla_step = jax.jit(functools.partial(train_step, model=self.model, loss_fn=loss_fn, tx=tx))
-                self.train_flops = flops_lib.xla_flops(xla_step.lower(state1, batch1).compile(compiler_options))
-        # The timed step: the one train.py runs, on its mesh (all devices, or the bench's split of
-        # the CPU), the state replicated and donated, the batch sharded.
         mesh = make_mesh(jax.devices()[:self.devices])
         repl, data = replicated(mesh), batch_sharded(mesh)
         self.variables, self.x = jax.device_put(variables, repl), jax.device_put(self.x, data)
@@ -166,6 +158,17 @@ class _JaxSide:
         self.batch = jax.device_put(jax.tree_util.tree_map(jnp.asarray, batch), data)
         self.train = compiled_steps(self.model, LOSS, tx, mesh).train.lower(
             self.state, self.batch).compile(compiler_options)
+        # On one device that program is the whole batch's; a sharded one reports one shard's, so
+        # the same step is then compiled for one device too.
+        one_device = self.train if self.devices == 1 else jax.jit(
+            functools.partial(train_step, model=self.model, loss_fn=loss_fn, tx=tx)).lower(
+                state1, batch1).compile(compiler_options)
+        self.memory = flops_lib.memory_bytes(one_device)
+        self.train_flops = flops_lib.xla_flops(one_device)
+        if cpu_conv.active():
+            with cpu_settings.disabled():  # a fresh jit of the same step: a new trace
+                xla_step = jax.jit(functools.partial(train_step, model=self.model, loss_fn=loss_fn, tx=tx))
+                self.train_flops = flops_lib.xla_flops(xla_step.lower(state1, batch1).compile(compiler_options))
         self.infer = jax.jit(forward, in_shardings=(repl, data), out_shardings=data).lower(
             self.variables, self.x).compile(compiler_options)
 

@@ -38,7 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hanet_jax.checkpoints.format import CheckpointError, read_meta, restore_variables, save_variables, write_meta
+from hanet_jax.checkpoints.format import read_meta, save_variables, write_meta
+from hanet_jax.checkpoints.loading import load_variables
 from hanet_jax.models.densenet import DENSENET_EPS, DenseNet121
 from hanet_jax.port.weight_files import PortError, expected_layout, h5_arrays, layout_problems, summarise
 
@@ -218,6 +219,4 @@ def load_encoder_checkpoint(directory: str | os.PathLike) -> tuple[dict, dict]:
     """(variables `{"params": {"encoder": ...}, "batch_stats": {"encoder": ...}}`, meta) of an
     encoder checkpoint; raises `CheckpointError` when `directory` is not one."""
     meta = read_meta(directory)
-    if meta.get("kind") != ENCODER_KIND:
-        raise CheckpointError(f"{directory} is a {meta.get('kind')!r} checkpoint, not an encoder checkpoint")
-    return restore_variables(directory), meta
+    return load_variables(directory, meta=meta, kinds=(ENCODER_KIND,)), meta

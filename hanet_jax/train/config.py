@@ -19,7 +19,7 @@ from hanet_jax.data.layouts import LAYOUTS
 from hanet_jax.data.splits import METHODS as VAL_SPLITS
 from hanet_jax.train.losses import LOSS_NAMES
 from hanet_jax.models.hanet import DTYPES, VARIANTS
-from hanet_jax.json_files import write_json
+from hanet_jax.json_files import to_jsonable, write_json
 
 
 class ConfigError(ValueError):
@@ -207,7 +207,7 @@ def save_config(path: str | os.PathLike, config) -> list[str]:
 
 def flat_json(config) -> dict[str, Any]:
     """A config (or mapping) flattened as its config.json holds it: tuples become lists."""
-    return flatten(json.loads(json.dumps(to_dict(config))))
+    return flatten(to_jsonable(config))
 
 
 def config_differences(old: Mapping, new: Mapping) -> list[str]:
