@@ -18,12 +18,12 @@ from hanet_jax.ops.cpu import conv as blas_conv
 needs_handler = pytest.mark.skipif(not blas_conv.available(), reason="no C++ compiler / scipy OpenBLAS")
 
 
-def _grads(module, x, env_value, monkeypatch):
-    monkeypatch.setenv(settings.HANDLERS_ENV, env_value)
-    variables = module.init(jax.random.key(0), x)
-    loss = lambda v, x: jnp.sum(module.apply(v, x) ** 2)  # noqa: E731
-    jaxpr = str(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(variables, x))
-    grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(variables, x)
+def _grads(module, x, handlers: bool):
+    with settings.using(handlers=handlers):
+        variables = module.init(jax.random.key(0), x)
+        loss = lambda v, x: jnp.sum(module.apply(v, x) ** 2)  # noqa: E731
+        jaxpr = str(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(variables, x))
+        grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(variables, x)
     return grads, (blas_conv._TARGET in jaxpr) or (blas_conv._TARGET_1X1 in jaxpr)
 
 
@@ -32,11 +32,11 @@ def _grads(module, x, env_value, monkeypatch):
                                             ((2, 9, 7, 16), 32), ((2, 5, 6, 12), 32),
                                             # the handler's loop: its tiles at 16, 32, 48 and 64 outputs
                                             ((2, 9, 7, 16), 16), ((1, 7, 9, 32), 48), ((2, 6, 5, 8), 64)])
-def test_conv_gradients_match_xla(shape, features, monkeypatch, kernel_size=3):
+def test_conv_gradients_match_xla(shape, features, kernel_size=3):
     x = jnp.asarray(np.random.default_rng(0).standard_normal(shape, np.float32))
     conv = layers.Conv(features, kernel_size=kernel_size)
-    (g_blas, dx_blas), used = _grads(conv, x, "1", monkeypatch)
-    (g_xla, dx_xla), used_off = _grads(conv, x, "0", monkeypatch)
+    (g_blas, dx_blas), used = _grads(conv, x, True)
+    (g_xla, dx_xla), used_off = _grads(conv, x, False)
     assert used and not used_off
     # These maps are odd or their widths not multiples of 16: the input gradient stays XLA's
     # (Winograd's, where it applies, is tested in test_winograd.py).
@@ -49,13 +49,12 @@ def test_conv_gradients_match_xla(shape, features, monkeypatch, kernel_size=3):
 @needs_handler
 @pytest.mark.parametrize("shape,features", [((2, 9, 7, 16), 16), ((1, 7, 9, 32), 48), ((2, 6, 5, 8), 64),
                                             ((2, 5, 6, 12), 32)])  # the last: GEMM on AVX-512
-def test_1x1_conv_gradients_match_xla(shape, features, monkeypatch):
-    test_conv_gradients_match_xla(shape, features, monkeypatch, kernel_size=1)
+def test_1x1_conv_gradients_match_xla(shape, features):
+    test_conv_gradients_match_xla(shape, features, kernel_size=1)
 
 
 @needs_handler
-def test_only_3x3_stride1_same_float32_use_it(monkeypatch):
-    monkeypatch.setenv(settings.HANDLERS_ENV, "1")
+def test_only_3x3_stride1_same_float32_use_it():
     x = jnp.ones((1, 8, 8, 4))
     k3 = jnp.ones((3, 3, 4, 2))
     assert blas_conv.applies(x, k3, 1, "SAME")
@@ -140,9 +139,8 @@ def test_without_a_compiler_falls_back_to_xla(tmp_path):
 
 
 @needs_handler
-def test_disabled_context_traces_xla_gradient(monkeypatch):
+def test_disabled_context_traces_xla_gradient():
     # bench.py counts FLOPs on such a trace: XLA's cost analysis cannot see into the custom call.
-    monkeypatch.setenv(settings.HANDLERS_ENV, "1")
     x, k = jnp.ones((1, 8, 8, 4)), jnp.ones((3, 3, 4, 2))
     module = layers.Conv(2, kernel_size=3)
     variables = module.init(jax.random.key(0), x)

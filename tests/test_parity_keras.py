@@ -16,6 +16,8 @@ from PIL import Image
 
 from hanet_jax.inference.predictor import preprocess, resize_probabilities
 from hanet_jax.models.hanet import HANet
+from hanet_jax.ops.cpu import conv as cpu_conv
+from hanet_jax.ops.cpu import settings, targets
 from hanet_jax.port.keras import load_keras_hanet
 from hanet_jax.port.weight_files import PortError
 from hanet_jax.reference.keras_original import build_keras_hanet, intermediate_model, randomize_weights
@@ -41,7 +43,9 @@ def keras_outputs(model, x):
 
 def flax_outputs(variant, variables, x):
     model = HANet(variant=variant)
-    logits, state = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=["intermediates"]))(variables, x)
+    forward = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=["intermediates"]))
+    handlers = [t for t in targets.ALL if t in forward.lower(variables, x).as_text()]
+    logits, state = forward(variables, x)
     out = {"probabilities": np.asarray(jax.nn.sigmoid(logits))}
     for name, path in FLAX_INTERMEDIATE.items():
         node = state["intermediates"]
@@ -51,7 +55,7 @@ def flax_outputs(variant, variables, x):
                 break
         if node is not None:
             out[name] = np.asarray(node[0])
-    return out
+    return out, handlers
 
 
 def saved_random_keras(tmp_path, variant, size, seed=0):
@@ -67,18 +71,25 @@ def test_port_matches_keras(tmp_path, variant, size):
     keras_model, path = saved_random_keras(tmp_path, variant, size, seed=11)
     variables = load_keras_hanet(path, variant, size)
     x = np.random.default_rng(1).uniform(size=(2, *size, 3)).astype(np.float32)
-    ref, ours = keras_outputs(keras_model, x), flax_outputs(variant, variables, x)
-    assert set(ours) == set(ref)
-    prob_diff = np.abs(ours["probabilities"] - ref["probabilities"]).max()
-    print(f"\n[parity] {variant} {size}: probabilities max abs diff {prob_diff:.2e} "
-          f"(spread {ref['probabilities'].min():.3f}..{ref['probabilities'].max():.3f})")
-    assert prob_diff < 5e-5
+    ref = keras_outputs(keras_model, x)
     assert ref["probabilities"].std() > 0.02  # not saturated: the comparison means something
-    for name in sorted(set(ref) - {"probabilities"}):
-        diff = np.abs(ours[name] - ref[name]).max()
-        scale = max(1.0, np.abs(ref[name]).max())
-        print(f"[parity]   {name:<11} shape {ref[name].shape}: max abs diff {diff:.2e} (scale {scale:.1f})")
-        assert diff <= 1e-4 * scale, name
+    # Both paths: this CPU's handlers (where they build here) and XLA's ops alone (a GPU's,
+    # a TPU's and every export's graph).
+    for handlers in ([True, False] if cpu_conv.available() else [False]):
+        with settings.using(handlers=handlers):
+            ours, used = flax_outputs(variant, variables, x)
+        assert bool(used) is handlers, used
+        assert set(ours) == set(ref)
+        path_name = "handlers" if handlers else "XLA only"
+        prob_diff = np.abs(ours["probabilities"] - ref["probabilities"]).max()
+        print(f"\n[parity] {variant} {size} ({path_name}): probabilities max abs diff {prob_diff:.2e} "
+              f"(spread {ref['probabilities'].min():.3f}..{ref['probabilities'].max():.3f})")
+        assert prob_diff < 5e-5
+        for name in sorted(set(ref) - {"probabilities"}):
+            diff = np.abs(ours[name] - ref[name]).max()
+            scale = max(1.0, np.abs(ref[name]).max())
+            print(f"[parity]   {name:<11} shape {ref[name].shape}: max abs diff {diff:.2e} (scale {scale:.1f})")
+            assert diff <= 1e-4 * scale, f"{name} ({path_name})"
 
 
 def test_port_rejects_files_that_do_not_fit(tmp_path):

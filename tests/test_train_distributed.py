@@ -20,6 +20,8 @@ import numpy as np
 import pytest
 
 import _train_helpers as helpers
+from hanet_jax.ops.cpu import conv as cpu_conv
+from hanet_jax.ops.cpu import settings, targets
 
 NUM_STEPS = 4
 
@@ -69,6 +71,38 @@ def test_eight_devices_match_one_device(ref_steps, rounding, tmp_path):
     assert info["devices"] == 8 and len(info["losses"]) == NUM_STEPS
     _within_rounding(info["losses"], ref_steps[0], params, ref_steps[1], rounding,
                      "8 devices vs 1")
+
+
+def _lowered_step_text(config) -> str:
+    """The StableHLO of train.py's step for `config` on this process's devices."""
+    from hanet_jax.data import pipeline
+    from hanet_jax.models.hanet import model_from_config
+    from hanet_jax.train.init_from import resolve_model_config
+    from hanet_jax.train.optimizer import optimizer_from_config
+    from hanet_jax.train.sharding import make_mesh
+    from hanet_jax.train.state import create_train_state
+    from hanet_jax.train.steps import compiled_steps
+
+    model = model_from_config(resolve_model_config(config.model.to_dict(), config.init_from))
+    tx, plateau, _ = optimizer_from_config(config.optimizer)
+    mesh = make_mesh()
+    state = create_train_state(model, config.model.image_size, tx, plateau, config.seed, mesh)
+    size = config.model.image_size
+    batch = pipeline.to_global_batch({"image": np.zeros((config.batch_size, size, size, 3), np.float32),
+                                      "mask": np.zeros((config.batch_size, size, size, 1), np.float32)}, mesh)
+    return compiled_steps(model, config.loss, tx, mesh).train.lower(state, batch).as_text()
+
+
+@pytest.mark.skipif(not cpu_conv.available(), reason="no C++ compiler / scipy OpenBLAS")
+def test_training_with_the_handlers_off_matches_them_on(ref_steps, rounding):
+    """The same steps with XLA's ops everywhere (an export's or a GPU's path) and with the CPU
+    handlers (this machine's default): the same training, to rounding."""
+    config = helpers.tiny_config()
+    assert any(t in _lowered_step_text(config) for t in targets.CPU_ONLY)
+    with settings.disabled():
+        assert not any(t in _lowered_step_text(config) for t in targets.CPU_ONLY)
+        losses, params = helpers.run_steps(config, NUM_STEPS)
+    _within_rounding(losses, ref_steps[0], params, ref_steps[1], rounding, "handlers off vs on")
 
 
 def _free_port() -> int:

@@ -3,6 +3,7 @@ and gradients as XLA's direct conv to rounding, per-shape choice of the tile siz
 over two devices, on the AVX2 and SSE builds too, and off where it does not apply."""
 
 import contextlib
+import dataclasses
 import os
 
 import jax
@@ -96,9 +97,9 @@ def test_env_and_disabled_keep_xla(monkeypatch):
     variables = conv.init(jax.random.key(0), x)
     traced = lambda: str(jax.make_jaxpr(lambda v: conv.apply(v, x))(variables))  # noqa: E731
     assert winograd._CONV in traced()
-    monkeypatch.setenv(settings.WINOGRAD_ENV, "0")
-    assert winograd._CONV not in traced()
-    monkeypatch.delenv(settings.WINOGRAD_ENV)
+    monkeypatch.setenv(settings.WINOGRAD_ENV, "0")   # what start-up reads (test_cpu_settings.py)
+    with settings.using(**dataclasses.asdict(settings.from_environment())):
+        assert winograd._CONV not in traced()
     with settings.disabled():  # bench.py's FLOP count traces XLA's conv
         assert winograd._CONV not in traced()
     x16 = x.astype(jnp.bfloat16)

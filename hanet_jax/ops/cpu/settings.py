@@ -1,13 +1,17 @@
-"""The CPU handlers' switches and tuning knobs, as one frozen object read at trace time.
+"""The CPU handlers' switches and tuning knobs, as one frozen object that is part of the jit key.
 
-`current()` is the environment's settings (HANET_BLAS_CONV=0 turns every handler off,
-HANET_WINOGRAD=0 the Winograd convs) with any `using(...)` overrides on top, innermost last:
+The settings live in a `jax.make_user_context`: jax folds its value into every jit's cache key,
+so a function traced with one setting is traced again, never reused, under another:
 
     with settings.using(winograd_m=2, band_bytes=4096):   # a perf study or a test
         jax.jit(f).lower(...)
+    with settings.disabled():                              # an export, a FLOP count
+        jax.jit(f).lower(...)                              # a fresh, handler-free trace
 
-Functions already traced keep their cached trace, so enter the context before tracing.
-Nothing here can change what a GPU or TPU compiles: the handlers apply only to CPU lowerings.
+The environment is read once, when this module is first imported (start-up): HANET_BLAS_CONV=0
+turns every handler off, HANET_WINOGRAD=0 the Winograd convs. Later changes to os.environ do
+nothing; use `using`. Nothing here can change what a GPU or TPU compiles: the handlers apply only
+to CPU lowerings (hanet_jax/ops, tests/test_lowering.py).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import contextlib
 import dataclasses
 import os
 from typing import Iterator
+
+import jax
 
 HANDLERS_ENV = "HANET_BLAS_CONV"   # 0: XLA's convs, gradients and pools everywhere
 WINOGRAD_ENV = "HANET_WINOGRAD"    # 0: XLA's direct conv for the 3x3 forward and input gradient
@@ -38,34 +44,35 @@ class CpuKernelSettings:
     l3_bytes: int = 12 << 20
 
 
-_overrides: list[dict] = []
-
-
 def _env_off(name: str) -> bool:
     return os.environ.get(name, "1").strip() == "0"
 
 
+def from_environment() -> CpuKernelSettings:
+    """The defaults with the environment's overrides (HANET_BLAS_CONV, HANET_WINOGRAD)."""
+    return CpuKernelSettings(handlers=not _env_off(HANDLERS_ENV), winograd_m=0 if _env_off(WINOGRAD_ENV) else None)
+
+
+# Read once, at start-up. A frozen dataclass hashes by value, as a jit key must.
+_CONTEXT = jax.make_user_context(default_value=from_environment())
+
+
 def current() -> CpuKernelSettings:
-    """The settings a trace now uses: the environment's, then each open `using` in order."""
-    base = CpuKernelSettings(handlers=not _env_off(HANDLERS_ENV),
-                             winograd_m=0 if _env_off(WINOGRAD_ENV) else None)
-    for changes in _overrides:
-        base = dataclasses.replace(base, **changes)
-    return base
+    """The settings a trace now uses: start-up's, or the innermost open `using`'s."""
+    return _CONTEXT.value
 
 
 @contextlib.contextmanager
 def using(**changes) -> Iterator[CpuKernelSettings]:
-    """Traces inside the block use `current()` with `changes` (fields of CpuKernelSettings)."""
-    dataclasses.replace(CpuKernelSettings(), **changes)  # a misspelt field fails here, not later
-    _overrides.append(changes)
-    try:
-        yield current()
-    finally:
-        _overrides.remove(changes)
+    """Traces and jit calls inside the block use `current()` with `changes` (fields of
+    CpuKernelSettings); a misspelt field fails here."""
+    changed = dataclasses.replace(current(), **changes)
+    with _CONTEXT(changed):
+        yield changed
 
 
 def disabled():
-    """Trace with XLA's ops everywhere: e.g. for FLOP counts, since XLA's cost analysis does not
-    see inside the custom calls."""
+    """Trace with XLA's ops everywhere: for exports (a multi-platform artifact cannot serialize
+    the handlers' custom partitioning) and FLOP counts (XLA's cost analysis does not see inside
+    the custom calls)."""
     return using(handlers=False)
