@@ -40,10 +40,16 @@ def to_jsonable(value: Any) -> Any:
 def write_json(path: str | os.PathLike, payload: Any, *, indent: int | None = 2,
                sort_keys: bool = False) -> Path:
     """Write `payload` to `path` as JSON (see the module docstring); returns the path."""
+    text = json.dumps(to_jsonable(payload), indent=indent, sort_keys=sort_keys, allow_nan=False) + "\n"
+    return write_bytes(path, text.encode())
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` atomically (a temporary file renamed over it), creating its
+    folders; what `write_json` writes with, and the exports' single-file artifacts."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(to_jsonable(payload), indent=indent, sort_keys=sort_keys,
-                              allow_nan=False) + "\n")
+    tmp.write_bytes(data)
     os.replace(tmp, path)
     return path

@@ -39,3 +39,28 @@ def tiny_model(variant: str = "no_tam", seed: int = 0):
     (`random_variables`)."""
     model = HANet(variant=variant)
     return model, random_variables(model, SIZE, seed)
+
+
+def trained_like_variables(model, size=SIZE, seed: int = 0):
+    """`random_variables` made to look trained, so a numerical comparison means something:
+    BatchNorm statistics and affines away from 0 and 1 (mean ~ N(0, 0.2), variance in [0.5, 2],
+    scale in [0.6, 1.4], offsets ~ N(0, 0.1)), and the head scaled so the logits spread over
+    several units instead of sitting near 0."""
+    rng = np.random.default_rng(seed + 1)
+
+    def fill(path, leaf):
+        name, leaf = jax.tree_util.keystr(path), np.asarray(leaf)
+        if "'head'" in name and "kernel" in name:
+            return 1.5 * leaf
+        if "'mean'" in name:
+            return rng.normal(0.0, 0.2, leaf.shape).astype(np.float32)
+        if "'var'" in name:
+            return rng.uniform(0.5, 2.0, leaf.shape).astype(np.float32)
+        if "scale" in name:
+            return rng.uniform(0.6, 1.4, leaf.shape).astype(np.float32)
+        if "bias" in name:
+            return rng.normal(0.0, 0.1, leaf.shape).astype(np.float32)
+        return leaf
+
+    variables = jax.tree_util.tree_map_with_path(fill, random_variables(model, size, seed))
+    return jax.tree.map(jnp.asarray, variables)

@@ -28,11 +28,13 @@ from collections.abc import Iterator, Sequence
 
 import jax
 import numpy as np
-import tensorflow as tf
 from jax.sharding import NamedSharding, PartitionSpec
 from PIL import Image
 
 from hanet_jax.data.layouts import DatasetError, Example, read_image, read_mask
+from hanet_jax.tensorflow_cpu import tensorflow
+
+tf = tensorflow()  # the CPU alone: a GPU or TPU stays JAX's
 
 
 @dataclasses.dataclass(frozen=True)

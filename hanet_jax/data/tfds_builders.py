@@ -20,11 +20,13 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-import tensorflow as tf
 import tensorflow_datasets as tfds
 from etils import epath
 
 from hanet_jax.data import check, layouts, pipeline
+from hanet_jax.tensorflow_cpu import tensorflow
+
+tf = tensorflow()  # the CPU alone: a GPU or TPU stays JAX's
 
 _CITATION_BUSI = """@article{aldhabyani2020busi, title={Dataset of breast ultrasound images},
 author={Al-Dhabyani, Walid and Gomaa, Mohammed and Khaled, Hussien and Fahmy, Aly},

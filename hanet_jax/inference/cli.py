@@ -2,19 +2,21 @@
 
     python predict.py --checkpoint=DIR --input=FOLDER --output=FOLDER [--probabilities] [--tta]
     python predict.py --checkpoint=WORKDIR --settings_from=WORKDIR/eval_test.json ...
+    python predict.py --exported=OUT/model.jax --input=FOLDER --output=FOLDER   # or OUT/model.onnx
 
 Writes `<stem>.png` (binary mask, 0/255, at the image's original size) and with
 `--probabilities` also `<stem>.npy` (float32 probabilities at the original size). The mask is
 the "fixed" protocol's: `prob >= --threshold` (0.5), then `--postprocess` (none); or, with
 `--settings_from`, the threshold and post-processing an eval.py JSON's fixed protocol used
 (those scripts/reproduce.sh chose on validation), so the masks are the ones that were scored.
+With `--exported`, an artifact of `hanet-export` runs instead of a checkpoint (jax.export or
+onnxruntime), with the threshold and post-processing its export.json records.
 Unreadable files are reported by name and skipped; the exit code is 1 if any failed, 2 on bad
 input or a bad command line. `hanet-predict` is the same command.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -23,14 +25,17 @@ from absl import flags
 from PIL import Image
 
 from hanet_jax import command_line
-from hanet_jax.inference.postprocess import POSTPROCESS  # NumPy and SciPy only: --help stays fast
+# NumPy and SciPy only: --help stays fast
+from hanet_jax.inference.postprocess import POSTPROCESS, SettingsError, fixed_settings
 
 
 def _define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("checkpoint", None,
                         "ported checkpoint dir, training workdir, or a dir with ensemble.json "
                         "(the members' average; hanet_jax/inference/ensemble.py)",
-                        flag_values=fv, required=True)
+                        flag_values=fv)
+    flags.DEFINE_string("exported", None, "instead of --checkpoint: a hanet-export model.jax or model.onnx "
+                        "(its export.json gives the threshold and post-processing)", flag_values=fv)
     flags.DEFINE_string("input", None, "folder of png/jpg/tif/bmp images", flag_values=fv, required=True)
     flags.DEFINE_string("output", None, "folder for <stem>.png (and <stem>.npy)", flag_values=fv,
                         required=True)
@@ -47,30 +52,12 @@ def _define_flags(fv: flags.FlagValues) -> None:
 
 COMMAND = command_line.Command(
     "python predict.py", __doc__, _define_flags,
-    synopsis="--checkpoint=DIR --input=FOLDER --output=FOLDER [--flag=value ...]")
+    synopsis="--checkpoint=DIR|--exported=FILE --input=FOLDER --output=FOLDER [--flag=value ...]")
 
 
 def _error(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
-
-
-class SettingsError(Exception):
-    pass
-
-
-def fixed_settings(path: str) -> tuple[float, str]:
-    """(threshold, post-processing) of the fixed protocol in an eval.py JSON."""
-    try:
-        fixed = json.loads(Path(path).read_text())["protocols"]["fixed"]
-        threshold, post = float(fixed["threshold"]), fixed.get("postprocess", "none")
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise SettingsError(f"--settings_from {path}: not an eval.py output with a fixed protocol "
-                            f"({type(e).__name__}: {e})") from e
-    if post not in POSTPROCESS or not 0.0 <= threshold <= 1.0:
-        raise SettingsError(f"--settings_from {path}: fixed protocol with threshold {threshold} and "
-                            f"post-processing {post!r}; expected [0, 1] and one of {POSTPROCESS}")
-    return threshold, post
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     from hanet_jax.data.layouts import IMAGE_EXTENSIONS, DatasetError, natural_key, read_image
     from hanet_jax.inference.postprocess import fixed_mask
 
+    if (args.checkpoint is None) == (args.exported is None):
+        return _error("give one of --checkpoint DIR or --exported FILE")
+    if args.exported and (args.settings_from or args.tta):
+        return _error("--exported takes its settings from its export.json (TTA is part of the export): "
+                      "drop --settings_from/--tta")
     src, dst = Path(args.input), Path(args.output)
     if not src.is_dir():
         return _error(f"--input {src} is not a folder")
@@ -98,9 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         except SettingsError as e:
             return _error(str(e))
     else:
-        threshold = 0.5 if args.threshold is None else args.threshold
-        post = args.postprocess or "none"
-    if not 0.0 <= threshold <= 1.0:
+        threshold, post = args.threshold, args.postprocess
+    if threshold is not None and not 0.0 <= threshold <= 1.0:
         return _error(f"--threshold must be in [0, 1], got {threshold}")
     files = sorted((f for f in src.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()),
                    key=lambda f: natural_key(f.name))
@@ -113,10 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     if clashes:  # both would be written to <stem>.png
         return _error(f"{src}: images share a stem, so their masks would overwrite each other: "
                       + "; ".join(", ".join(n) for n in clashes[:5]))
-    try:  # one checkpoint, or an ensemble's average (hanet_jax/ensemble.py)
-        predictor = load_predictor(args.checkpoint, batch_size=args.batch_size, tta=args.tta)
+    try:  # one checkpoint, an ensemble's average (hanet_jax/ensemble.py), or an export
+        if args.exported:
+            from hanet_jax.inference.exported import ExportedPredictor
+
+            predictor = ExportedPredictor(args.exported, batch_size=args.batch_size)
+            threshold = predictor.threshold if threshold is None else threshold
+            post = post or predictor.postprocess
+        else:
+            predictor = load_predictor(args.checkpoint, batch_size=args.batch_size, tta=args.tta)
     except CheckpointError as e:
         return _error(str(e))
+    threshold = 0.5 if threshold is None else threshold
+    post = post or "none"
     dst.mkdir(parents=True, exist_ok=True)
 
     failed, done = [], 0

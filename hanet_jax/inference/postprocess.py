@@ -15,6 +15,9 @@ The paper's oracle protocol stays the release's: no post-processing.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 from scipy import ndimage
 
@@ -80,3 +83,22 @@ def binarize(prob, threshold: float) -> np.ndarray:
 def fixed_mask(prob, threshold: float = 0.5, postprocess: str = "none") -> np.ndarray:
     """The "fixed" protocol's mask: `prob >= threshold`, then `postprocess`."""
     return apply(binarize(prob, threshold), postprocess, np.asarray(prob))
+
+
+class SettingsError(Exception):
+    pass
+
+
+def fixed_settings(path: str) -> tuple[float, str]:
+    """(threshold, post-processing) of the fixed protocol in an eval.py JSON (`predict.py
+    --settings_from`; `hanet-export` records them in export.json)."""
+    try:
+        fixed = json.loads(Path(path).read_text())["protocols"]["fixed"]
+        threshold, post = float(fixed["threshold"]), fixed.get("postprocess", "none")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SettingsError(f"--settings_from {path}: not an eval.py output with a fixed protocol "
+                            f"({type(e).__name__}: {e})") from e
+    if post not in POSTPROCESS or not 0.0 <= threshold <= 1.0:
+        raise SettingsError(f"--settings_from {path}: fixed protocol with threshold {threshold} and "
+                            f"post-processing {post!r}; expected [0, 1] and one of {POSTPROCESS}")
+    return threshold, post

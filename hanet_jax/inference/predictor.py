@@ -47,7 +47,34 @@ def _forward(model, tta: bool):
     return jax.jit(forward)
 
 
-class Predictor:
+class BatchedPredictor:
+    """Images of any size in, probabilities at each image's size out, through a model that
+    takes fixed-size batches at `image_size`: subclasses give `image_size` and `_run`."""
+
+    batch_size: int
+    image_size: tuple[int, int]
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """float32 (batch_size, h, w, 3) -> probabilities (batch_size, h, w)."""
+        raise NotImplementedError
+
+    def model_size_probabilities(self, batch: np.ndarray) -> np.ndarray:
+        """float32 (B, h, w, 3) at the model size -> probabilities (B, h, w)."""
+        n = len(batch)
+        pad = (-n) % self.batch_size  # one compiled shape for every batch
+        if pad:
+            batch = np.concatenate([batch, np.zeros((pad, *batch.shape[1:]), batch.dtype)])
+        out = [np.asarray(self._run(batch[i:i + self.batch_size])) for i in range(0, len(batch), self.batch_size)]
+        return np.concatenate(out)[:n]
+
+    def __call__(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """uint8 images of any sizes -> float32 probabilities, each at its image's size."""
+        x = np.stack([preprocess(im, self.image_size) for im in images])
+        probs = self.model_size_probabilities(x)
+        return [resize_probabilities(p, im.shape[:2]) for p, im in zip(probs, images)]
+
+
+class Predictor(BatchedPredictor):
     """Batched probabilities from a `Bundle` (an exported checkpoint or a training workdir)."""
 
     def __init__(self, bundle: Bundle, batch_size: int = 8, tta: bool = False):
@@ -59,18 +86,5 @@ class Predictor:
     def image_size(self) -> tuple[int, int]:
         return tuple(self.bundle.image_size)
 
-    def model_size_probabilities(self, batch: np.ndarray) -> np.ndarray:
-        """float32 (B, h, w, 3) at the model size -> probabilities (B, h, w)."""
-        n = len(batch)
-        pad = (-n) % self.batch_size  # one compiled shape for every batch
-        if pad:
-            batch = np.concatenate([batch, np.zeros((pad, *batch.shape[1:]), batch.dtype)])
-        out = [np.asarray(self._forward(self.bundle.variables, batch[i:i + self.batch_size]))
-               for i in range(0, len(batch), self.batch_size)]
-        return np.concatenate(out)[:n]
-
-    def __call__(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """uint8 images of any sizes -> float32 probabilities, each at its image's size."""
-        x = np.stack([preprocess(im, self.image_size) for im in images])
-        probs = self.model_size_probabilities(x)
-        return [resize_probabilities(p, im.shape[:2]) for p, im in zip(probs, images)]
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self._forward(self.bundle.variables, batch)

@@ -85,7 +85,7 @@ class DenseNet121(nn.Module):
         if stage == 1 + len(self.blocks):
             return x
         x = self._bn_relu(x, f"pool{stage}_bn", train)
-        x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+        x = nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
         x = Conv(x.shape[-1] // 2, 1, use_bias=False, dtype=self.dtype, name=f"pool{stage}_conv")(x)
         skips[f"pool{stage}_pool"] = x
         return x

@@ -44,7 +44,7 @@ def available() -> bool:
 
 
 def _pool(x):
-    return nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+    return nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding="VALID")
 
 
 _grad, _ = sharded_over_batch(_TARGET, lambda x, dy: x.shape, "b h w c, b i j c -> b h w c",
