@@ -103,3 +103,19 @@ def test_bench_isolated_side_that_fails_is_named_with_its_traceback():
     with pytest.raises(RuntimeError, match=r"the jax side failed in its process(.|\n)*no_such_field"):
         bench_lib.run("baseline", batch_size=2, image_size=32, repeats=1, keras=False, matmul_n=128,
                       fast_compile=True, isolate=True, model_kwargs={"no_such_field": 1})
+
+
+def test_serving_latency_times_flax_model_jax_and_onnxruntime_in_one_process(monkeypatch):
+    # bench.py's last table: each runtime at each batch size, on the same weights (a tiny encoder).
+    from hanet_jax.bench import serving_latency
+
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")  # the worker drops it
+    r = serving_latency.run("baseline", (64, 64), batch_sizes=(1, 3), repeats=1,
+                            model_kwargs={"encoder_blocks": (1, 1, 1, 1)})
+    json.loads(json.dumps(r))
+    assert set(r["ms_per_call"]) == {"batch_1", "batch_3"}
+    for key, ms in r["ms_per_call"].items():
+        assert set(ms) == set(serving_latency.RUNTIMES) and min(ms.values()) > 0
+        assert max(r["largest_difference_from_flax"][key].values()) <= 1e-4  # the same function
+    table = serving_latency.markdown_table(r)
+    assert "\n| 1 | " in table and "\n| 3 | " in table and "onnxruntime" in table

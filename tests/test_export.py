@@ -169,7 +169,7 @@ def test_predict_exported_gives_the_checkpoint_masks(checkpoint, exported, tmp_p
 
 def test_an_ensemble_exports_its_members_average(checkpoint, tmp_path):
     directory, model, variables = checkpoint
-    other = save_variables(tmp_path / "other", trained_like_variables(model, SIZE, seed=3),
+    save_variables(tmp_path / "other", trained_like_variables(model, SIZE, seed=3),
                            model_cfg=model_config(model), image_size=SIZE)
     import shutil
 

@@ -6,7 +6,9 @@ Each side runs in its own worker process, timed in turns (`--same_process`: both
     python bench.py --image_size=256,320 ...   # H,W
 
 `hanet-bench` is the same command. The logic and the meaning of every field are in
-`hanet_jax/bench/keras_comparison.py`.
+`hanet_jax/bench/keras_comparison.py`. On a CPU host the run ends with the serving latency of
+the Flax model, its exported `model.jax` and onnxruntime on its `model.onnx`, at batch 1 and 8
+(`hanet_jax/bench/serving_latency.py`; `--noserving` skips it; the `onnx` extra is needed).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ def _define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_bool("same_process", False,
                       "build and time both sides in this process (as before 2026-12-01) instead of "
                       "one worker process each; their thread pools then compete", flag_values=fv)
+    flags.DEFINE_bool("serving", True, "also time CPU serving: Flax, model.jax and onnxruntime at batch 1 and 8",
+                      flag_values=fv)
+    flags.DEFINE_integer("serving_repeats", 20, "timed repeats per serving-latency measurement", flag_values=fv)
     flags.DEFINE_string("json", None, "write the result here", flag_values=fv)
 
 
@@ -61,9 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     result = bench_lib.run(args.variant, args.batch_size, size, repeats=args.repeats, keras=not args.no_keras,
                            matmul_n=args.matmul_n, command=shlex.join(["python", "bench.py", *argv]),
                            isolate=not args.same_process)
+    tables = [bench_lib.markdown_table(result)]
+    if args.serving and result["device"]["platform"] == "cpu":
+        from hanet_jax.bench import serving_latency
+
+        result["serving"] = serving_latency.run(args.variant, size, repeats=args.serving_repeats)
+        tables.append(serving_latency.markdown_table(result["serving"]))
     if args.json:
         write_json(args.json, result)
-    print(bench_lib.markdown_table(result))
+    print("\n\n".join(tables))
     return 0
 
 
