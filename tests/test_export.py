@@ -176,8 +176,8 @@ def test_an_ensemble_exports_its_members_average(checkpoint, tmp_path):
     shutil.copytree(directory, tmp_path / "first")
     ensemble.write(tmp_path, ["first", "other"])
     out = tmp_path / "export"
-    assert export_cli.main(["--checkpoint", str(tmp_path), "--out", str(out), "--formats", "jax"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.jax"]
+    assert export_cli.main(["--checkpoint", str(tmp_path), "--out", str(out), "--formats", "jax,onnx"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["export.json", "model.jax", "model.onnx"]
     from hanet_jax.inference.exported import load_runner
 
     x = _images(2)
@@ -206,11 +206,23 @@ def test_an_op_a_converter_cannot_express_fails_in_one_line_naming_it(fmt, tmp_p
     assert not [p for p in tmp_path.iterdir()]  # nothing half-written
 
 
+def test_the_command_reports_a_failed_format_in_one_line_and_writes_the_others(monkeypatch, tmp_path, capsys):
+    from hanet_jax.export import serving_function as serving_module
+
+    monkeypatch.setattr(serving_module, "serving_function", lambda *a, **k: _callback_serving())
+    assert export_cli.main(["--checkpoint", str(tmp_path), "--out", str(tmp_path / "out"),
+                            "--formats", "onnx", "--platforms", "cpu,cuda"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and len(err.splitlines()) == 1 and "'pure_callback'" in err, err
+    assert not (tmp_path / "out" / "model.onnx").exists()
+
+
 def test_bad_input_is_one_line_and_status_2(checkpoint, tmp_path, capsys):
     directory, _, _ = checkpoint
     cases = [
         (["--checkpoint", str(tmp_path / "missing")], "does not exist"),
         (["--checkpoint", str(directory), "--platforms", "gpu"], "--platforms"),
+        (["--checkpoint", str(directory), "--formats", "jax,tflite"], "--formats"),
         (["--checkpoint", str(directory), "--image_size", "100"], "multiple of 32"),
         # the TAM's position encoding is shaped by the size it was trained at
         (["--checkpoint", str(directory), "--image_size", "128"], "cannot run at 128x128"),

@@ -40,8 +40,7 @@ def _define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("checkpoint", None, "training workdir, ported checkpoint, or ensemble dir",
                         flag_values=fv, required=True)
     flags.DEFINE_string("out", None, "folder for the artifacts and export.json", flag_values=fv, required=True)
-    flags.DEFINE_multi_enum("formats", list(FORMATS), FORMATS, "formats to write (comma-separated or repeated)",
-                            flag_values=fv)
+    flags.DEFINE_list("formats", list(FORMATS), f"formats to write, some of {','.join(FORMATS)}", flag_values=fv)
     flags.DEFINE_list("platforms", list(PLATFORMS), "platforms model.jax and the SavedModel are lowered for",
                       flag_values=fv)
     command_line.DEFINE_integer_list("image_size", None, "the model size (default: the checkpoint's); "
@@ -58,12 +57,6 @@ COMMAND = command_line.Command("hanet-export", __doc__, _define_flags,
 def _error(message: str, status: int = 2) -> int:
     print(f"error: {message}", file=sys.stderr)
     return status
-
-
-def _formats(values) -> list[str]:
-    # absl's multi_enum takes repeats; a comma-separated value is split here.
-    chosen = [f for v in values for f in v.split(",") if f]
-    return [f for f in FORMATS if f in chosen]
 
 
 def _postprocessing(checkpoint: str, settings_from: str | None) -> dict:
@@ -95,7 +88,9 @@ def _check(fmt: str, out: Path, serving, x, reference) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = COMMAND.parse(argv)
-    formats = _formats(args.formats)
+    if not args.formats or set(args.formats) - set(FORMATS):
+        return _error(f"--formats must name some of {', '.join(FORMATS)}, got {','.join(args.formats)}")
+    formats = [f for f in FORMATS if f in args.formats]
     bad = [p for p in args.platforms if p not in PLATFORMS]
     if bad or not args.platforms:
         return _error(f"--platforms must name some of {', '.join(PLATFORMS)}, got {','.join(args.platforms)}")
