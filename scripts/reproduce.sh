@@ -82,7 +82,7 @@ fi
 trained=$(date +%s)
 python eval.py --checkpoint "$WORKDIR" --run_split test --threshold_from_split val --postprocess auto \
     --protocol both --tta --out "$WORKDIR/eval_test.json" --per_image "$WORKDIR/eval_test.csv" \
-    --overlays "$WORKDIR/overlays_test"
+    --overlays "$WORKDIR/overlays_test" --overlays_order worst
 python eval.py --checkpoint "$WORKDIR" --run_split val --protocol both --tta \
     --out "$WORKDIR/eval_val.json" --per_image "$WORKDIR/eval_val.csv"
 end=$(date +%s)

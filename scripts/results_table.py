@@ -13,6 +13,10 @@ reproduce run takes about two hours here, so the two are often rerun apart. No f
 without --doc, and never the README. Each table names the date of its evaluation outputs.
 Nothing in the table is typed by hand except the paper's figures, quoted from the paper (both
 measured with the oracle protocol: the README's Evaluation section).
+
+Beside the overall rows, each table has a benign and a malignant row (fixed protocol, test) and
+a column of the lesions missed (Dice < 0.1), from the "strata" eval.py writes
+(hanet_jax/eval/strata.py); an older eval JSON without them shows "—" there.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from hanet_jax.inference import ensemble
 from hanet_jax.checkpoints.format import CheckpointError  # noqa: E402
 from hanet_jax.train.config import flat_json  # noqa: E402
 from hanet_jax.eval.metrics import read_per_image_csv  # noqa: E402
+from hanet_jax.eval import strata  # noqa: E402
 
 
 def markers(dataset: str) -> tuple[str, str]:
@@ -58,6 +63,55 @@ def _cell(entry: dict) -> str:
     lo, hi = entry["ci95"]["dice"]
     return (f"{entry['mean']['dice']:.3f} [{lo:.3f}, {hi:.3f}] | "
             f"{entry['mean']['jaccard']:.3f}")
+
+
+DASH = "—"
+CLASS_ROWS = ("benign", "malignant")
+
+
+def _strata(entry: dict) -> dict:
+    """A protocol entry's strata ({} in eval JSONs written before them)."""
+    return entry.get("strata") or {}
+
+
+def _missed(entry: dict) -> str:
+    """The missed-lesions cell of a protocol entry: "2 of 10 (20.0% [10.0, 30.0])", or "—"."""
+    lesions = _strata(entry).get("lesions")
+    return strata.missed_text(lesions) if lesions else DASH
+
+
+def class_rows(name: str, fixed: dict) -> list[str]:
+    """A benign and a malignant row of the fixed protocol's test figures ("—" where the class
+    is unknown, absent or the JSON older than the strata)."""
+    rows = []
+    for cls in CLASS_ROWS:
+        e = _strata(fixed).get("class", {}).get(cls)
+        label = f"| {name} | ours, fixed, {cls} lesions |"
+        rows.append(f"{label} test, {e['n_lesions']} | {_cell(e)} | {strata.missed_text(e)} |" if e
+                    else f"{label} test, {DASH} | {DASH} | {DASH} | {DASH} |")
+    return rows
+
+
+def strata_note(fixed: dict) -> str:
+    """Where the class rows come from and the phantom lesions on lesion-free test images."""
+    s = _strata(fixed)
+    if not s:
+        return f" Lesion class and missed lesions: {DASH} (evaluated before eval.py reported them)."
+    note = (f" Class rows: from {s['class_source']}." if s.get("class_source")
+            else f" Class rows: {DASH}, {s.get('class_unknown', 'lesion class unknown')}.")
+    if s.get("lesion_free"):
+        note += f" Fixed protocol, test: {strata.lesion_free_text(s['lesion_free'])}."
+    return note
+
+
+def paper_classes_note(dataset: str) -> str:
+    """The paper's BUSI test images are release numbers 1..80: their classes by the release's
+    numbering (spec: data.md), so a reader sees the headline figure has no malignant lesion."""
+    if dataset != "busi":
+        return ""
+    classes = [strata.busi_release_class(s) for s in strata.PAPER_TEST_STEMS]
+    return (f" The paper's {len(classes)} BUSI test images (release numbers 1-{len(classes)}) are "
+            f"{classes.count('benign')} benign and {classes.count('malignant')} malignant.")
 
 
 def _ci_unit(report: dict) -> str:
@@ -151,20 +205,22 @@ def dataset_rows(dataset: str, workdir: Path) -> tuple[list[str], str]:
                + (f", weights' moving average {ema}" if ema else "")
                + f", seed {config['seed']}")
     fixed = test["protocols"]["fixed"]
-    rows = [f"| {name} | paper (oracle; test images also in training) | — | "
-            f"{paper['dice']:.3f} | {paper['jaccard']:.3f} |"]
+    rows = [f"| {name} | paper (oracle; test images also in training) | {DASH} | "
+            f"{paper['dice']:.3f} | {paper['jaccard']:.3f} | {DASH} |"]
     for key, label in (("protocols", ""), ("protocols_tta", " + flip TTA")):
         if key not in test:
             continue
         p = test[key]
         rows.append(f"| {name} | ours, paper_oracle{label} | test, {test['n_images']} | "
-                    f"{_cell(p['paper_oracle'])} |")
+                    f"{_cell(p['paper_oracle'])} | {_missed(p['paper_oracle'])} |")
         rows.append(f"| {name} | ours, fixed ({_fixed_setting(p['fixed'])}){label} | "
-                    f"test, {test['n_images']} | {_cell(p['fixed'])} |")
+                    f"test, {test['n_images']} | {_cell(p['fixed'])} | {_missed(p['fixed'])} |")
+        if key == "protocols":
+            rows += class_rows(name, p["fixed"])
     val_label = ("fixed at 0.5, out-of-fold validation (each image by the run that held it out)"
                  if folds else "fixed, validation (guide only)")
     rows.append(f"| {name} | ours, {val_label} | val, {val['n_images']} | "
-                f"{_cell(val['protocols']['fixed'])} |")
+                f"{_cell(val['protocols']['fixed'])} | {_missed(val['protocols']['fixed'])} |")
     # wall_seconds sums the training over resumed runs; the evaluation ran in the last one.
     eval_min = (times["total_seconds"] - times["train_command_seconds"]) / 60
     wall = sum(s["wall_seconds"] for s in summaries)
@@ -174,7 +230,7 @@ def dataset_rows(dataset: str, workdir: Path) -> tuple[list[str], str]:
             f"validation loss at step {best}; fixed threshold{_postprocess_note(fixed)} from "
             f"{fixed.get('threshold_source', 'default')}"
             + (" (out-of-fold)" if folds else "") + f"; test CIs resample {_ci_unit(test)}."
-            + failure_note(workdir)
+            + failure_note(workdir) + strata_note(fixed) + paper_classes_note(dataset)
             + f" Reproduce: `{reproduce_command(dataset, workdir, config, folds)}`.")
     return rows, note
 
@@ -193,8 +249,9 @@ def table(dataset: str, workdir: Path) -> str:
     """The dataset's table, its note, and the command that wrote it."""
     rows, note = dataset_rows(dataset, workdir)
     evaluated = _evaluated_on(workdir)
-    lines = ["| data | model and protocol | scored on, images | Dice [95% CI] | Jaccard |",
-             "|---|---|---|---|---|", *rows, "", f"- {note}", "",
+    lines = ["| data | model and protocol | scored on, images | Dice [95% CI] | Jaccard | "
+             f"missed lesions (Dice < {strata.FOUND_DICE}) [95% CI] |",
+             "|---|---|---|---|---|---|", *rows, "", f"- {note}", "",
              f"Written by `python scripts/results_table.py --{dataset} {workdir}` from outputs "
              f"evaluated on {evaluated.isoformat()}."]
     return "\n".join(lines)

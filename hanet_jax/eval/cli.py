@@ -3,7 +3,8 @@
     python eval.py --checkpoint=DIR --data_dir=ROOT --layout=processed --split=test \\
         --protocol=both --out=results.json [--per_image=per_image.csv] [--overlays=DIR] \\
         [--tta] [--threshold=0.5 | --threshold_from_split=val] [--model_resolution] \\
-        [--gradcam=DIR [--gradcam_stems=a,b,c]] [--bootstrap=2000 --seed=0]
+        [--gradcam=DIR [--gradcam_stems=a,b,c]] [--bootstrap=2000 --seed=0] \\
+        [--labels=classes.csv] [--include_normal] [--overlays_order=worst]
     python eval.py --checkpoint=WORKDIR --run_split=test --threshold_from_split=val \\
         --protocol=both --out=results.json
         # the images a training run held out (WORKDIR/data_split.json: val, and test when the
@@ -22,6 +23,18 @@ The JSON holds per protocol the mean over images (undefined values left out and 
 the pooled value (from summed counts) and a bootstrap 95% interval of the mean. --tta adds
 "protocols_tta" (horizontal-flip averaging), with CSV protocol names fixed+tta and
 paper_oracle+tta. Images are scored at their mask's resolution unless --model_resolution.
+
+Beside the overall means, each protocol reports its strata ("strata" in the JSON, a short table
+here; hanet_jax/eval/strata.py): mean Dice and Jaccard with group-resampled 95% intervals per
+lesion class and per tercile of lesion size (the ground truth's area as a fraction of the
+image; the edges are printed), and the lesions missed (Dice < 0.1), "missed: N of M". The class
+comes from --labels (a CSV of stem,class), the BUSI layout's folders, or the processed BUSI
+release's numbering (1-437 benign, 438-647 malignant, copy i+647k as i); elsewhere it is unknown,
+and the output says so. Images with an empty ground truth (BUSI's normal class:
+--include_normal) are no lesions: they give the share of lesion-free images with a predicted
+lesion. The per-image CSV adds the columns class and lesion_area. --overlays_order=worst draws
+the overlays grid as the 12 lowest-Dice images, worst first.
+
 `hanet-eval` is the same command. Exit status: 0 on success, 2 on bad input (the message names
 the file) or a bad command line.
 """
@@ -75,6 +88,16 @@ def _define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_integer("bootstrap", 2000, "bootstrap resamples (0: no intervals)", flag_values=fv)
     flags.DEFINE_integer("seed", 0, "bootstrap seed", flag_values=fv)
     flags.DEFINE_integer("batch_size", 8, "images per forward pass", flag_values=fv)
+    flags.DEFINE_string("labels", None,
+                        "CSV of stem,class: each image's lesion class for the class strata "
+                        "(default: the busi layout's folders, or the processed BUSI release's numbering)",
+                        flag_values=fv)
+    flags.DEFINE_bool("include_normal", False,
+                      "busi layout: also score the normal (lesion-free) images, for the share "
+                      "with a predicted lesion", flag_values=fv)
+    flags.DEFINE_enum("overlays_order", "cases", ("cases", "worst"),
+                      "the --overlays grid: best, median and worst (cases), or the 12 lowest-Dice "
+                      "images, worst first (worst)", flag_values=fv)
 
 
 COMMAND = command_line.Command("python eval.py", __doc__, _define_flags,
@@ -89,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     from hanet_jax.checkpoints.format import CheckpointError
     from hanet_jax.data.layouts import DatasetError
     from hanet_jax.eval import evaluate as eval_lib
+    from hanet_jax.eval import strata
 
     protocols = ("fixed", "paper_oracle") if args.protocol == "both" else (args.protocol,)
     if protocols == ("paper_oracle",):
@@ -101,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         postprocess=args.postprocess,
         run_split=args.run_split, model_resolution=args.model_resolution, gradcam=args.gradcam,
         gradcam_stems=tuple(s.strip() for s in args.gradcam_stems if s.strip()),
-        bootstrap=args.bootstrap, seed=args.seed, batch_size=args.batch_size)
+        bootstrap=args.bootstrap, seed=args.seed, batch_size=args.batch_size, labels=args.labels,
+        include_normal=args.include_normal, overlays_order=args.overlays_order)
     try:
         report = eval_lib.run(cfg)
     except (DatasetError, CheckpointError, eval_lib.EvalError, OSError) as e:
@@ -112,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
             label = name + (eval_lib.TTA_SUFFIX if key == "protocols_tta" else "")
             print(f"{label:18s} dice {s['mean']['dice']:.4f}  jaccard {s['mean']['jaccard']:.4f}  "
                   f"(mean of {report['n_images']} images)")
+    for key in ("protocols", "protocols_tta"):
+        for name, s in report.get(key, {}).items():
+            label = name + (eval_lib.TTA_SUFFIX if key == "protocols_tta" else "")
+            print("\n".join(strata.format_table(s["strata"], label)))
     print(f"wrote {args.out}")
     return 0
 

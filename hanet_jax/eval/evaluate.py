@@ -34,10 +34,17 @@ Decisions (each also recorded in the JSON report):
   seeded; NaN images are left out, as for the mean. It resamples images, or, for a training
   run's held-out split whose `data_split.json` records the near-duplicate groups, whole groups
   (the copies of one original are not independent images).
+- **Strata** (`strata.py`): each protocol's summary holds "strata": mean Dice and Jaccard with
+  group-resampled CIs per lesion class (where known) and per lesion-size tercile, the lesions
+  missed (Dice < 0.1) and, where the data hold lesion-free images, the share of them with a
+  predicted lesion. The per-image rows carry "class" and "lesion_area" (fraction of the image,
+  at the scoring resolution).
 - **Pictures.** Overlays (TP green, FP red, FN blue) for the "fixed" protocol, one
   `<stem>.png` per image, and `cases_grid.png`: best, median and worst image by fixed-protocol
-  Dice (`viz.select_cases`). Grid rows of different sizes are resized (image bilinear, masks
-  nearest) to the first row's size; the Dice printed is the one scored.
+  Dice (`viz.select_cases`), or with `overlays_order="worst"` the `WORST_ROWS` lowest-Dice
+  images, worst first (`viz.worst_cases`), so the misses come first. Grid rows of different sizes
+  are resized (image bilinear, masks nearest) to the first row's size; the Dice printed is the
+  one scored.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from hanet_jax.eval import overlays as viz
+from hanet_jax.eval import strata
 from hanet_jax.json_files import write_json
 from hanet_jax.eval.bootstrap import bootstrap_ci, n_groups
 from hanet_jax.data import check, layouts
@@ -74,6 +82,8 @@ ENSEMBLE_LABEL = ("mean probability of the members; on a training run's split, o
                   "that held the image out")
 TTA_SUFFIX = "+tta"
 GRID_FILE = "cases_grid.png"
+OVERLAY_ORDERS = ("cases", "worst")  # best/median/worst, or the WORST_ROWS worst first
+WORST_ROWS = 12
 
 
 class EvalError(ValueError):
@@ -147,11 +157,14 @@ def evaluate(predict_fn: PredictFn, examples: Sequence[Example], *, protocols: S
              threshold: float = 0.5, batch_size: int = 8, score_size: Sequence[int] | None = None,
              n_bootstrap: int = 2000, seed: int = 0, suffix: str = "",
              overlay_dir: str | os.PathLike | None = None,
-             groups: Mapping[str, Any] | None = None, postprocess: str = "none") -> Evaluation:
+             groups: Mapping[str, Any] | None = None, postprocess: str = "none",
+             classes: strata.ClassLabels | None = None, overlays_order: str = "cases") -> Evaluation:
     """Scores every example under every protocol (see the module docstring).
 
     `threshold` and `postprocess` are the "fixed" protocol's. `suffix` is appended to the protocol
-    names of the rows (e.g. "+tta"). `overlay_dir` needs the "fixed" protocol.
+    names of the rows (e.g. "+tta"). `overlay_dir` needs the "fixed" protocol. `classes` gives
+    each stem's lesion class (default: `strata.resolve_classes(examples)`, i.e. the examples'
+    own labels where every one has one).
     """
     protocols = tuple(protocols)
     unknown = [p for p in protocols if p not in PROTOCOLS]
@@ -163,17 +176,23 @@ def evaluate(predict_fn: PredictFn, examples: Sequence[Example], *, protocols: S
         raise EvalError("overlays draw the 'fixed' protocol; evaluate it too")
     if postprocess not in POSTPROCESS:
         raise EvalError(f"unknown post-processing {postprocess!r}; choose from {POSTPROCESS}")
-    pictures = _Pictures(overlay_dir, score_size) if overlay_dir is not None else None
+    if overlays_order not in OVERLAY_ORDERS:
+        raise EvalError(f"unknown overlays order {overlays_order!r}; choose from {OVERLAY_ORDERS}")
+    classes = classes if classes is not None else strata.resolve_classes(examples)
+    pictures = _Pictures(overlay_dir, score_size, overlays_order) if overlay_dir is not None else None
     rows = {p: [] for p in protocols}
     for ex, image, gt, prob in predictions(predict_fn, examples, batch_size=batch_size, score_size=score_size):
+        about = {"class": classes.of(ex.stem), "lesion_area": strata.lesion_area(gt)}
         for p in protocols:
             row = evaluate_image(prob, gt, p, threshold, postprocess)
-            rows[p].append({"stem": ex.stem, "protocol": p + suffix, **row})
+            rows[p].append({"stem": ex.stem, "protocol": p + suffix, **row, **about})
         if pictures is not None:
             pictures.add(ex, image, gt, fixed_mask(prob, threshold, postprocess), rows["fixed"][-1]["dice"])
     if pictures is not None:
         pictures.grid()
-    summaries = {p: summarize_protocol(rows[p], n_bootstrap=n_bootstrap, seed=seed, groups=groups)
+    summaries = {p: {**summarize_protocol(rows[p], n_bootstrap=n_bootstrap, seed=seed, groups=groups),
+                     "strata": strata.summarize_strata(rows[p], classes, n_bootstrap=n_bootstrap,
+                                                       seed=seed, groups=groups)}
                  for p in protocols}
     if "fixed" in summaries:
         summaries["fixed"] = {"threshold": float(threshold), "postprocess": postprocess, **summaries["fixed"]}
@@ -185,10 +204,11 @@ def evaluate(predict_fn: PredictFn, examples: Sequence[Example], *, protocols: S
 class _Pictures:
     """Writes the per-image overlays as it goes; keeps the (bit-packed) masks for the grid."""
 
-    def __init__(self, directory, score_size):
+    def __init__(self, directory, score_size, order: str = "cases"):
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.score_size = score_size
+        self.order = order
         self.kept: dict[str, tuple[Example, np.ndarray, tuple[int, int]]] = {}
         self.dice: dict[str, float] = {}
 
@@ -201,7 +221,9 @@ class _Pictures:
         if all(math.isnan(d) for d in self.dice.values()):
             return  # nothing to rank (every Dice undefined)
         entries = []
-        for label, stem in viz.select_cases(self.dice):
+        cases = (viz.worst_cases(self.dice, WORST_ROWS) if self.order == "worst"
+                 else viz.select_cases(self.dice))
+        for label, stem in cases:
             ex, packed, shape = self.kept[stem]
             image, gt = load_example(ex, self.score_size)
             pred = np.unpackbits(packed, count=int(np.prod(shape))).reshape(shape).astype(bool)
@@ -394,6 +416,9 @@ class EvalConfig:
     bootstrap: int = 2000
     seed: int = 0
     batch_size: int = 8
+    labels: str | None = None  # CSV of stem,class (strata.read_labels); else from the data
+    include_normal: bool = False  # busi layout: also score the normal (lesion-free) images
+    overlays_order: str = "cases"  # one of OVERLAY_ORDERS
 
 
 def _check_config(cfg: EvalConfig) -> None:
@@ -423,6 +448,13 @@ def _check_config(cfg: EvalConfig) -> None:
         raise EvalError(f"--bootstrap must be >= 0 (0: no intervals), got {cfg.bootstrap}")
     if cfg.batch_size < 1:
         raise EvalError(f"--batch_size must be >= 1, got {cfg.batch_size}")
+    if cfg.overlays_order not in OVERLAY_ORDERS:
+        raise EvalError(f"--overlays_order must be one of {OVERLAY_ORDERS}, got {cfg.overlays_order!r}")
+    if cfg.overlays_order != "cases" and not cfg.overlays:
+        raise EvalError("--overlays_order orders the --overlays grid: give --overlays DIR too")
+    if cfg.include_normal and (cfg.run_split or cfg.layout != "busi"):
+        raise EvalError("--include_normal reads BUSI's normal/ folder: use it with --layout busi "
+                        "(--run_split takes it from the run's data_split.json)")
 
 
 def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
@@ -441,7 +473,12 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
         cfg = dataclasses.replace(cfg, data_dir=run_info["root"], layout=run_info["layout"],
                                   split=f"{cfg.run_split} of {source if isinstance(source, str) else ', '.join(source)}")
     else:
-        examples = check.require_valid(cfg.data_dir, cfg.layout, cfg.split)
+        examples = check.require_valid(cfg.data_dir, cfg.layout, cfg.split, include_normal=cfg.include_normal)
+    try:
+        classes = strata.resolve_classes(examples, layout=cfg.layout, root=cfg.data_dir,
+                                         labels_path=cfg.labels)
+    except strata.LabelsError as e:
+        raise EvalError(f"--labels {e}") from e
     val_examples, val_info, val_held = [], None, None
     if cfg.threshold_from_split:
         val_examples, val_info, val_held = _threshold_examples(members, cfg.data_dir, cfg.layout,
@@ -478,7 +515,9 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
         **({"ensemble": {"members": members, "averaging": ENSEMBLE_LABEL}} if len(members) > 1 else {}),
         "data": {"root": str(cfg.data_dir), "layout": cfg.layout, "split": cfg.split,
                  "scored_at": "model resolution" if score_size else "ground-truth mask resolution",
-                 **({"score_size": list(score_size)} if score_size else {})},
+                 **({"score_size": list(score_size)} if score_size else {}),
+                 **({"include_normal": True} if cfg.include_normal else {}),
+                 **({"labels": str(cfg.labels)} if cfg.labels else {})},
         "bootstrap": {"n_resamples": cfg.bootstrap, "seed": cfg.seed, "level": 0.95,
                       "over": "images" if groups is None else "near-duplicate groups",
                       **({"n_groups": n_groups(groups.values())} if groups else {})},
@@ -493,7 +532,8 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
         threshold, post, source, choice = _fixed_threshold(cfg, val_predict, tta, val_examples, common, log)
         result = evaluate(predict, examples, protocols=cfg.protocols, threshold=threshold, postprocess=post,
                           n_bootstrap=cfg.bootstrap, seed=cfg.seed, suffix=TTA_SUFFIX if tta else "",
-                          overlay_dir=None if tta else cfg.overlays, groups=groups, **common)
+                          overlay_dir=None if tta else cfg.overlays, groups=groups, classes=classes,
+                          overlays_order=cfg.overlays_order, **common)
         if "fixed" in result.summaries:
             fixed = result.summaries["fixed"]
             result.summaries["fixed"] = {"threshold": fixed.pop("threshold"), "threshold_source": source,

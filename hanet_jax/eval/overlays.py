@@ -1,4 +1,5 @@
-"""Pictures of predictions (PIL + NumPy only): error overlays, a best/median/worst grid, heatmaps."""
+"""Pictures of predictions (PIL + NumPy only): error overlays, a best/median/worst (or worst-first)
+grid, heatmaps."""
 
 from __future__ import annotations
 
@@ -67,6 +68,18 @@ def select_cases(dice_by_stem: Mapping[str, float]) -> list[tuple[str, str]]:
         raise ValueError("no image with a defined Dice")
     return [("best", ranked[-1][1]), ("median", ranked[(len(ranked) - 1) // 2][1]),
             ("worst", ranked[0][1])]
+
+
+def worst_cases(dice_by_stem: Mapping[str, float], count: int) -> list[tuple[str, str]]:
+    """[("worst 1", stem), ("worst 2", stem), ...]: the `count` lowest-Dice images, worst first,
+    so the lesions a model missed are the first rows a reader sees. NaN Dice is skipped (an empty
+    mask with an empty prediction is no error); ties go by stem, as in `select_cases`."""
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count}")
+    ranked = sorted((d, s) for s, d in dice_by_stem.items() if not math.isnan(d))
+    if not ranked:
+        raise ValueError("no image with a defined Dice")
+    return [(f"worst {k}", s) for k, (_, s) in enumerate(ranked[:count], start=1)]
 
 
 def _mask_rgb(mask) -> np.ndarray:
