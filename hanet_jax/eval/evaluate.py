@@ -182,7 +182,8 @@ def evaluate(predict_fn: PredictFn, examples: Sequence[Example], *, protocols: S
     pictures = _Pictures(overlay_dir, score_size, overlays_order) if overlay_dir is not None else None
     rows = {p: [] for p in protocols}
     for ex, image, gt, prob in predictions(predict_fn, examples, batch_size=batch_size, score_size=score_size):
-        about = {"class": classes.of(ex.stem), "lesion_area": strata.lesion_area(gt)}
+        about = {"class": classes.of(ex.stem), "lesion_area": strata.lesion_area(gt),
+                 **({"group": str(groups[ex.stem])} if groups is not None else {})}
         for p in protocols:
             row = evaluate_image(prob, gt, p, threshold, postprocess)
             rows[p].append({"stem": ex.stem, "protocol": p + suffix, **row, **about})

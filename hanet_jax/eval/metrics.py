@@ -25,9 +25,10 @@ METRIC_NAMES = ("jaccard", "dice", "sensitivity", "specificity", "precision", "a
 COUNT_NAMES = ("TP", "FP", "FN", "TN")
 # One row per (image, protocol); eval writes it, compare reads it.
 PER_IMAGE_COLUMNS = ("stem", "protocol", "threshold", *COUNT_NAMES, *METRIC_NAMES)
-# Written after those when the rows hold them (eval's rows do: `strata.py`); CSVs without them
-# are still read, so older outputs and other writers keep working.
-STRATA_COLUMNS = ("class", "lesion_area")
+# Written after those when the rows hold them (eval's rows do: `strata.py`, and the near-duplicate
+# group where the run knows it, which `compare.py` pairs by); CSVs without them are still read,
+# so older outputs and other writers keep working.
+EXTRA_COLUMNS = ("class", "lesion_area", "group")
 
 
 def as_bool_mask(mask, name: str = "mask") -> np.ndarray:
@@ -94,9 +95,9 @@ def summarize(per_image_rows: Iterable[Mapping]) -> dict:
 
 
 def write_per_image_csv(path, rows: Sequence[Mapping]) -> None:
-    """Write rows with PER_IMAGE_COLUMNS, in that order, then those of STRATA_COLUMNS that any
+    """Write rows with PER_IMAGE_COLUMNS, in that order, then those of EXTRA_COLUMNS that any
     row holds (NaN is written as 'nan'; an unknown class, None, as an empty cell)."""
-    extra = tuple(c for c in STRATA_COLUMNS if any(c in row for row in rows))
+    extra = tuple(c for c in EXTRA_COLUMNS if any(c in row for row in rows))
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=PER_IMAGE_COLUMNS + extra, extrasaction="raise")
         writer.writeheader()
@@ -108,7 +109,7 @@ def write_per_image_csv(path, rows: Sequence[Mapping]) -> None:
 
 def read_per_image_csv(path) -> list[dict]:
     """Read a per-image CSV: counts as int, threshold and metrics as float ('' or 'nan' -> NaN);
-    "class" ('' -> None) and "lesion_area" (float) where the file has them."""
+    "class" and "group" ('' -> None) and "lesion_area" (float) where the file has them."""
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in PER_IMAGE_COLUMNS if c not in (reader.fieldnames or ())]
@@ -125,5 +126,7 @@ def read_per_image_csv(path) -> list[dict]:
                 row["class"] = raw["class"] or None
             if "lesion_area" in raw:
                 row["lesion_area"] = float(raw["lesion_area"]) if raw["lesion_area"].strip() else math.nan
+            if "group" in raw:
+                row["group"] = raw["group"] or None
             rows.append(row)
     return rows

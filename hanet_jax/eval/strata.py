@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from hanet_jax.data import layouts
+from hanet_jax.data import audit, layouts
 from hanet_jax.eval.bootstrap import bootstrap_ci
 
 FOUND_DICE = 0.1  # a lesion scored below this Dice was not found
@@ -83,14 +83,11 @@ class ClassLabels:
 
 def busi_release_class(stem: str) -> str | None:
     """"benign" or "malignant" for a stem of the processed BUSI release (`N`, N in 1..3235),
-    None for any other stem: copy i + 647k carries original i's class."""
-    if not re.fullmatch(r"[1-9][0-9]*", stem):
+    None for any other stem: copy i + 647k carries original i's class (`audit.release_original`,
+    the one place the release's copy numbering lives)."""
+    if not re.fullmatch(r"[1-9][0-9]*", stem) or int(stem) > RELEASE_LAST:
         return None
-    number = int(stem)
-    if number > RELEASE_LAST:
-        return None
-    original = (number - 1) % RELEASE_ORIGINALS + 1
-    return "benign" if original <= RELEASE_BENIGN else "malignant"
+    return "benign" if int(audit.release_original(stem, "busi")) <= RELEASE_BENIGN else "malignant"
 
 
 def read_labels(path: str | os.PathLike) -> dict[str, str]:
