@@ -25,14 +25,31 @@ from hanet_jax.eval.metrics import METRIC_NAMES, read_per_image_csv, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
 NAN = math.nan
+# Every image written >= layouts.MIN_IMAGE_SIDE (32): the 4x4 cases are drawn by hand at 4x4 and
+# written at 32x32, each drawn pixel a SCALE x SCALE block (nearest neighbour). Ratio metrics,
+# area fractions and threshold choices are unchanged; absolute pixel counts are SCALE**2 times
+# the hand counts.
+SCALE = 8
 
 
 # ----------------------------------------------------------------------------- fixtures
 
 
+def _up(a):
+    """`a` (drawn at hand size) upscaled SCALE times on both axes by nearest neighbour; None stays."""
+    return None if a is None else np.repeat(np.repeat(a, SCALE, axis=0), SCALE, axis=1)
+
+
+def _scaled(cases):
+    """(stem, id, gt, prob) cases drawn by hand, with gt and prob upscaled by `_up`."""
+    return [(stem, ident, _up(gt), _up(prob)) for stem, ident, gt, prob in cases]
+
+
 def _spec():
-    """4x4 cases: (stem, id, gt, prob). The image is the constant `10 * id`, so the fake model
-    recognises it; the probability maps are chosen so every count is easy to check by hand."""
+    """4x4 cases: (stem, id, gt, prob), drawn at 4x4 and returned upscaled to 4*SCALE square by
+    `_scaled`. The image is the constant `10 * id`, so the fake model recognises it; the
+    probability maps are chosen so every count is easy to check by hand (at 4x4; on disk each
+    count is SCALE**2 times as large)."""
     z = np.zeros((4, 4), bool)
     # "lesion": gt = top-left 2x2 block; gt probs 0.9 0.9 0.6 0.3, two outside 0.7 and 0.55.
     gt_a = z.copy(); gt_a[:2, :2] = True
@@ -49,19 +66,24 @@ def _spec():
     p_d = np.full((4, 4), 0.3, np.float32)
     # "normal": empty mask, nothing predicted at 0.5.
     p_e = np.full((4, 4), 0.2, np.float32)
-    return [("lesion", 1, gt_a, p_a), ("empty_mask", 2, z, p_b), ("empty_pred", 3, gt_c, p_c),
-            ("constant", 4, gt_d, p_d), ("normal", 5, z, p_e)]
+    return _scaled([("lesion", 1, gt_a, p_a), ("empty_mask", 2, z, p_b), ("empty_pred", 3, gt_c, p_c),
+                    ("constant", 4, gt_d, p_d), ("normal", 5, z, p_e)])
 
 
 def _m(tp, fp, fn, tn):
-    """Hand-written expected metrics, as exact fractions (None: undefined)."""
+    """Hand-written expected metrics, as exact fractions (None: undefined). The counts are given
+    at the 4x4 hand size; the expected counts are those times SCALE**2 (the upscaled images),
+    the ratios are the same at either size."""
     f = lambda a, b: Fraction(a, b) if b else None
-    return {"TP": tp, "FP": fp, "FN": fn, "TN": tn, "jaccard": f(tp, tp + fp + fn), "dice": f(2 * tp, 2 * tp + fp + fn),
+    k = SCALE ** 2
+    return {"TP": tp * k, "FP": fp * k, "FN": fn * k, "TN": tn * k,
+            "jaccard": f(tp, tp + fp + fn), "dice": f(2 * tp, 2 * tp + fp + fn),
             "sensitivity": f(tp, tp + fn), "specificity": f(tn, tn + fp), "precision": f(tp, tp + fp),
             "accuracy": f(tp + tn, 16)}
 
 
-# Worked out by hand from _spec (threshold 0.5 for "fixed"; the oracle's F1 scan in comments).
+# Worked out by hand from _spec at 4x4 (threshold 0.5 for "fixed"; the oracle's F1 scan in
+# comments); `_m` scales the counts by SCALE**2.
 EXPECTED = {
     "fixed": {
         "lesion": (0.5, _m(3, 2, 1, 10)),       # 0.9 0.9 0.6 in, 0.3 missed; 0.7 0.55 false
@@ -153,6 +175,7 @@ def test_every_metric_under_both_protocols_matches_hand_computation(data):
             vals = [e[m] for _, e in table.values() if e[m] is not None]
             assert s["n_undefined"][m] == len(table) - len(vals)
             assert _close(s["mean"][m], sum(vals) / len(vals) if vals else None), (protocol, m)
+            # totals of the scaled counts; _m's ratios are the same whatever the scale
             tot = [sum(e[c] for _, e in table.values()) for c in ("TP", "FP", "FN", "TN")]
             assert _close(s["pooled"][m], _m(*tot)[m] if m != "accuracy" else Fraction(tot[0] + tot[3], sum(tot)))
     assert result.summaries["fixed"]["threshold"] == 0.5
@@ -165,15 +188,18 @@ def test_every_metric_under_both_protocols_matches_hand_computation(data):
 def test_probabilities_are_scored_at_the_mask_resolution_or_the_model_resolution(data):
     root, cases = data
     examples = list_examples(str(root), "processed", "test")
-    low_res = lambda images: [np.full((2, 2), 0.7, np.float32) for _ in images]  # resized bilinearly
+    # half the images' resolution (2x2 of the 4x4 drawing), resized bilinearly to the mask's
+    low_res = lambda images: [np.full((2 * SCALE, 2 * SCALE), 0.7, np.float32) for _ in images]
     rows = eval_lib.evaluate(low_res, examples, protocols=("fixed",), n_bootstrap=0).rows
-    assert all(r["TP"] + r["FP"] + r["FN"] + r["TN"] == 16 for r in rows)
-    assert {r["stem"]: r["TP"] for r in rows}["lesion"] == 4
-    # score_size: image and mask go to 2x2 (mask by nearest) before the model sees them
+    assert all(r["TP"] + r["FP"] + r["FN"] + r["TN"] == 16 * SCALE ** 2 for r in rows)  # 4x4 drawing
+    assert {r["stem"]: r["TP"] for r in rows}["lesion"] == 4 * SCALE ** 2  # its 2x2 lesion
+    # score_size: image and mask go to half size, 2x2 of the drawing (mask by nearest), before
+    # the model sees them
     seen = []
     at_model = lambda images: seen.extend(im.shape for im in images) or [np.ones(im.shape[:2]) * 0.9 for im in images]
-    rows = eval_lib.evaluate(at_model, examples, protocols=("fixed",), n_bootstrap=0, score_size=(2, 2)).rows
-    assert set(seen) == {(2, 2, 3)} and all(r["TP"] + r["FP"] + r["FN"] + r["TN"] == 4 for r in rows)
+    half = (2 * SCALE, 2 * SCALE)
+    rows = eval_lib.evaluate(at_model, examples, protocols=("fixed",), n_bootstrap=0, score_size=half).rows
+    assert set(seen) == {(*half, 3)} and all(r["TP"] + r["FP"] + r["FN"] + r["TN"] == 4 * SCALE ** 2 for r in rows)
 
 
 def test_csv_and_json_agree_and_nan_is_null(data, tmp_path):
@@ -228,8 +254,8 @@ def test_select_threshold_uses_the_validation_images_only(tmp_path):
     gt = z.copy(); gt[:2] = True
     p_val = np.where(gt, 0.72, 0.68).astype(np.float32)  # only 0.70 on the grid separates them
     p_test = np.where(gt, 0.32, 0.28).astype(np.float32)  # would want 0.30
-    val_cases = [("v1", 1, gt, p_val), ("v2", 2, z, np.full((4, 4), 0.1, np.float32))]
-    test_cases = [("t1", 3, gt, p_test)]
+    val_cases = _scaled([("v1", 1, gt, p_val), ("v2", 2, z, np.full((4, 4), 0.1, np.float32))])
+    test_cases = _scaled([("t1", 3, gt, p_test)])
     root = tmp_path / "data"
     _write_split(root, "val", val_cases)
     _write_split(root, "test", test_cases)
@@ -249,7 +275,7 @@ def test_select_threshold_uses_the_validation_images_only(tmp_path):
 
 def test_threshold_ties_prefer_the_one_closest_to_half(data):
     root, cases = data
-    flat = lambda images: [np.full((4, 4), 0.01, np.float32) for _ in images]  # every threshold ties
+    flat = lambda images: [np.full((4 * SCALE, 4 * SCALE), 0.01, np.float32) for _ in images]  # every threshold ties
     examples = [e for e in list_examples(str(root), "processed", "test") if e.stem == "lesion"]
     assert eval_lib.select_threshold(flat, examples).threshold == 0.5
 
@@ -272,7 +298,9 @@ def fake_predictor(monkeypatch):
             return [p ** 2 if self.tta else p for p in probs]
 
     def fake_load(directory):
-        return Bundle(types.SimpleNamespace(variant="baseline"), {}, (4, 4), {"cases": fake_load.cases})
+        # the fake model works at the (upscaled) 4x4 cases' size
+        return Bundle(types.SimpleNamespace(variant="baseline"), {}, (4 * SCALE, 4 * SCALE),
+                      {"cases": fake_load.cases})
 
     import hanet_jax.checkpoints.loading
     import hanet_jax.inference.predictor
@@ -286,7 +314,7 @@ def test_tta_entries_are_separate_and_threshold_comes_from_val(tmp_path, fake_pr
     fake_load, calls = fake_predictor
     z = np.zeros((4, 4), bool)
     gt = z.copy(); gt[:2] = True
-    val_cases = [("v1", 7, gt, np.where(gt, 0.72, 0.68).astype(np.float32))]  # 0.70 plain; TTA (squared): 0.50
+    val_cases = _scaled([("v1", 7, gt, np.where(gt, 0.72, 0.68).astype(np.float32))])  # 0.70 plain; TTA (squared): 0.50
     test_cases = _spec()
     fake_load.cases = val_cases + test_cases
     root = tmp_path / "data"
@@ -316,8 +344,8 @@ def test_data_split_json_of_a_workdir_supplies_the_val_stems(tmp_path, fake_pred
     fake_load, _ = fake_predictor
     z = np.zeros((4, 4), bool)
     gt = z.copy(); gt[:2] = True
-    train_cases = [("a", 11, gt, np.where(gt, 0.42, 0.38).astype(np.float32)),  # val stem: wants 0.40
-                   ("b", 12, gt, np.where(gt, 0.92, 0.88).astype(np.float32))]  # train stem: would want 0.90
+    train_cases = _scaled([("a", 11, gt, np.where(gt, 0.42, 0.38).astype(np.float32)),  # val stem: wants 0.40
+                           ("b", 12, gt, np.where(gt, 0.92, 0.88).astype(np.float32))])  # train stem: would want 0.90
     test_cases = _spec()
     fake_load.cases = train_cases + test_cases
     root = tmp_path / "data"
@@ -431,8 +459,8 @@ def test_run_split_reads_normal_images_when_the_run_included_them(tmp_path):
 def test_threshold_split_other_than_val_is_not_replaced_by_the_workdir_record(tmp_path):
     z = np.zeros((4, 4), bool)
     root = tmp_path / "data"
-    _write_split(root, "tune", [("u", 1, z, None)])
-    _write_split(root, "test", [("t", 2, z, None)])
+    _write_split(root, "tune", _scaled([("u", 1, z, None)]))
+    _write_split(root, "test", _scaled([("t", 2, z, None)]))
     ckpt = tmp_path / "workdir"
     ckpt.mkdir()
     (ckpt / "data_split.json").write_text(json.dumps({"root": str(root), "layout": "processed",

@@ -15,6 +15,18 @@ from hanet_jax.eval.protocols import evaluate_image
 from hanet_jax.data.layouts import list_examples
 from test_eval import FakeModel, _write_split, fake_predictor  # noqa: F401  (fixture)
 
+# Every image written >= layouts.MIN_IMAGE_SIDE (32): the cases written to disk are drawn at
+# 6x8 and 8x8 and written at 36x48 and 48x48, each drawn pixel a SCALE x SCALE block
+# (nearest neighbour). That keeps every component (8-connectivity, diagonal-only contacts
+# included), Dice and threshold decision; pixel counts and probability masses scale by SCALE**2.
+SCALE = 6
+
+
+def _scaled(cases):
+    """(stem, id, gt, prob) cases drawn by hand, with gt and prob upscaled SCALE times."""
+    up = lambda a: np.repeat(np.repeat(a, SCALE, axis=0), SCALE, axis=1)
+    return [(stem, ident, up(gt), up(prob)) for stem, ident, gt, prob in cases]
+
 
 def test_largest_component_keeps_the_biggest_eight_connected_blob():
     mask = np.zeros((6, 6), bool)
@@ -67,11 +79,12 @@ def test_select_threshold_can_choose_the_most_probable_component(tmp_path):
     # One image: a 6-pixel false region (one pixel at 0.99, five at 0.52; mass 3.59) beside a
     # 4-pixel lesion at 0.95 (mass 3.8). The other: a faint lesion at 0.52 alone. Only thresholds
     # <= 0.52 find the faint lesion, and there only probability mass isolates the first one.
+    # (Drawn pixels and masses; written SCALE times larger, both are SCALE**2 times these.)
     spotted = np.where(gt, 0.95, 0.05).astype(np.float32)
     spotted[4:6, 5:8] = 0.52
     spotted[4, 5] = 0.99
     faint = np.where(gt, 0.52, 0.05).astype(np.float32)
-    cases = [("spotted", 1, gt, spotted), ("faint", 2, gt, faint)]
+    cases = _scaled([("spotted", 1, gt, spotted), ("faint", 2, gt, faint)])
     _write_split(tmp_path, "val", cases)
     choice = eval_lib.select_threshold(FakeModel(cases), list_examples(str(tmp_path), "processed", "val"),
                                        postprocess=postprocess.POSTPROCESS)
@@ -105,8 +118,8 @@ def _speckled(gt, seed):
 def test_select_threshold_chooses_post_processing_on_validation_with_ties_to_none(tmp_path):
     gt = np.zeros((8, 8), bool)
     gt[1:4, 1:4] = True
-    speckled = [(f"s{i}", i + 1, gt, _speckled(gt, i)) for i in range(3)]
-    clean = [(f"c{i}", i + 4, gt, np.where(gt, 0.9, 0.1).astype(np.float32)) for i in range(3)]
+    speckled = _scaled([(f"s{i}", i + 1, gt, _speckled(gt, i)) for i in range(3)])
+    clean = _scaled([(f"c{i}", i + 4, gt, np.where(gt, 0.9, 0.1).astype(np.float32)) for i in range(3)])
     _write_split(tmp_path, "speckled", speckled)
     _write_split(tmp_path, "clean", clean)
     both = ("none", "largest_component")
@@ -126,8 +139,8 @@ def test_run_with_postprocess_auto_records_the_choice_made_on_val(tmp_path, fake
     fake_load, _ = fake_predictor
     gt = np.zeros((8, 8), bool)
     gt[1:4, 1:4] = True
-    val_cases = [("v1", 1, gt, _speckled(gt, 0)), ("v2", 2, gt, _speckled(gt, 1))]
-    test_cases = [("t1", 3, gt, _speckled(gt, 2))]
+    val_cases = _scaled([("v1", 1, gt, _speckled(gt, 0)), ("v2", 2, gt, _speckled(gt, 1))])
+    test_cases = _scaled([("t1", 3, gt, _speckled(gt, 2))])
     fake_load.cases = val_cases + test_cases
     root = tmp_path / "data"
     _write_split(root, "val", val_cases)

@@ -2,7 +2,8 @@
 the JSON, the per-image CSV, eval.py's table, the worst-first overlays grid and the results tables.
 
 Every expected figure below is worked out by hand in the comments from the tiny BUSI-layout set
-of `CASES` (10x10 images, so a lesion of k pixels covers k% of the image)."""
+of `CASES` (drawn at 10x10, so a lesion of k drawn pixels covers k% of the image; written and
+predicted at SCALE times that size, where it is k * SCALE**2 pixels and still k%)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,16 @@ from hanet_jax.eval import strata
 from hanet_jax.eval.metrics import read_per_image_csv
 
 ROOT = Path(__file__).resolve().parents[1]
-SIDE = 10  # 10x10 images: 100 pixels, so k lesion pixels are an area of k / 100
+SIDE = 10  # 10x10 drawings: 100 pixels, so k lesion pixels are an area of k / 100
+# Every image written >= layouts.MIN_IMAGE_SIDE (32): the 10x10 drawings are written (and the
+# fake model predicts) at 40x40, each drawn pixel a SCALE x SCALE block (nearest neighbour), which
+# keeps every ratio, area fraction and threshold decision below.
+SCALE = 4
+
+
+def _up(a: np.ndarray) -> np.ndarray:
+    """A 10x10 drawing upscaled SCALE times on both axes by nearest neighbour (dtype kept)."""
+    return np.repeat(np.repeat(a, SCALE, axis=0), SCALE, axis=1)
 
 
 def _block(top: int, left: int, height: int, width: int) -> np.ndarray:
@@ -47,7 +57,8 @@ CASES = [
     ("normal (1)", "normal", 7, _block(0, 0, 0, 0), _block(4, 4, 1, 2)),        # lesion-free; phantom
     ("normal (2)", "normal", 8, _block(0, 0, 0, 0), _block(0, 0, 0, 0)),        # lesion-free; clean
 ]
-# Fixed protocol at 0.5, per lesion (TP, FP, FN -> Dice 2TP/(2TP+FP+FN), Jaccard TP/(TP+FP+FN)):
+# Fixed protocol at 0.5, per lesion (TP, FP, FN -> Dice 2TP/(2TP+FP+FN), Jaccard TP/(TP+FP+FN)),
+# counted in drawn pixels (on disk each count is SCALE**2 times as large; the ratios are the same):
 #   benign (1)     4, 0, 0   -> Dice 1,             Jaccard 1
 #   benign (2)     0, 9, 9   -> Dice 0,             Jaccard 0            (missed: 0 < 0.1)
 #   benign (3)     8, 0, 8   -> Dice 16/24 = 2/3,   Jaccard 8/16 = 1/2
@@ -71,13 +82,14 @@ MISSED = {"benign (2)", "malignant (2)"}
 def _write_busi(root: Path, cases=CASES) -> None:
     for stem, cls, ident, gt, _ in cases:
         (root / cls).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.full((SIDE, SIDE), 10 * ident, np.uint8)).save(root / cls / f"{stem}.png")
-        Image.fromarray(gt.astype(np.uint8) * 255).save(root / cls / f"{stem}_mask.png")
+        Image.fromarray(np.full((SIDE * SCALE, SIDE * SCALE), 10 * ident, np.uint8)).save(root / cls / f"{stem}.png")
+        Image.fromarray(_up(gt).astype(np.uint8) * 255).save(root / cls / f"{stem}_mask.png")
 
 
 def _fake_model(cases=CASES):
-    """predict_fn: 0.9 on the case's predicted pixels, 0.1 elsewhere (found by the image value)."""
-    maps = {ident: np.where(pred, 0.9, 0.1).astype(np.float32) for _, _, ident, _, pred in cases}
+    """predict_fn: 0.9 on the case's predicted pixels, 0.1 elsewhere (found by the image value),
+    at the written images' size (the drawing upscaled by SCALE)."""
+    maps = {ident: _up(np.where(pred, 0.9, 0.1).astype(np.float32)) for _, _, ident, _, pred in cases}
     return lambda images: [maps[int(im[0, 0, 0]) // 10].copy() for im in images]
 
 
@@ -129,7 +141,7 @@ def test_class_size_missed_and_phantom_figures_match_the_hand_computation(busi):
     assert s["lesion_free"]["n_images"] == 2 and s["lesion_free"]["n_with_prediction"] == 1
     assert s["lesion_free"]["share"] == 0.5
     # The oracle: on a lesion-free image every pixel is predicted (F1 is 0 at every threshold,
-    # the lowest wins) -> 2 of 2. benign (2) at 0.1 predicts all 100 px: Dice 18/109 = 0.165 and
+    # the lowest wins) -> 2 of 2. benign (2) at 0.1 predicts all 100 drawn px: Dice 18/109 = 0.165 and
     # malignant (2) at 0.1: Dice 72/136 = 0.53, both found -> 0 of 6 missed.
     o = result.summaries["paper_oracle"]["strata"]
     assert o["lesion_free"]["n_with_prediction"] == 2 and o["lesion_free"]["share"] == 1.0
@@ -250,9 +262,11 @@ def test_the_overlays_grid_worst_first(busi, tmp_path):
         eval_lib.evaluate(_fake_model(), examples, protocols=("fixed",), n_bootstrap=0,
                           overlay_dir=out, overlays_order=order)
         heights[order] = Image.open(out / eval_lib.GRID_FILE).size[1]
-    # case_grid's height: 18 (header) + rows * (18 + 10 + 4) + 4. "worst": the 7 images with a
-    # defined Dice (fewer than WORST_ROWS = 12); "cases": best, median, worst.
-    assert heights == {"worst": 18 + 7 * 32 + 4, "cases": 18 + 3 * 32 + 4}
+    # case_grid's height: 18 (header) + rows * (18 + image height + 4) + 4, the image height
+    # being SIDE * SCALE (was 10, the unscaled side). "worst": the 7 images with a defined Dice
+    # (fewer than WORST_ROWS = 12); "cases": best, median, worst.
+    row = 18 + SIDE * SCALE + 4
+    assert heights == {"worst": 18 + 7 * row + 4, "cases": 18 + 3 * row + 4}
     from hanet_jax.eval import cli  # its help names the number of rows without importing evaluate
 
     assert f"the {eval_lib.WORST_ROWS} lowest-Dice images" in " ".join(cli.__doc__.split())
@@ -285,7 +299,8 @@ def fake_checkpoint(monkeypatch):
     import hanet_jax.inference.predictor
 
     monkeypatch.setattr(hanet_jax.checkpoints.loading, "load_bundle",
-                        lambda d: Bundle(types.SimpleNamespace(variant="baseline"), {}, (SIDE, SIDE), {}))
+                        lambda d: Bundle(types.SimpleNamespace(variant="baseline"), {},
+                                         (SIDE * SCALE, SIDE * SCALE), {}))  # the written images' size
     monkeypatch.setattr(hanet_jax.inference.predictor, "Predictor", FakePredictor)
 
 

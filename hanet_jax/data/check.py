@@ -8,6 +8,12 @@ Speed: image sizes come from file headers. Images are checked for corruption wit
 full decode where the format allows (PNG: chunk CRCs; JPEG: the end-of-image marker that a
 truncated file lacks); other formats, and every mask (its values are needed), are decoded.
 ``deep=True`` decodes every image fully.
+
+Refused, each naming its file (``layouts.read_image`` refuses the same): a missing, empty
+(0-byte), corrupt or truncated file; an image smaller than ``layouts.MIN_IMAGE_SIDE`` (32) pixels
+on a side; an image in a mode the readers do not handle (float, 32-bit integer). A 16-bit grey
+image is read scaled by its bit depth; one whose values all fit 8 bits gets a warning, since it
+then reads nearly black.
 """
 
 from __future__ import annotations
@@ -19,7 +25,6 @@ import time
 
 import numpy as np
 from absl import flags
-from PIL import Image
 
 from hanet_jax import command_line
 from hanet_jax.data import layouts
@@ -62,19 +67,26 @@ class Report:
         return layouts.format_problems(self.problems, self.summary())
 
 
-def check_image_file(path: str, *, deep: bool = False) -> tuple[int, int]:
-    """Returns (height, width); raises ``DatasetError`` for an unreadable or corrupt file."""
-    try:
-        with Image.open(path) as image:
-            (width, height), fmt = image.size, image.format
+def check_image_file(path: str, *, deep: bool = False, mask: bool = False) -> tuple[int, int]:
+    """Returns (height, width); raises ``DatasetError`` naming the file when it is missing, empty,
+    unreadable or corrupt, and, for an image (``mask=False``), when it is smaller than
+    ``layouts.MIN_IMAGE_SIDE`` on a side or in a mode ``layouts.read_image`` does not read.
+
+    Masks skip the last two: their size must equal their image's (checked by the caller), and any
+    mode is read as "value > 0 is lesion".
+    """
+    with layouts.open_image(path) as image:
+        (width, height), fmt = image.size, image.format
+        if not mask:  # from the header: refused before any decoding
+            layouts.require_min_side(path, width, height)
+            layouts.require_readable_mode(image, path)
+        try:
             if deep or fmt not in ("PNG", "JPEG"):
                 image.load()
             elif fmt == "PNG":
                 image.verify()  # reads every chunk and checks its CRC, without inflating
-    except FileNotFoundError as e:
-        raise DatasetError(f"{path}: file not found") from e
-    except layouts.DECODE_ERRORS as e:
-        raise DatasetError(f"{path}: corrupt or unreadable image: {e}") from e
+        except layouts.DECODE_ERRORS as e:
+            raise DatasetError(f"{path}: corrupt or unreadable image: {e}") from e
     if fmt == "JPEG" and not deep:
         # A truncated JPEG lacks its end-of-image marker; some writers pad after it.
         with open(path, "rb") as f:
@@ -85,11 +97,38 @@ def check_image_file(path: str, *, deep: bool = False) -> tuple[int, int]:
     return height, width
 
 
+def sixteen_bit_range_warning(path: str) -> str | None:
+    """For a 16-bit grey image whose values all fit 8 bits, what it reads as; else None.
+
+    ``read_image`` scales 16-bit images by their bit depth, so such an image reads nearly black.
+    That is right for a dark 16-bit image, but far more often the file holds 8-bit values written
+    as 16-bit, and the user should know before training on black images. Only 16-bit files are
+    decoded here (the header says which).
+    """
+    with layouts.open_image(path) as image:
+        if layouts.sample_bits(image, path) != 16:
+            return None
+        try:
+            image.load()
+        except layouts.DECODE_ERRORS as e:
+            raise DatasetError(f"{path}: corrupt or truncated image: {e}") from e
+        top = int(np.asarray(image).max(initial=0))
+    if top > 255:
+        return None
+    scaled = int(layouts.scale_to_uint8(np.array([top]), 16)[0])
+    return (f"16-bit image whose values stay within 0..{top} of 65535: scaled by its bit depth it "
+            f"reads as 0..{scaled} of 255, nearly black; if it holds 8-bit values, save it as "
+            f"8-bit")
+
+
 def _check_example(example: Example, *, binarize_masks: bool, deep: bool,
                    problems: list[Problem]) -> bool:
     """Checks one pair, appending problems; returns True when the merged mask is empty."""
     try:
         size = check_image_file(example.image_path, deep=deep)
+        dark = sixteen_bit_range_warning(example.image_path)
+        if dark:
+            problems.append(Problem(example.image_path, dark, "warning"))
     except DatasetError as e:
         problems.append(Problem(example.image_path, _strip_path(e, example.image_path)))
         size = None
@@ -97,7 +136,7 @@ def _check_example(example: Example, *, binarize_masks: bool, deep: bool,
     for path in example.mask_paths:
         try:
             if path.lower().endswith(".png"):
-                check_image_file(path)  # CRCs catch damage the decoder tolerates
+                check_image_file(path, mask=True)  # CRCs catch damage the decoder tolerates
             plane = layouts.mask_plane(path)
         except DatasetError as e:
             problems.append(Problem(path, _strip_path(e, path)))

@@ -9,6 +9,13 @@
 
 ``scan`` pairs files and collects every structural problem; ``list_examples`` raises on them.
 ``read_image``/``read_mask`` decode one example. Content checks live in ``check.py``.
+
+``read_image`` refuses, naming the file: a missing, empty (0-byte), corrupt or truncated file;
+an image smaller than ``MIN_IMAGE_SIDE`` (32) pixels on either side; and pixel formats it does
+not read (32-bit integer or float pixels, exotic PIL modes). 16-bit grey images are scaled by
+their bit depth (``v * 255 / 65535``, rounded), which comes from the file, not the pixel values.
+Masks go through the same emptiness and corruption checks; their size must equal their image's
+(``check.py``), and any value > 0 is lesion whatever their bit depth.
 """
 
 from __future__ import annotations
@@ -27,6 +34,17 @@ BUSI_CLASSES = ("benign", "malignant")
 BUSI_NORMAL = "normal"
 # BUSI mask files: "<image stem>_mask.png", "<image stem>_mask_1.png", ...
 _BUSI_MASK_RE = re.compile(r"^(?P<base>.+)_mask(?:_\d+)?$")
+# Images with a side under this many pixels are refused (``require_min_side``). 32 is the
+# model's total downsampling, the smallest input side it runs at (its sides are multiples of
+# 32); every image is resized to the model's input, so a smaller one would be blown up from less
+# detail than the model's coarsest feature map resolves. Such files are thumbnails, icons or
+# broken exports (a 1x1 image was once segmented and scored without complaint); ultrasound
+# frames are hundreds of pixels on a side.
+MIN_IMAGE_SIDE = 32
+# PIL modes ``read_image`` takes as they are, converts to RGB, and scales from 16 bits.
+DIRECT_MODES = ("RGB", "L")
+CONVERTED_MODES = ("RGBA", "RGBX", "RGBa", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV")
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 # What PIL raises on corrupt, truncated or unsupported files.
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, UnidentifiedImageError,
                   Image.DecompressionBombError, EOFError)
@@ -210,7 +228,18 @@ def list_examples(root: str, layout: str, split: str | None = "train", *,
     return examples
 
 
-def _open(path: str) -> Image.Image:
+def open_image(path: str) -> Image.Image:
+    """Opens an image file (header only), refusing a missing or empty file by name.
+
+    An empty (0-byte) file is named as such: PIL's "cannot identify image file" would hide that
+    the file is a failed copy or download rather than a format problem.
+    """
+    try:
+        num_bytes = os.path.getsize(path)
+    except FileNotFoundError as e:
+        raise DatasetError(f"{path}: file not found") from e
+    if num_bytes == 0:
+        raise DatasetError(f"{path}: empty file (0 bytes)")
     try:
         return Image.open(path)
     except FileNotFoundError as e:
@@ -219,9 +248,8 @@ def _open(path: str) -> Image.Image:
         raise DatasetError(f"{path}: cannot open image: {e}") from e
 
 
-def _decode(path: str) -> Image.Image:
-    """Opens and fully decodes the first frame, so truncated or corrupt files raise here."""
-    image = _open(path)
+def _load(image: Image.Image, path: str) -> Image.Image:
+    """Fully decodes the first frame, so a truncated or corrupt file raises here, by name."""
     try:
         image.load()
     except DECODE_ERRORS as e:
@@ -229,44 +257,117 @@ def _decode(path: str) -> Image.Image:
     return image
 
 
-def _to_uint8(array: np.ndarray) -> np.ndarray:
-    """Scales wider integer or float data to uint8 (16-bit images divide by 257)."""
-    if array.dtype == np.uint8:
-        return array
-    if array.dtype == bool:
-        return array.astype(np.uint8) * 255
-    if np.issubdtype(array.dtype, np.floating):
-        top = 1.0 if array.max(initial=0) <= 1.0 else 255.0
-        return np.clip(np.rint(array / top * 255), 0, 255).astype(np.uint8)
-    # Integer: 16-bit range unless the values already fit 8 bits (PIL's "I" mode for 8-bit data).
-    top = 255 if array.max(initial=0) <= 255 else 65535
-    return np.clip(np.rint(array.astype(np.float64) * (255 / top)), 0, 255).astype(np.uint8)
+def _decode(path: str) -> Image.Image:
+    """Opens and fully decodes the first frame (masks: any mode, any size)."""
+    return _load(open_image(path), path)
+
+
+def require_min_side(path: str, width: int, height: int) -> None:
+    """Refuses an image with a side under ``MIN_IMAGE_SIDE`` pixels, naming the file and its size."""
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise DatasetError(f"{path}: image is {width}x{height} pixels; the minimum side is "
+                           f"{MIN_IMAGE_SIDE}")
+
+
+def _png_bit_depth(path: str) -> int | None:
+    """The bit depth in a PNG's IHDR chunk (the byte after width and height), or None."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or head[12:16] != b"IHDR":
+        return None
+    return head[24]
+
+
+def sample_bits(image: Image.Image, path: str) -> int | None:
+    """Bits per sample of a single-channel integer image ("I;16*" or "I"), read from the file's
+    header, never from the pixel values; None when the file does not say.
+
+    PIL opens a 16-bit grey PNG as "I;16" (older versions: "I", which also holds 32-bit TIFFs),
+    so "I" is resolved through the PNG IHDR bit depth or the TIFF BitsPerSample tag.
+    """
+    if image.mode in SIXTEEN_BIT_MODES:
+        return 16
+    if image.mode != "I":
+        return None
+    if image.format == "PNG":
+        return _png_bit_depth(path)
+    if image.format == "TIFF":
+        bits = image.tag_v2.get(258)  # BitsPerSample: one value per channel
+        bits = bits[0] if isinstance(bits, tuple) and bits else bits
+        return int(bits) if bits else None
+    return None
+
+
+def require_readable_mode(image: Image.Image, path: str) -> None:
+    """Refuses, by name and mode, the pixel formats ``read_image`` cannot turn into 8-bit RGB
+    by their bit depth: float pixels, integers wider than 16 bits and exotic modes."""
+    mode = image.mode
+    if mode in DIRECT_MODES or mode in CONVERTED_MODES or mode in ("1", "LA"):
+        return
+    if mode in SIXTEEN_BIT_MODES or mode == "I":
+        bits = sample_bits(image, path)
+        if bits == 16:
+            return
+        what = f"{bits}-bit" if bits else "integer pixels of unknown bit depth"
+        raise DatasetError(f"{path}: {what} grey image (mode {mode}) is not read: only 1-, 8- "
+                           f"and 16-bit images are; save it as 8- or 16-bit")
+    if mode == "F":
+        raise DatasetError(f"{path}: 32-bit float image (mode F) is not read: float pixels have "
+                           f"no bit depth to scale by; save it as 8- or 16-bit")
+    raise DatasetError(f"{path}: image mode {mode} is not read (grey, RGB, RGBA, palette, 1-bit "
+                       f"and 16-bit grey are)")
+
+
+def scale_to_uint8(array: np.ndarray, bits: int) -> np.ndarray:
+    """Scales ``bits``-bit integer samples to uint8 by the bit depth: ``rint(v * 255 / (2**bits
+    - 1))``. Never by the image's own range: a dark 16-bit image must stay dark, not be read as
+    8-bit because its values happen to stay below 256."""
+    top = float(2 ** bits - 1)
+    scaled = np.rint(array.astype(np.float64) * (255.0 / top))
+    return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
 def image_size(path: str) -> tuple[int, int]:
     """(height, width) from the file header, without decoding the pixels."""
-    with _open(path) as image:
+    with open_image(path) as image:
         width, height = image.size
     return height, width
 
 
 def read_image(path: str) -> np.ndarray:
-    """Reads an image as uint8 RGB (H, W, 3): grey is replicated, alpha dropped, 16-bit scaled."""
-    image = _decode(path)
-    mode = image.mode
-    if mode in ("RGB", "L"):
-        array = np.asarray(image)
-    elif mode in ("RGBA", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
-        array = np.asarray(image.convert("RGB"))
-    elif mode == "LA":
-        array = np.asarray(image)[..., 0]
-    else:  # "1", "I", "I;16*", "F": grey with another depth
-        array = _to_uint8(np.asarray(image))
+    """Reads an image as uint8 RGB (H, W, 3): grey is replicated, alpha dropped, 16-bit grey
+    scaled by its bit depth (``scale_to_uint8``), 1-bit to 0/255.
+
+    Raises ``DatasetError`` naming the file when it is missing, empty, corrupt or truncated,
+    smaller than ``MIN_IMAGE_SIDE`` on a side, or in a mode that is not read (float, 32-bit).
+    The size and the mode come from the header, so such files are refused before decoding.
+    """
+    with open_image(path) as image:
+        require_min_side(path, *image.size)
+        require_readable_mode(image, path)
+        array = _uint8_pixels(_load(image, path), path)
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=-1)
     if array.ndim != 3 or array.shape[-1] != 3:
-        raise DatasetError(f"{path}: unsupported image layout {array.shape} (mode {mode})")
+        raise DatasetError(f"{path}: unsupported image layout {array.shape} (mode {image.mode})")
     return np.ascontiguousarray(array)
+
+
+def _uint8_pixels(image: Image.Image, path: str) -> np.ndarray:
+    """The decoded pixels as uint8, (H, W) grey or (H, W, 3) RGB, one branch per handled mode."""
+    mode = image.mode
+    if mode in DIRECT_MODES:
+        return np.asarray(image)
+    if mode in CONVERTED_MODES:
+        return np.asarray(image.convert("RGB"))
+    if mode == "LA":
+        return np.asarray(image)[..., 0]
+    if mode == "1":
+        return np.asarray(image).astype(np.uint8) * 255
+    if sample_bits(image, path) == 16:  # "I;16*", or "I" from a 16-bit file
+        return scale_to_uint8(np.asarray(image), 16)
+    require_readable_mode(image, path)  # raises: decoding changed the mode to one not read
+    raise DatasetError(f"{path}: image mode {mode} is not read")
 
 
 def mask_plane(path: str) -> np.ndarray:

@@ -7,11 +7,32 @@ Flow:
   2. ``make_dataset`` -> ``tf.data.Dataset`` for one epoch: the epoch's order is a permutation
      drawn from (seed, epoch); global batch ``b`` holds order positions ``[b*G, (b+1)*G)`` and
      process ``p`` keeps its contiguous slice ``[p*L, (p+1)*L)`` of it (``L = G / processes``).
-     Each process only decodes and augments its own slice, but the global batch is the same
-     whatever the number of processes or devices. Augmentation uses stateless random ops seeded
-     from (seed, epoch, example index), so it does not depend on them either.
+     Each process gathers from its cache and augments only its own slice, and the global batch
+     is the same whatever the number of processes or devices. Augmentation uses stateless random
+     ops seeded from (seed, epoch, example index), so it does not depend on them either.
   3. ``to_global_batch`` turns each process's local batch into ``jax.Array``s sharded over the
      mesh's data axis.
+
+What each process decodes: all of it. Every process decodes every example of its training and
+validation sets (step 1; ``train.input.build_data`` does this in each process) and keeps the
+whole cache, though it feeds only its slices (tests/test_process_decode.py records both with two
+processes). This is deliberate:
+
+* the permutation is over all examples and is drawn again every epoch, so within a few epochs
+  nearly every example has fallen into every process's slices. A process that decoded only the
+  examples of one epoch's slices would have to decode from the files again every epoch, where
+  now it decodes once;
+* with the whole cache, any process can gather any example at any step: each computes the
+  same order from (seed, epoch) on its own, without communication (that order, not the
+  decoding, is what keeps the global batches bit-identical for 1, 2 or N processes), and an
+  exact resume is just (step -> epoch, batch), with no record of which examples a process holds;
+* the cache is small: uint8 at the model size, images and masks (about 0.65 GB per process for
+  the 2,485 pairs of ``hanet-processed/BUSI/train`` at 256x256);
+* device-side augmentation (a planned change) gathers each process's slice of a batch from
+  all the cached arrays in the same way.
+
+Validation is fed in file order, so a process's validation slices never change; it still
+decodes the whole validation set (by default a fifth of the data) to keep one code path.
 
 Batches are dicts: ``image`` float32 [0, 1] (B, H, W, 3), ``mask`` float32 {0, 1} (B, H, W, 1);
 evaluation (``train=False``) adds ``valid`` (float32 1/0; 0 marks padding of the last batch),

@@ -1,7 +1,13 @@
 """Training and validation data from a config: synthetic phantoms or a validated dataset folder.
 
-Every process builds the same two decoded datasets (they are small: uint8 at the model size);
-`pipeline.make_dataset` then gives each process only its slice of every global batch.
+Every process builds the same two decoded datasets on its own: it checks every file, makes the
+same split, and decodes every training and validation example (`pipeline.decode_examples`), not
+only the examples it will feed. `pipeline.make_dataset` then gives each process only its slice of
+every global batch, from that full cache. The permutation that picks the slices is drawn over all
+examples, anew each epoch, so within a few epochs every process has fed nearly every example:
+decoding once and keeping everything (uint8 at the model size) is cheaper than decoding each
+epoch's slice again, and needs no communication between processes (pipeline.py's docstring has
+the details; tests/test_process_decode.py shows it with two processes).
 """
 
 from __future__ import annotations
