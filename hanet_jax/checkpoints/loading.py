@@ -1,8 +1,10 @@
 """The one loader behind every `--checkpoint DIR`, `init_from` and ensemble member.
 
 `load_variables(DIR)` gives `{"params", "batch_stats"}` of any checkpoint kind (format.py): an
-exported or ported HA-Net, a ported encoder, or a training workdir's best step. `load_bundle(DIR)`
-also rebuilds the model `hanet.json` describes, for inference.
+exported or ported HA-Net, a ported encoder, a training workdir's best step, or one step of a
+workdir (`WORKDIR/checkpoints/<step>`: what to give when the best is damaged; the error that says
+so lists the steps). `load_bundle(DIR)` also rebuilds the model `hanet.json` describes, for
+inference.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 from pathlib import Path
 
 from hanet_jax.checkpoints.format import META_FILE, CheckpointError, read_meta, restore_variables
-from hanet_jax.checkpoints.training import restore_best_variables
+from hanet_jax.checkpoints.training import restore_best_variables, restore_step_variables
 from hanet_jax.models.hanet import HANet, model_from_config
 
 MODEL_KINDS = ("variables", "workdir")   # a whole HA-Net
@@ -40,6 +42,8 @@ def load_variables(directory: str | os.PathLike, *, meta: dict | None = None, ki
     """{"params", "batch_stats"} of the checkpoint at `directory`; errors name the path."""
     meta = read_meta(directory) if meta is None else meta
     if _kind(directory, meta, kinds) == "workdir":
+        if "step" in meta:  # WORKDIR/checkpoints/<step> (format.read_meta)
+            return restore_step_variables(meta["workdir"], int(meta["step"]))
         return restore_best_variables(directory)
     return restore_variables(directory)
 

@@ -12,7 +12,9 @@ the "fixed" protocol's: `prob >= --threshold` (0.5), then `--postprocess` (none)
 With `--exported`, an artifact of `hanet-export` runs instead of a checkpoint (jax.export or
 onnxruntime), with the threshold and post-processing its export.json records.
 Unreadable files are reported by name and skipped; the exit code is 1 if any failed, 2 on bad
-input or a bad command line. `hanet-predict` is the same command.
+input or a bad command line. A damaged checkpoint is one line naming it (and, for a workdir, the
+steps it also holds: `--checkpoint=WORKDIR/checkpoints/STEP` uses one), exit code 2.
+`hanet-predict` is the same command.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from hanet_jax.inference.postprocess import POSTPROCESS, SettingsError, fixed_se
 
 def _define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_string("checkpoint", None,
-                        "ported checkpoint dir, training workdir, or a dir with ensemble.json "
-                        "(the members' average; hanet_jax/inference/ensemble.py)",
+                        "ported checkpoint dir, training workdir (its best step), one step of it "
+                        "(WORKDIR/checkpoints/STEP), or a dir with ensemble.json (the members' "
+                        "average; hanet_jax/inference/ensemble.py)",
                         flag_values=fv)
     flags.DEFINE_string("exported", None, "instead of --checkpoint: a hanet-export model.jax or model.onnx "
                         "(its export.json gives the threshold and post-processing)", flag_values=fv)

@@ -1,7 +1,8 @@
 """`config.init_from`: start training from a checkpoint's weights (all of them, or the encoder's).
 
 The source is read with the one loader (`checkpoints.loading.load_variables`): a ported ImageNet
-encoder, an exported HA-Net, or another run's workdir.
+encoder, an exported HA-Net, another run's workdir (its best step) or one of its steps
+(`WORKDIR/checkpoints/<step>`).
 """
 
 from __future__ import annotations
@@ -107,8 +108,12 @@ def merge_init(target: Mapping, source: Mapping, scope: str, source_name: str) -
 
 def apply_init_from(state: TrainState, directory: str, scope: str, mesh: Mesh) -> TrainState:
     """The state with params/batch_stats (all, or the encoder's) loaded from `directory`; an
-    EMA restarts from the loaded weights."""
-    source = load_variables(directory)
+    EMA restarts from the loaded weights. A damaged checkpoint is one CheckpointError line that
+    names it and the steps that can be given instead (train.py reports it, no traceback)."""
+    try:
+        source = load_variables(directory)
+    except CheckpointError as e:
+        raise CheckpointError(f"config.init_from={directory}: {e}") from e
     merged = merge_init(to_host(state.variables), source, scope, directory)
     merged = replicate(merged, mesh)
     return state.replace(params=merged["params"], batch_stats=merged["batch_stats"],

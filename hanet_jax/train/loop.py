@@ -13,7 +13,9 @@
 - Faults: SIGTERM -> a checkpoint at the next step boundary, then a clean return
   (`TrainResult.preempted`); a non-finite loss -> FloatingPointError naming the step, with
   nothing saved after the last good checkpoint; restarting with the same workdir resumes
-  exactly (same batches, same dropout keys, same metrics).
+  exactly (same batches, same dropout keys, same metrics), from the newest checkpoint that
+  restores: a damaged one (checksum mismatch, unreadable file) is named in a warning and set
+  aside (`checkpoints.training.restore_latest`).
 """
 
 from __future__ import annotations

@@ -100,8 +100,10 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.checkpoint = ml_collections.ConfigDict(dict(
         every_steps=0,            # also save every N steps inside an epoch (0: epoch ends only)
-        keep_latest=1,            # newest checkpoints kept (resume)
-        keep_best=1,              # best-by-validation checkpoints kept (restore_best_weights)
+        keep_latest=2,            # newest checkpoints kept (resume); two, so a damaged newest
+                                  # one still leaves a step to fall back to
+        keep_best=1,              # best-by-validation checkpoints kept (restore_best_weights),
+                                  # on top of the latest: 2 + 1 when the best is an older step
         async_save=True,          # write checkpoints in a background thread
     ))
 
