@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                 chunk.append(f)
             except DatasetError as e:
                 failed.append(f)
-                print(f"skipped {f}: {e}", file=sys.stderr)
+                # The readers' messages name the file already.
+                print(f"skipped: {e}" if str(f) in str(e) else f"skipped {f}: {e}", file=sys.stderr)
         if not images:
             continue
         for f, prob in zip(chunk, predictor(images)):
