@@ -12,7 +12,6 @@ The first step's loss is tighter (1e-5): the forward pass is not chaotic. Two pr
 each other: bitwise identical (replicated state, one program).
 """
 
-import socket
 import subprocess
 
 import jax
@@ -105,29 +104,10 @@ def test_training_with_the_handlers_off_matches_them_on(ref_steps, rounding):
     _within_rounding(losses, ref_steps[0], params, ref_steps[1], rounding, "handlers off vs on")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_train_together_and_match_one_process(ref, ref_steps, rounding, tmp_path):
-    port, workdir = _free_port(), tmp_path / "w"
-    procs = [subprocess.Popen(
-        helpers.worker_command(workdir, tmp_path / f"out{i}.npz", num_processes=2, process_id=i,
-                               port=port),
-        env=helpers.subprocess_env(devices=1), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True) for i in range(2)]
-    errors = []
-    try:
-        for proc in procs:
-            errors.append(proc.communicate(timeout=500)[1])
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    for proc, err in zip(procs, errors):
-        assert proc.returncode == 0, err[-6000:]
+    port, workdir = helpers.free_port(), tmp_path / "w"
+    helpers.run_processes([helpers.worker_command(workdir, tmp_path / f"out{i}.npz", num_processes=2,
+                                                  process_id=i, port=port) for i in range(2)])
     (p0, s0), (p1, s1) = (helpers.load_result(tmp_path / f"out{i}.npz") for i in range(2))
     assert (s0["process_index"], s1["process_index"]) == (0, 1)
     assert p0.keys() == p1.keys() and all(np.array_equal(p0[k], p1[k]) for k in p0)
