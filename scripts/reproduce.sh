@@ -56,13 +56,14 @@ train() {
     shift
     mkdir -p "$dir"
     touch "$dir/.reproduce_started"
+    # After a SIGTERM (a scheduler's preemption) or SIGINT, train.py saves and exits 143 or 130;
+    # pass that status on, so a restarting scheduler reruns this same command, which resumes.
+    local status=0
     python train.py --config="configs/$DATASET.py${PROFILE:+:$PROFILE}" --workdir="$dir" \
-        --config.data.root="$FOLDER" --config.data.test_fraction=0.2 "$@"
-    # train.py exits 0 after a SIGTERM too (a scheduler's preemption), with a checkpoint but no
-    # new summary.json: then stop here, and let the same command resume.
-    if [[ ! "$dir/summary.json" -nt "$dir/.reproduce_started" ]]; then
-        echo "training $dir stopped before its end (SIGTERM?); run the same command again to resume" >&2
-        exit 3
+        --config.data.root="$FOLDER" --config.data.test_fraction=0.2 "$@" || status=$?
+    if (( status != 0 )); then
+        echo "training $dir stopped (exit status $status); run the same command again to resume" >&2
+        exit "$status"
     fi
 }
 

@@ -97,6 +97,33 @@ def run_python(code: str, timeout: float = 300, **env) -> subprocess.CompletedPr
                           capture_output=True, text=True, timeout=timeout)
 
 
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a jax.distributed coordinator)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_processes(commands: list[list[str]], timeout: float = 500, devices: int = 1) -> list[str]:
+    """Runs the commands together (one jax.distributed process each), waits for all, asserts
+    each exited 0 and returns their stderr."""
+    procs = [subprocess.Popen(cmd, env=subprocess_env(devices=devices), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for cmd in commands]
+    errors = []
+    try:
+        for proc in procs:
+            errors.append(proc.communicate(timeout=timeout)[1])
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for proc, err in zip(procs, errors):
+        assert proc.returncode == 0, err[-6000:]
+    return errors
+
+
 def worker_command(workdir, out, **options) -> list[str]:
     """`python tests/_train_worker.py` with its options (see that file)."""
     cmd = [sys.executable, str(WORKER), "--workdir", str(workdir), "--out", str(out)]

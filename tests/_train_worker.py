@@ -2,15 +2,16 @@
 
     python tests/_train_worker.py --workdir W --out OUT.npz [--overrides JSON]
         [--num_processes N --process_id I --port P]   # jax.distributed on 127.0.0.1 (gloo)
-        [--sigterm_handshake PREFIX]                  # for the SIGTERM test, see below
+        [--sigterm_handshake PREFIX [--sigterm_step N] [--sigterm_process I]]   # see below
         [--steps_only N]                              # N bare training steps instead
 
 The device count comes from XLA_FLAGS, set by the parent. Writes the final state's params and
 batch_stats to OUT.npz and the run's summary to OUT.npz.json.
 
---sigterm_handshake: before the first training step the worker writes PREFIX.ready and waits
-until PREFIX.sent exists; the test sends SIGTERM in between, so the signal arrives while
-training, at a known step, after the handler is installed.
+--sigterm_handshake: before training step N (default 0) the worker (process I only, default 0)
+writes PREFIX.ready and waits until PREFIX.sent exists; the test sends a signal in between, so it
+arrives while training, at a known step, after the handler is installed. The worker exits with
+train.py's status: 0, or 143 / 130 when a SIGTERM / SIGINT stopped the run.
 """
 
 import argparse
@@ -31,6 +32,8 @@ def main():
     parser.add_argument("--process_id", type=int)
     parser.add_argument("--port", type=int)
     parser.add_argument("--sigterm_handshake")
+    parser.add_argument("--sigterm_step", type=int, default=0)
+    parser.add_argument("--sigterm_process", type=int, default=0)
     parser.add_argument("--steps_only", type=int, default=0,
                         help="only run this many training steps (no train_and_evaluate)")
     args = parser.parse_args()
@@ -50,7 +53,7 @@ def main():
         prefix = args.sigterm_handshake
 
         def hook(step, batch):
-            if step == 0:
+            if step == args.sigterm_step and jax.process_index() == args.sigterm_process:
                 Path(f"{prefix}.ready").touch()
                 deadline = time.time() + 300
                 while not os.path.exists(f"{prefix}.sent") and time.time() < deadline:
@@ -67,7 +70,8 @@ def main():
     result = train_lib.train_and_evaluate(config, args.workdir, batch_hook=hook)
     helpers.save_result(args.out, result.state, {**result.summary, "preempted": result.preempted,
                                                  "process_index": jax.process_index()})
+    return result.exit_status
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

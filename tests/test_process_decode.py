@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -92,31 +90,13 @@ def worker(root: str, out: str, process_id: int, port: int) -> None:
     Path(out).write_text(json.dumps(record))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run_two_workers(root: Path, tmp_path: Path) -> list[dict]:
     import _train_helpers as helpers
 
-    port = _free_port()
-    procs = [subprocess.Popen(
-        [sys.executable, __file__, "--worker", "--root", str(root), "--out",
-         str(tmp_path / f"p{i}.json"), "--process_id", str(i), "--port", str(port)],
-        env=helpers.subprocess_env(devices=1), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True) for i in range(2)]
-    errors = []
-    try:
-        for proc in procs:
-            errors.append(proc.communicate(timeout=400)[1])
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    for proc, err in zip(procs, errors):
-        assert proc.returncode == 0, err[-6000:]
+    port = helpers.free_port()
+    helpers.run_processes([[sys.executable, __file__, "--worker", "--root", str(root), "--out",
+                            str(tmp_path / f"p{i}.json"), "--process_id", str(i), "--port", str(port)]
+                           for i in range(2)], timeout=400)
     return [json.loads((tmp_path / f"p{i}.json").read_text()) for i in range(2)]
 
 

@@ -84,25 +84,44 @@ def test_best_checkpoint_is_what_load_bundle_and_the_result_hold(ref):
     assert ref["summary"]["best_step"] == history[ref["summary"]["best_epoch"]]["step"]
 
 
-def test_sigterm_to_a_subprocess_saves_and_exits_cleanly_then_resumes_exactly(ref, tmp_path):
-    workdir, prefix = tmp_path / "w", tmp_path / "handshake"
-    cmd = helpers.worker_command(workdir, tmp_path / "out.npz", sigterm_handshake=prefix)
+def _stop_a_worker(workdir, tmp_path, sig, step=0):
+    """Runs the tiny config in a worker process and sends `sig` just before training step `step`
+    (a handshake: the handler is installed); returns (exit status, stderr)."""
+    prefix = tmp_path / "handshake"
+    cmd = helpers.worker_command(workdir, tmp_path / "out.npz", sigterm_handshake=prefix, sigterm_step=step)
     proc = subprocess.Popen(cmd, env=helpers.subprocess_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 400
         while not os.path.exists(f"{prefix}.ready"):
             assert proc.poll() is None, proc.communicate()[1][-4000:]
-            assert time.time() < deadline, "worker never reached its first step"
+            assert time.time() < deadline, "worker never reached its step"
             time.sleep(0.1)
-        os.kill(proc.pid, signal.SIGTERM)
+        os.kill(proc.pid, sig)
         open(f"{prefix}.sent", "w").close()
         _, err = proc.communicate(timeout=300)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, err[-4000:]
-    assert "preempted: checkpoint at step 1" in err
+    return proc.returncode, err
+
+
+def _assert_resumed_exactly(resumed, ref):
+    params = helpers.flat_params(to_host(resumed.state.variables))
+    assert all(np.array_equal(params[k], ref["params"][k]) for k in params)
+    assert resumed.summary["final_train_loss"] == ref["summary"]["final_train_loss"]
+    for got, want in zip(resumed.summary["history"], ref["summary"]["history"], strict=True):
+        assert {**got, "images_per_second": 0} == {**want, "images_per_second": 0}
+
+
+@pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_to_a_subprocess_saves_and_exits_non_zero_then_resumes_exactly(ref, tmp_path, sig, status):
+    # A preempted run must look like a failure to a scheduler (so it is rerun), as a shell reports
+    # the signal: 128 + 15 for SIGTERM, 128 + 2 for SIGINT.
+    workdir = tmp_path / "w"
+    returncode, err = _stop_a_worker(workdir, tmp_path, sig)
+    assert returncode == status, err[-4000:]
+    assert f"preempted ({signal.Signals(sig).name}): checkpoint at step 1" in err
     _, summary = helpers.load_result(tmp_path / "out.npz")
     assert summary["preempted"] and summary["preempted_at_step"] == 1
     assert not (workdir / "summary.json").exists()
@@ -114,11 +133,24 @@ def test_sigterm_to_a_subprocess_saves_and_exits_cleanly_then_resumes_exactly(re
     (partial / "variables" / "junk").write_bytes(b"\0" * 100)
     resumed = train_lib.train_and_evaluate(helpers.tiny_config(), str(workdir))
     assert not partial.exists()
-    params = helpers.flat_params(to_host(resumed.state.variables))
-    assert all(np.array_equal(params[k], ref["params"][k]) for k in params)
-    assert resumed.summary["final_train_loss"] == ref["summary"]["final_train_loss"]
-    for got, want in zip(resumed.summary["history"], ref["summary"]["history"], strict=True):
-        assert {**got, "images_per_second": 0} == {**want, "images_per_second": 0}
+    _assert_resumed_exactly(resumed, ref)
+
+
+def test_a_sigterm_at_an_epochs_end_saves_first_and_validates_on_resume(ref, tmp_path):
+    # Step 1 ends epoch 0 (2 steps per epoch): the signal arrives before it, the step runs, and
+    # the run saves at once, with no validation pass in the grace period; the resume runs epoch
+    # 0's validation, and the whole run is the uninterrupted one, bit for bit.
+    workdir = tmp_path / "w"
+    returncode, err = _stop_a_worker(workdir, tmp_path, signal.SIGTERM, step=1)
+    assert returncode == 143, err[-4000:]
+    assert "preempted (SIGTERM): checkpoint at step 2" in err
+    with train_checkpoints.make_manager(workdir, read_only=True) as manager:
+        assert manager.all_steps() == [2]
+    saved = json.loads((workdir / "checkpoints" / "2" / "meta" / "metadata").read_text())
+    assert saved["history"] == [] and saved["train_metrics"] is not None  # validation not yet run
+    resumed = train_lib.train_and_evaluate(helpers.tiny_config(), str(workdir))
+    assert [r["epoch"] for r in resumed.summary["history"]] == [0, 1]
+    _assert_resumed_exactly(resumed, ref)
 
 
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(ref, tmp_path):

@@ -12,7 +12,6 @@ The first step's loss is tighter (1e-5): the forward pass is not chaotic. Two pr
 each other: bitwise identical (replicated state, one program).
 """
 
-import socket
 import subprocess
 
 import jax
@@ -105,29 +104,10 @@ def test_training_with_the_handlers_off_matches_them_on(ref_steps, rounding):
     _within_rounding(losses, ref_steps[0], params, ref_steps[1], rounding, "handlers off vs on")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_train_together_and_match_one_process(ref, ref_steps, rounding, tmp_path):
-    port, workdir = _free_port(), tmp_path / "w"
-    procs = [subprocess.Popen(
-        helpers.worker_command(workdir, tmp_path / f"out{i}.npz", num_processes=2, process_id=i,
-                               port=port),
-        env=helpers.subprocess_env(devices=1), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True) for i in range(2)]
-    errors = []
-    try:
-        for proc in procs:
-            errors.append(proc.communicate(timeout=500)[1])
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    for proc, err in zip(procs, errors):
-        assert proc.returncode == 0, err[-6000:]
+    port, workdir = helpers.free_port(), tmp_path / "w"
+    helpers.run_processes([helpers.worker_command(workdir, tmp_path / f"out{i}.npz", num_processes=2,
+                                                  process_id=i, port=port) for i in range(2)])
     (p0, s0), (p1, s1) = (helpers.load_result(tmp_path / f"out{i}.npz") for i in range(2))
     assert (s0["process_index"], s1["process_index"]) == (0, 1)
     assert p0.keys() == p1.keys() and all(np.array_equal(p0[k], p1[k]) for k in p0)
@@ -149,3 +129,48 @@ def test_two_processes_train_together_and_match_one_process(ref, ref_steps, roun
     assert leaves and all(len(leaf.sharding.device_set) == 1 for leaf in leaves)
     x = np.zeros((1, *bundle.image_size, 3), np.float32)
     assert np.isfinite(np.asarray(bundle.model.apply(bundle.variables, x, train=False))).all()
+
+
+def test_a_sigterm_to_one_of_two_processes_stops_both_at_one_step_then_resumes_exactly(ref, tmp_path):
+    """JAX's preemption sync point: process 1 alone gets SIGTERM before step 0; both processes
+    save the same step, both exit 143, and rerunning both resumes to the uninterrupted
+    two-process run, bit for bit."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    def two(workdir, out, **extra):
+        port = helpers.free_port()
+        return [helpers.worker_command(workdir, tmp_path / f"{out}{i}.npz", num_processes=2, process_id=i,
+                                       port=port, **extra) for i in range(2)]
+
+    helpers.run_processes(two(tmp_path / "plain", "plain"))
+    prefix, workdir = tmp_path / "handshake", tmp_path / "w"
+    procs = [subprocess.Popen(cmd, env=helpers.subprocess_env(devices=1), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+             for cmd in two(workdir, "stopped", sigterm_handshake=prefix, sigterm_process=1)]
+    try:
+        deadline = time.time() + 400
+        while not os.path.exists(f"{prefix}.ready"):
+            assert all(p.poll() is None for p in procs), [p.communicate()[1][-3000:] for p in procs]
+            assert time.time() < deadline, "process 1 never reached its first step"
+            time.sleep(0.1)
+        os.kill(procs[1].pid, signal.SIGTERM)
+        open(f"{prefix}.sent", "w").close()
+        errors = [p.communicate(timeout=300)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [143, 143], [e[-3000:] for e in errors]
+    stopped = [helpers.load_result(tmp_path / f"stopped{i}.npz")[1] for i in range(2)]
+    assert stopped[0]["preempted_at_step"] == stopped[1]["preempted_at_step"]
+    from hanet_jax.checkpoints import training as train_checkpoints
+    with train_checkpoints.make_manager(workdir, read_only=True) as manager:
+        assert manager.all_steps() == [stopped[0]["preempted_at_step"]]
+    helpers.run_processes(two(workdir, "resumed"))
+    plain, resumed = helpers.load_result(tmp_path / "plain0.npz"), helpers.load_result(tmp_path / "resumed0.npz")
+    assert plain[0].keys() == resumed[0].keys()
+    assert all(np.array_equal(plain[0][k], resumed[0][k]) for k in plain[0])
+    assert resumed[1]["final_train_loss"] == plain[1]["final_train_loss"]

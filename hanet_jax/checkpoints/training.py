@@ -47,7 +47,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
@@ -392,27 +391,52 @@ def restore_step_variables(workdir: str | os.PathLike, step: int) -> dict:
 
 
 class Preemption:
-    """While entered (main thread only), SIGTERM sets `requested` instead of killing the process;
-    the trainer checks it at step boundaries, saves and returns. The old handler is restored."""
+    """While entered (main thread only), SIGTERM or SIGINT asks the trainer to save at the next
+    step boundary and stop, instead of killing the process; the old handlers are restored.
+
+    One process: our handlers record the signal. Several (jax.distributed): JAX's preemption
+    notifier already catches SIGTERM in every process, so we leave SIGTERM to it, and our SIGINT
+    handler passes a Ctrl-C on as a SIGTERM to this process; at every step each process asks
+    `multihost_utils.reached_preemption_sync_point(step)`, which the coordination service makes
+    true on all processes at the same step, with no gather of our own. `exit_status` is the
+    shell's status for the signal (143 SIGTERM, 130 SIGINT): non-zero, so a restarting scheduler
+    reruns the command, which resumes.
+    """
+
+    EXIT_STATUS = {"SIGTERM": 128 + signal.SIGTERM, "SIGINT": 128 + signal.SIGINT}
 
     def __init__(self):
-        self.requested, self._previous = False, None
+        self.signal_name: str | None = None
+        self._previous: dict = {}
+        self._several = False
 
     def __enter__(self):
+        self._several = jax.process_count() > 1
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+            mine = (signal.SIGINT,) if self._several else (signal.SIGTERM, signal.SIGINT)
+            self._previous = {s: signal.signal(s, self._handle) for s in mine}
         return self
 
     def _handle(self, signum, frame):
-        logging.warning("SIGTERM: saving a checkpoint at the next step boundary")
-        self.requested = True
+        name = signal.Signals(signum).name
+        logging.warning("%s: saving a checkpoint at the next step boundary", name)
+        self.signal_name = self.signal_name or name
+        if self._several and signum == signal.SIGINT:
+            os.kill(os.getpid(), signal.SIGTERM)  # JAX's notifier tells every process
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
 
-    def any_process(self) -> bool:
-        """Whether any process got SIGTERM (a collective when there are several processes)."""
-        if jax.process_count() == 1:
-            return self.requested
-        return bool(np.any(multihost_utils.process_allgather(np.int32(self.requested))))
+    def reached(self, step: int) -> bool:
+        """Whether to save at `step` and stop: the same answer in every process."""
+        if not self._several:
+            return self.signal_name is not None
+        if multihost_utils.reached_preemption_sync_point(step):
+            self.signal_name = self.signal_name or "SIGTERM"  # another process got it
+            return True
+        return False
+
+    @property
+    def exit_status(self) -> int:
+        return self.EXIT_STATUS.get(self.signal_name or "SIGTERM")

@@ -5,15 +5,18 @@ r"""Train HA-Net: flags, optional multi-process start-up, then `train_lib.train_
         --config.data.root=/work/shared/data/hanet-processed/BUSI --config.batch_size=16
 
 Every config key can be overridden with --config.KEY=VALUE; an unknown key is an error that
-names it. Rerunning with the same --workdir resumes from its latest checkpoint. SIGTERM saves a
-checkpoint at the next step boundary and exits with status 0. `hanet-train` is the same command.
+names it. Rerunning with the same --workdir resumes from its latest checkpoint. SIGTERM (a
+scheduler's preemption) or SIGINT (Ctrl-C) saves a checkpoint at the next step boundary and exits
+with status 143 or 130, as a shell reports those signals: a restarting scheduler (a Kubernetes
+Job, Slurm's --requeue) sees a failure and reruns the same command, which resumes.
+`hanet-train` is the same command.
 
 Several processes (one per host, or several on one host for testing):
     python train.py ... --coordinator_address=10.0.0.1:1234 --num_processes=2 --process_id=0
 or, on a cloud TPU/GPU cluster that JAX can detect by itself, just --distributed.
 
-Exit status: 0 when done (or stopped by SIGTERM after a checkpoint), 1 when training diverged,
-2 on a bad command line, config or dataset.
+Exit status: 0 when done, 143 / 130 when stopped by SIGTERM / SIGINT after a checkpoint, 1 when
+training diverged, 2 on a bad command line, config or dataset.
 """
 
 from __future__ import annotations
@@ -124,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if result.preempted:
-        logging.warning("stopped by SIGTERM after a checkpoint; rerun to resume")
+        logging.warning("stopped by %s after a checkpoint; exit status %d; rerun the same command to "
+                        "resume", result.summary["signal"], result.exit_status)
+        return result.exit_status
     return 0
 
 

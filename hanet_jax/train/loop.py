@@ -10,8 +10,10 @@
   stopping's notion of improvement) is what `restore_best_variables` / `load_bundle` load and
   what `TrainResult.variables` holds at the end (Keras' restore_best_weights).
 - Metrics: clu collections (train/metrics.py), pooled over each epoch.
-- Faults: SIGTERM -> a checkpoint at the next step boundary, then a clean return
-  (`TrainResult.preempted`); a non-finite loss -> FloatingPointError naming the step, with
+- Faults: SIGTERM or SIGINT -> a checkpoint at the next step boundary, with no validation pass
+  first (a stop at an epoch's end runs that epoch's validation on resume), then a return with
+  `TrainResult.preempted` and the exit status train.py gives (143, 130); on several hosts JAX's
+  preemption sync point makes every process stop at the same step; a non-finite loss -> FloatingPointError naming the step, with
   nothing saved after the last good checkpoint; restarting with the same workdir resumes
   exactly (same batches, same dropout keys, same metrics), from the newest checkpoint that
   restores: a damaged one (checksum mismatch, unreadable file) is named in a warning and set
@@ -58,6 +60,7 @@ class TrainResult:
     state: TrainState          # the last training state
     variables: dict | None     # the best checkpoint's {"params", "batch_stats"}
     preempted: bool = False
+    exit_status: int = 0       # train.py's: 143 after a SIGTERM, 130 after a SIGINT (Preemption)
 
 
 def _fetch(metrics) -> dict[str, float]:
@@ -187,9 +190,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
 
 
 def _meta(run: _Run, step: int, stopper, history, epoch_metrics, progress) -> dict:
-    """The checkpoint's JSON: data position, early stopping, history, open-epoch metrics."""
+    """The checkpoint's JSON: data position, early stopping, history, and the metrics of an epoch
+    not yet validated (mid-epoch, or stopped by a signal at its end)."""
     open_epoch = None
-    if epoch_metrics is not None and step % run.spe:
+    if epoch_metrics is not None:
         open_epoch = jax.tree.map(lambda x: x.item(),
                                   flax.serialization.to_state_dict(to_host(epoch_metrics)))
     return {"step": step, "epoch": step // run.spe, "steps_per_epoch": run.spe,
@@ -207,6 +211,13 @@ def _train_loop(run: _Run, state, stopper, progress, batch_hook) -> TrainResult:
     report = periodic_actions.ReportProgress(num_train_steps=run.total_steps, writer=run.writer,
                                              every_steps=config.log_every_steps)
     preempted = False
+    if epoch_metrics is not None and first_step % spe == 0:
+        # Stopped by a signal right at an epoch's end, before its validation: run it now, as the
+        # uninterrupted run did, in place of the checkpoint that stop saved at this step.
+        run.clock, run.images = time.time(), 0
+        manager.delete(first_step)
+        stopper, state = _end_epoch(run, state, stopper, history, epoch_metrics, progress)
+        epoch_metrics = None
     with ckpt.Preemption() as preemption:
         batches = pipeline.iterate_batches(
             run.data.train, global_batch_size=config.batch_size, start_step=first_step,
@@ -230,30 +241,31 @@ def _train_loop(run: _Run, state, stopper, progress, batch_hook) -> TrainResult:
             report(done)
             log, end_epoch = done % config.log_every_steps == 0, done % spe == 0
             periodic = config.checkpoint.every_steps and done % config.checkpoint.every_steps == 0
-            preempted = preemption.any_process()
+            preempted = preemption.reached(done)
             if log or end_epoch or periodic or preempted:
                 _check_finite(*last_loss, spe, manager)  # never log or save past a NaN
             if log:
                 scalars = {f"train/{k}": v for k, v in _fetch(epoch_metrics).items()}
                 scalars["train/learning_rate"] = run.learning_rate(state)
                 run.writer.write_scalars(done, scalars)
-            if end_epoch:
+            if end_epoch and not preempted:
                 stopper, state = _end_epoch(run, state, stopper, history, epoch_metrics,
                                             progress)
                 epoch_metrics = None
-            elif periodic or preempted:
+            elif periodic or preempted:  # a signal: save now, validation waits for the resume
                 ckpt.save(manager, state, _meta(run, done, stopper, history, epoch_metrics,
                                                 progress))
             if preempted:
                 manager.wait_until_finished()
-                logging.warning("preempted: checkpoint at step %d in %s; run the same command "
-                                "again to resume", done, manager.directory)
+                logging.warning("preempted (%s): checkpoint at step %d in %s; run the same command "
+                                "again to resume", preemption.signal_name, done, manager.directory)
                 break
             if stopper.stop:
                 break
     manager.wait_until_finished()
     if preempted:
-        return TrainResult({"preempted_at_step": done}, state, None, preempted=True)
+        return TrainResult({"preempted_at_step": done, "signal": preemption.signal_name}, state, None,
+                           preempted=True, exit_status=preemption.exit_status)
     best_step, variables = ckpt.restore_best(manager, state.eval_variables)
     summary = _summary(run, history, stopper, best_step, done,
                        progress["wall_seconds"] + time.time())
