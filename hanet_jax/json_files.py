@@ -1,7 +1,8 @@
 """The one JSON writer: every report, summary, config and checkpoint description goes through it.
 
-Written atomically (a temporary file renamed over the target, so a reader or a run killed while
-writing never leaves half a file), with parent folders created, NaN and infinities as null
+Written atomically (locally a temporary file renamed over the target, so a reader or a run
+killed while writing never leaves half a file; in a bucket one object upload, which is atomic),
+to any path `storage` takes, with parent folders created, NaN and infinities as null
 (strict JSON that every reader accepts), numpy scalars and ConfigDicts as plain values.
 """
 
@@ -11,10 +12,12 @@ import json
 import math
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+from etils import epath
+
+from hanet_jax import storage
 
 
 def to_jsonable(value: Any) -> Any:
@@ -38,18 +41,12 @@ def to_jsonable(value: Any) -> Any:
 
 
 def write_json(path: str | os.PathLike, payload: Any, *, indent: int | None = 2,
-               sort_keys: bool = False) -> Path:
+               sort_keys: bool = False) -> epath.Path:
     """Write `payload` to `path` as JSON (see the module docstring); returns the path."""
     text = json.dumps(to_jsonable(payload), indent=indent, sort_keys=sort_keys, allow_nan=False) + "\n"
-    return write_bytes(path, text.encode())
+    return storage.write_bytes(path, text.encode())
 
 
-def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write `data` to `path` atomically (a temporary file renamed over it), creating its
-    folders; what `write_json` writes with, and the exports' single-file artifacts."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON value in `path` (local or in a bucket); json and OS errors propagate."""
+    return json.loads(storage.path(path).read_text())

@@ -124,11 +124,35 @@ def run_processes(commands: list[list[str]], timeout: float = 500, devices: int 
     return errors
 
 
+def signal_at_handshake(procs: list[subprocess.Popen], prefix, sig, *, target: int = 0,
+                        timeout: float = 400) -> list[str]:
+    """Workers started with `--sigterm_handshake PREFIX`: waits until one writes PREFIX.ready
+    (it is about to run its step, handlers installed), sends `sig` to `procs[target]`, lets it
+    go on (PREFIX.sent), waits for every process and returns their stderr."""
+    import time
+
+    try:
+        deadline = time.time() + timeout
+        while not os.path.exists(f"{prefix}.ready"):
+            assert all(p.poll() is None for p in procs), [p.communicate()[1][-3000:] for p in procs]
+            assert time.time() < deadline, "no worker reached the handshake's step"
+            time.sleep(0.1)
+        os.kill(procs[target].pid, sig)
+        Path(f"{prefix}.sent").touch()
+        return [p.communicate(timeout=300)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+
+
 def worker_command(workdir, out, **options) -> list[str]:
     """`python tests/_train_worker.py` with its options (see that file)."""
     cmd = [sys.executable, str(WORKER), "--workdir", str(workdir), "--out", str(out)]
     for key, value in options.items():
-        if value is not None:
+        if value is True:  # a flag
+            cmd.append(f"--{key}")
+        elif value is not None:
             cmd += [f"--{key}", str(value)]
     return cmd
 

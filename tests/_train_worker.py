@@ -4,6 +4,8 @@
         [--num_processes N --process_id I --port P]   # jax.distributed on 127.0.0.1 (gloo)
         [--sigterm_handshake PREFIX [--sigterm_step N] [--sigterm_process I]]   # see below
         [--steps_only N]                              # N bare training steps instead
+        [--restore_only]          # restore the workdir's latest checkpoint as train.py would
+        [--log_info]              # absl INFO lines on stderr, as train.py prints them
 
 The device count comes from XLA_FLAGS, set by the parent. Writes the final state's params and
 batch_stats to OUT.npz and the run's summary to OUT.npz.json.
@@ -36,9 +38,16 @@ def main():
     parser.add_argument("--sigterm_process", type=int, default=0)
     parser.add_argument("--steps_only", type=int, default=0,
                         help="only run this many training steps (no train_and_evaluate)")
+    parser.add_argument("--restore_only", action="store_true",
+                        help="write the restored train state's leaves to OUT (no training)")
+    parser.add_argument("--log_info", action="store_true")
     args = parser.parse_args()
 
     import jax
+    if args.log_info:
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.INFO)
 
     if args.num_processes:
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -67,10 +76,43 @@ def main():
         Path(f"{args.out}.json").write_text(json.dumps({"losses": losses,
                                                          "devices": jax.device_count()}))
         return
+    if args.restore_only:
+        _restore_only(config, args.workdir, args.out)
+        return
     result = train_lib.train_and_evaluate(config, args.workdir, batch_hook=hook)
     helpers.save_result(args.out, result.state, {**result.summary, "preempted": result.preempted,
                                                  "process_index": jax.process_index()})
     return result.exit_status
+
+
+def _restore_only(config, workdir, out):
+    """The train state (step, params, BatchNorm statistics, optimiser, plateau, RNG) that
+    resuming WORKDIR on this process's devices starts from, built and restored as
+    `train_and_evaluate` does; its leaves go to OUT.npz, the devices they sit on to OUT.npz.json."""
+    import flax
+    import jax
+    from flax import traverse_util
+
+    from hanet_jax.checkpoints import training as ckpt
+    from hanet_jax.models.hanet import model_from_config
+    from hanet_jax.train.init_from import resolve_model_config
+    from hanet_jax.train.optimizer import optimizer_from_config
+    from hanet_jax.train.sharding import make_mesh, to_host
+    from hanet_jax.train.state import create_train_state
+
+    model = model_from_config(resolve_model_config(config.model.to_dict(), config.init_from))
+    tx, plateau, _ = optimizer_from_config(config.optimizer)
+    like = create_train_state(model, config.model.image_size, tx, plateau, config.seed, make_mesh(),
+                              ema=float(config.optimizer.ema_decay) > 0)
+    with ckpt.make_manager(workdir, read_only=True) as manager:
+        state, meta = ckpt.restore_latest(manager, like)
+    leaves = traverse_util.flatten_dict(flax.serialization.to_state_dict(to_host(state)), sep="/")
+    arrays = {k: np.asarray(v) for k, v in leaves.items()}
+    np.savez(out, **{k: v for k, v in arrays.items() if v.dtype != object})  # not empty nodes
+    placed = {len(leaf.sharding.device_set) for leaf in jax.tree.leaves(state.params)}
+    Path(f"{out}.json").write_text(json.dumps({"devices": jax.device_count(),
+                                               "param_devices": sorted(placed),
+                                               "saved_devices": meta["devices"]}))
 
 
 if __name__ == "__main__":

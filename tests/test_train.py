@@ -6,10 +6,8 @@ subprocess, and it loads the executables this process compiled from the persiste
 """
 
 import json
-import os
 import signal
 import subprocess
-import time
 
 import jax
 import jax.numpy as jnp
@@ -91,18 +89,7 @@ def _stop_a_worker(workdir, tmp_path, sig, step=0):
     cmd = helpers.worker_command(workdir, tmp_path / "out.npz", sigterm_handshake=prefix, sigterm_step=step)
     proc = subprocess.Popen(cmd, env=helpers.subprocess_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 400
-        while not os.path.exists(f"{prefix}.ready"):
-            assert proc.poll() is None, proc.communicate()[1][-4000:]
-            assert time.time() < deadline, "worker never reached its step"
-            time.sleep(0.1)
-        os.kill(proc.pid, sig)
-        open(f"{prefix}.sent", "w").close()
-        _, err = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    (err,) = helpers.signal_at_handshake([proc], prefix, sig)
     return proc.returncode, err
 
 

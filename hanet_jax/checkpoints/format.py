@@ -11,7 +11,8 @@ A step directory of a workdir, `WORKDIR/checkpoints/<step>`, is a checkpoint too
 every `--checkpoint DIR` (and `config.init_from`) can name an older step when the best is damaged.
 `DIR/checksums.json` (`save_variables`, since checksums exist): a CRC-32 of every array of
 `DIR/variables/` (checksums.py), checked by `restore_variables` when present.
-`loading.py` turns any of them into variables or a model.
+`loading.py` turns any of them into variables or a model. A directory may be local or in a
+bucket (`gs://...`): every path goes through `hanet_jax.storage`.
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 from typing import Any, Mapping
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
+from hanet_jax import storage
 from hanet_jax.checkpoints import checksums
 from hanet_jax.json_files import write_json
 
@@ -102,15 +104,15 @@ def write_meta(directory: str | os.PathLike, *, kind: str, model_cfg: Mapping[st
                image_size, **extra) -> None:
     meta = {"format_version": FORMAT_VERSION, "kind": kind, "model": dict(model_cfg),
             "image_size": [int(s) for s in image_size], **extra}
-    write_json(Path(directory) / META_FILE, meta, sort_keys=True)  # atomic: never half a file
+    write_json(storage.path(directory) / META_FILE, meta, sort_keys=True)  # atomic: never half a file
 
 
 def read_meta(directory: str | os.PathLike) -> dict:
-    path = Path(directory) / META_FILE
-    if not Path(directory).is_dir():
+    path = storage.path(directory) / META_FILE
+    if not path.parent.is_dir():
         raise CheckpointError(f"checkpoint directory {directory} does not exist")
     if not path.is_file():
-        step_meta = _workdir_step_meta(Path(directory).absolute())
+        step_meta = _workdir_step_meta(path.parent)
         if step_meta is not None:
             return step_meta
         raise CheckpointError(f"{directory} is not a hanet-jax checkpoint: {path} is missing")
@@ -123,7 +125,7 @@ def read_meta(directory: str | os.PathLike) -> dict:
     return meta
 
 
-def _workdir_step_meta(directory: Path) -> dict | None:
+def _workdir_step_meta(directory: epath.Path) -> dict | None:
     """For a step directory WORKDIR/checkpoints/<step> of a training workdir: the workdir's
     meta plus "step" and "workdir" (the model is the workdir's); None for anything else."""
     workdir = directory.parent.parent
@@ -133,13 +135,13 @@ def _workdir_step_meta(directory: Path) -> dict | None:
     meta = read_meta(workdir)
     if meta.get("kind") != "workdir":
         return None
-    return {**meta, "step": int(directory.name), "workdir": str(workdir)}
+    return {**meta, "step": int(directory.name), "workdir": os.fspath(workdir)}
 
 
 def save_variables(directory: str | os.PathLike, variables: Mapping[str, Any], *, model_cfg: Mapping[str, Any],
-                   image_size, **extra) -> Path:
+                   image_size, **extra) -> epath.Path:
     """Write `{"params", "batch_stats"}` and the model description to `directory`."""
-    directory = Path(directory).absolute()
+    directory = storage.path(directory)
     target = directory / VARIABLES_DIR
     if target.exists():
         raise CheckpointError(f"{target} already exists; choose an empty --out directory")
@@ -155,7 +157,7 @@ def save_variables(directory: str | os.PathLike, variables: Mapping[str, Any], *
 
 def restore_variables(directory: str | os.PathLike) -> dict:
     """`DIR/variables`, checked against `DIR/checksums.json` when there is one."""
-    target = Path(directory).absolute() / VARIABLES_DIR
+    target = storage.path(directory) / VARIABLES_DIR
     if not target.is_dir():
         raise CheckpointError(f"{target} is missing: the checkpoint is incomplete")
     quiet_abandoned_reads()
@@ -164,13 +166,13 @@ def restore_variables(directory: str | os.PathLike) -> dict:
             variables = ckptr.restore(target)
     except Exception as e:  # noqa: BLE001 - Orbax raises many kinds; name the directory
         raise CheckpointError(f"{target}: cannot restore the variables ({type(e).__name__}: {e})") from e
-    problem = checksums.first_mismatch(variables, _saved_checksums(Path(directory).absolute()))
+    problem = checksums.first_mismatch(variables, _saved_checksums(target.parent))
     if problem:
         raise CheckpointError(f"{target}: {problem}")
     return variables
 
 
-def _saved_checksums(directory: Path) -> dict:
+def _saved_checksums(directory: epath.Path) -> dict:
     """The variables' entries of DIR/checksums.json; {} when the checkpoint predates them."""
     path = directory / CHECKSUMS_FILE
     if not path.is_file():

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from pathlib import Path
 
+from hanet_jax import storage
 from hanet_jax.checkpoints.format import META_FILE, CheckpointError, read_meta, restore_variables
 from hanet_jax.checkpoints.training import restore_best_variables, restore_step_variables
 from hanet_jax.models.hanet import HANet, model_from_config
@@ -34,7 +34,7 @@ class Bundle:
 def _kind(directory: str | os.PathLike, meta: dict, kinds) -> str:
     kind = meta.get("kind")
     if kind not in kinds:
-        raise CheckpointError(f"{Path(directory) / META_FILE}: unknown checkpoint kind {kind!r}")
+        raise CheckpointError(f"{storage.path(directory) / META_FILE}: unknown checkpoint kind {kind!r}")
     return kind
 
 
@@ -55,6 +55,6 @@ def load_bundle(directory: str | os.PathLike) -> Bundle:
         model = model_from_config(meta["model"])
         image_size = tuple(meta["image_size"])
     except (KeyError, ValueError, TypeError) as e:
-        raise CheckpointError(f"{Path(directory) / META_FILE}: bad model description: {e}") from e
+        raise CheckpointError(f"{storage.path(directory) / META_FILE}: bad model description: {e}") from e
     _kind(directory, meta, MODEL_KINDS)
     return Bundle(model, load_variables(directory, meta=meta, kinds=MODEL_KINDS), image_size, meta)

@@ -43,15 +43,16 @@ import os
 import re
 import signal
 import threading
-from pathlib import Path
 from typing import Any, Mapping
 
 import jax
 import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
+from etils import epath
 from orbax.checkpoint import checkpoint_managers as policies
 
+from hanet_jax import storage
 from hanet_jax.checkpoints import checksums
 from hanet_jax.checkpoints.format import CHECKPOINTS_DIR, CheckpointError, quiet_abandoned_reads
 
@@ -83,12 +84,13 @@ def _options(keep_latest: int, keep_best: int, async_save: bool, read_only: bool
         read_only=read_only, create=not read_only)
 
 
-def checkpoint_dir(workdir: str | os.PathLike) -> Path:
-    return Path(workdir).absolute() / CHECKPOINTS_DIR
+def checkpoint_dir(workdir: str | os.PathLike) -> epath.Path:
+    """WORKDIR/checkpoints, local or in a bucket (`hanet_jax.storage`)."""
+    return storage.path(workdir) / CHECKPOINTS_DIR
 
 
-def step_dir(manager: ocp.CheckpointManager, step: int) -> Path:
-    return Path(manager.directory) / str(step)
+def step_dir(manager: ocp.CheckpointManager, step: int) -> epath.Path:
+    return storage.path(manager.directory) / str(step)
 
 
 def make_manager(workdir: str | os.PathLike, *, keep_latest: int = 2, keep_best: int = 1,
@@ -116,7 +118,7 @@ def make_manager(workdir: str | os.PathLike, *, keep_latest: int = 2, keep_best:
                                  options=_options(keep_latest, keep_best, async_save, read_only))
 
 
-def _damaged_metrics(directory: Path) -> list[tuple[int, str]]:
+def _damaged_metrics(directory: epath.Path) -> list[tuple[int, str]]:
     """(step, reason), newest first, for each step directory whose Orbax metrics file (the
     ranking of the best) is not valid JSON."""
     found = []
@@ -232,7 +234,7 @@ def restore_latest(manager: ocp.CheckpointManager, like_state):
             unreadable.append(step)
             continue
         if unreadable:
-            moved = _rename_aside(Path(manager.directory), unreadable)
+            moved = _rename_aside(storage.path(manager.directory), unreadable)
             manager.reload()
             logging.warning("resuming from step %d, the newest checkpoint that restores; the "
                             "unreadable %s set aside as %s", step,
@@ -275,7 +277,7 @@ def _restore_state(manager: ocp.CheckpointManager, step: int, like_state):
     return state, dict(out.meta)
 
 
-def _rename_aside(directory: Path, steps) -> list[Path]:
+def _rename_aside(directory: epath.Path, steps) -> list[epath.Path]:
     """Renames the step directories of `steps` to `<step>.unreadable` (`-1`, `-2`, ... when
     taken). Orbax then no longer lists them, so the resumed run can save those steps again,
     and nothing is deleted: what a transient read error made unreadable can still be copied
@@ -342,7 +344,7 @@ def _saved_tree(manager: ocp.CheckpointManager, step: int, item: str):
     return metadata.tree
 
 
-def _metadata_problem(path: Path, item: str) -> str:
+def _metadata_problem(path: epath.Path, item: str) -> str:
     """Why Orbax found no metadata for an item: it logs the cause and returns None."""
     file = path / "_METADATA"
     if not file.is_file():

@@ -28,11 +28,12 @@ from pathlib import Path
 
 import numpy as np
 from absl import flags
+from etils import epath
 from PIL import Image
 from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 
-from hanet_jax import command_line
+from hanet_jax import command_line, storage
 from hanet_jax.json_files import write_json
 from hanet_jax.data import layouts
 
@@ -99,28 +100,25 @@ def fingerprints(
     items = list(images_or_paths)
     cache = _cache_file(cache_dir, items, size, smooth) if cache_dir is not None else None
     if cache is not None and cache.exists():
-        return np.load(cache)
+        return storage.read_npy(cache)
     out = np.zeros((len(items), size, size), np.float32)
     for k, item in enumerate(items):
         if isinstance(item, (str, os.PathLike)):
             item = layouts.read_image(item)
         out[k] = fingerprint(item, size, smooth)
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp.npy")
-        np.save(tmp, out)
-        os.replace(tmp, cache)  # atomic, so a concurrent reader never sees half a file
+    if cache is not None:  # atomic, so a concurrent reader never sees half a file
+        storage.write_npy(cache, out)
     return out
 
 
-def _cache_file(cache_dir, items, size: int, smooth: float) -> Path:
+def _cache_file(cache_dir, items, size: int, smooth: float) -> epath.Path:
     if not all(isinstance(p, (str, os.PathLike)) for p in items):
         raise ValueError("fingerprints: cache_dir works with image paths only")
     key = hashlib.sha1(f"fingerprints v1 size={size} smooth={smooth}\n".encode())
     for path in items:
         st = os.stat(path)
         key.update(f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return Path(cache_dir) / f"fingerprints-{key.hexdigest()[:20]}.npy"
+    return storage.path(cache_dir) / f"fingerprints-{key.hexdigest()[:20]}.npy"
 
 
 # ----------------------------------------------------------------------------- similarity

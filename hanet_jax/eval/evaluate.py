@@ -56,13 +56,13 @@ import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
-from pathlib import Path
 
 import numpy as np
 
 from hanet_jax.eval import overlays as viz
 from hanet_jax.eval import strata
-from hanet_jax.json_files import write_json
+from hanet_jax import storage
+from hanet_jax.json_files import read_json, write_json
 from hanet_jax.eval.bootstrap import bootstrap_ci, n_groups
 from hanet_jax.data import check, layouts
 from hanet_jax.data.layouts import Example
@@ -206,7 +206,7 @@ class _Pictures:
     """Writes the per-image overlays as it goes; keeps the (bit-packed) masks for the grid."""
 
     def __init__(self, directory, score_size, order: str = "cases"):
-        self.dir = Path(directory)
+        self.dir = storage.path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.score_size = score_size
         self.order = order
@@ -290,7 +290,7 @@ def read_data_split(path: str | os.PathLike) -> dict:
     """A trainer's `data_split.json`: {"root", "layout", "val": [stems]} (optionally "split",
     the folder the stems come from, default "train")."""
     try:
-        ds = json.loads(Path(path).read_text())
+        ds = read_json(path)
     except (OSError, json.JSONDecodeError) as e:
         raise EvalError(f"{path}: cannot read the data split: {e}") from e
     missing = [k for k in ("root", "layout", "val") if k not in ds]
@@ -304,7 +304,7 @@ def run_split_examples(checkpoint: str | os.PathLike, which: str = "val", *, poo
     """The images a training run held out, as its WORKDIR/data_split.json names them (validated
     with `check.require_valid`), and a description of where they come from. `pools` caches the
     validated folders across calls."""
-    ds_path = Path(checkpoint) / DATA_SPLIT_FILE
+    ds_path = storage.path(checkpoint) / DATA_SPLIT_FILE
     if not ds_path.is_file():
         raise EvalError(f"{ds_path} does not exist: only a training workdir that trained on a "
                         f"dataset folder records its {which} split")
@@ -377,7 +377,7 @@ def _threshold_examples(members: Sequence[str | os.PathLike], root: str, layout:
     stems when they come from the members' `data_split.json` (else None: every member
     predicts every image)."""
     held = None
-    if split == "val" and all((Path(m) / DATA_SPLIT_FILE).is_file() for m in members):
+    if split == "val" and all((storage.path(m) / DATA_SPLIT_FILE).is_file() for m in members):
         examples, info, held = held_out_examples(members, "val")
         info = {"split": split, **info}
     else:
@@ -551,7 +551,6 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
         plain = plain or result
 
     if cfg.per_image:
-        Path(cfg.per_image).parent.mkdir(parents=True, exist_ok=True)
         write_per_image_csv(cfg.per_image, all_rows)
     if cfg.gradcam:
         from hanet_jax.eval import gradcam

@@ -20,8 +20,8 @@ same forward pass through the `intermediates` the model already sows at
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import flax.linen as nn
 import jax
@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from hanet_jax import storage
 from hanet_jax.eval import overlays as viz
 from hanet_jax.checkpoints.loading import Bundle
 from hanet_jax.inference.predictor import preprocess, resize_probabilities
@@ -129,13 +130,12 @@ def figure(image: np.ndarray, cams: np.ndarray, title: str = "", alpha: float = 
 
 def save_figures(bundle: Bundle, named_images: Sequence[tuple[str, np.ndarray]], out_dir) -> list[str]:
     """Writes `out_dir/<stem>_gradcam.png` for each (stem, uint8 image); returns the paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = storage.path(out_dir)
     cam_fn = make_cam_fn(bundle.model)
     paths = []
     for stem, image in named_images:
         (cams,) = gradcam(bundle, [image], cam_fn)
         path = out / f"{stem}_gradcam.png"
-        figure(image, cams, title=f"{stem}: Grad-CAM of the SFEB outputs").save(path)
-        paths.append(str(path))
+        storage.write_png(path, figure(image, cams, title=f"{stem}: Grad-CAM of the SFEB outputs"))
+        paths.append(os.fspath(path))
     return paths

@@ -16,10 +16,13 @@ A ratio whose denominator is zero is undefined and is reported as NaN, never as 
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
+
+from hanet_jax import storage
 
 METRIC_NAMES = ("jaccard", "dice", "sensitivity", "specificity", "precision", "accuracy")
 COUNT_NAMES = ("TP", "FP", "FN", "TN")
@@ -98,19 +101,20 @@ def write_per_image_csv(path, rows: Sequence[Mapping]) -> None:
     """Write rows with PER_IMAGE_COLUMNS, in that order, then those of EXTRA_COLUMNS that any
     row holds (NaN is written as 'nan'; an unknown class, None, as an empty cell)."""
     extra = tuple(c for c in EXTRA_COLUMNS if any(c in row for row in rows))
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=PER_IMAGE_COLUMNS + extra, extrasaction="raise")
-        writer.writeheader()
-        for row in rows:
-            values = {k: row[k] for k in PER_IMAGE_COLUMNS}
-            values.update({k: "" if row.get(k) is None else row[k] for k in extra})
-            writer.writerow(values)
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=PER_IMAGE_COLUMNS + extra, extrasaction="raise")
+    writer.writeheader()
+    for row in rows:
+        values = {k: row[k] for k in PER_IMAGE_COLUMNS}
+        values.update({k: "" if row.get(k) is None else row[k] for k in extra})
+        writer.writerow(values)
+    storage.write_bytes(path, text.getvalue().encode())
 
 
 def read_per_image_csv(path) -> list[dict]:
     """Read a per-image CSV: counts as int, threshold and metrics as float ('' or 'nan' -> NaN);
     "class" and "group" ('' -> None) and "lesion_area" (float) where the file has them."""
-    with open(path, newline="") as f:
+    with io.StringIO(storage.path(path).read_text(), newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in PER_IMAGE_COLUMNS if c not in (reader.fieldnames or ())]
         if missing:

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from hanet_jax import storage
 from hanet_jax.eval.metrics import as_bool_mask
 
 TP_COLOR = (0, 255, 0)    # green: tumour found
@@ -54,7 +55,7 @@ def overlay(image_uint8, pred_bool, gt_bool, alpha: float = 0.5) -> np.ndarray:
 
 
 def save_overlay(path, image_uint8, pred_bool, gt_bool, alpha: float = 0.5) -> None:
-    Image.fromarray(overlay(image_uint8, pred_bool, gt_bool, alpha)).save(path)
+    storage.write_png(path, overlay(image_uint8, pred_bool, gt_bool, alpha))
 
 
 def select_cases(dice_by_stem: Mapping[str, float]) -> list[tuple[str, str]]:
@@ -118,7 +119,7 @@ def case_grid(entries: Sequence[Mapping], path, alpha: float = 0.5) -> None:
         draw.text((gap, top + 2), label, fill=(0, 0, 0), font=font)
         for j, tile in enumerate(tiles):
             canvas.paste(Image.fromarray(tile), (gap + j * (w + gap), top + text_h))
-    canvas.save(path)
+    storage.write_png(path, canvas)
 
 
 def jet(x) -> np.ndarray:

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from hanet_jax import storage
 from hanet_jax.data import audit, layouts
 from hanet_jax.eval.bootstrap import bootstrap_ci
 
@@ -98,7 +99,7 @@ def read_labels(path: str | os.PathLike) -> dict[str, str]:
     different classes.
     """
     try:
-        text = Path(path).read_text()
+        text = storage.path(path).read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise LabelsError(f"{path}: cannot read the labels file: {e}") from e
     labels: dict[str, str] = {}

@@ -24,12 +24,13 @@ Every format is traced with the CPU handlers off: the artifacts hold XLA's ops o
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 from absl import flags
 
-from hanet_jax import command_line
+from hanet_jax import command_line, storage
 
 FORMATS = ("jax", "savedmodel", "onnx")
 PLATFORMS = ("cpu", "cuda", "tpu")
@@ -63,10 +64,10 @@ def _postprocessing(checkpoint: str, settings_from: str | None) -> dict:
     from hanet_jax.export.manifest import postprocessing
     from hanet_jax.inference.postprocess import fixed_settings
 
-    path = settings_from or (Path(checkpoint) / "eval_test.json")
-    if settings_from or Path(path).is_file():
-        threshold, post = fixed_settings(str(path))  # SettingsError names the file
-        return postprocessing(threshold, post, f"{Path(path).resolve()} (fixed protocol)")
+    path = storage.path(settings_from or storage.path(checkpoint) / "eval_test.json")
+    if settings_from or path.is_file():
+        threshold, post = fixed_settings(os.fspath(path))  # SettingsError names the file
+        return postprocessing(threshold, post, f"{path} (fixed protocol)")
     return postprocessing(0.5, "none", "default: no eval.py JSON given or found in the checkpoint")
 
 

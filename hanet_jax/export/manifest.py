@@ -13,6 +13,7 @@ import importlib.metadata
 import os
 from pathlib import Path
 
+from hanet_jax import storage
 from hanet_jax.export.serving_function import ServingFunction
 from hanet_jax.inference.exported import MANIFEST_FILE, MANIFEST_VERSION
 from hanet_jax.json_files import write_json
@@ -78,9 +79,9 @@ def write(out: Path, serving: ServingFunction, *, checkpoint: str | os.PathLike,
         "image_size": [h, w],
         "preprocessing": preprocessing(serving.image_size),
         "postprocessing": post,
-        "checkpoint": {"path": str(Path(checkpoint).resolve()),
+        "checkpoint": {"path": storage.text(checkpoint),
                        "kind": "ensemble" if len(serving.members) > 1 else meta.get("kind"),
-                       "members": [str(Path(m).resolve()) for m in serving.members],
+                       "members": [storage.text(m) for m in serving.members],
                        "trained_image_size": list(serving.bundles[0].image_size),
                        "model": meta.get("model")},
         "tta": serving.tta,

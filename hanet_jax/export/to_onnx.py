@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from hanet_jax.export.serving_function import ExportError, ServingFunction, converter_error
-from hanet_jax.json_files import write_bytes
+from hanet_jax.storage import write_bytes
 from hanet_jax.ops.cpu import settings
 
 FILE = "model.onnx"

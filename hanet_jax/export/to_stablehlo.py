@@ -18,7 +18,7 @@ from typing import Sequence
 import jax
 
 from hanet_jax.export.serving_function import ExportError, ServingFunction, converter_error
-from hanet_jax.json_files import write_bytes
+from hanet_jax.storage import write_bytes
 from hanet_jax.ops.cpu import settings, targets
 
 FILE = "model.jax"

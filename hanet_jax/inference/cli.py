@@ -24,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 from absl import flags
-from PIL import Image
 
-from hanet_jax import command_line
+from hanet_jax import command_line, storage
 # NumPy and SciPy only: --help stays fast
 from hanet_jax.inference.postprocess import POSTPROCESS, SettingsError, fixed_settings
 
@@ -78,10 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.exported and (args.settings_from or args.tta):
         return _error("--exported takes its settings from its export.json (TTA is part of the export): "
                       "drop --settings_from/--tta")
-    src, dst = Path(args.input), Path(args.output)
+    src, dst = Path(args.input), storage.path(args.output)  # the masks may go to a bucket
     if not src.is_dir():
         return _error(f"--input {src} is not a folder")
-    if dst.resolve() == src.resolve():
+    if not storage.is_remote(dst) and Path(dst).resolve() == src.resolve():
         return _error(f"--output {dst} is the --input folder: its masks would overwrite PNG inputs")
     if args.batch_size < 1:
         return _error(f"--batch_size must be >= 1, got {args.batch_size}")
@@ -137,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         for f, prob in zip(chunk, predictor(images)):
             mask = fixed_mask(prob, threshold, post)
-            Image.fromarray((mask * 255).astype(np.uint8)).save(dst / f"{f.stem}.png")
+            storage.write_png(dst / f"{f.stem}.png", (mask * 255).astype(np.uint8))
             if args.probabilities:
-                np.save(dst / f"{f.stem}.npy", prob.astype(np.float32))
+                storage.write_npy(dst / f"{f.stem}.npy", prob.astype(np.float32))
             done += 1
     print(f"wrote {done} mask(s) to {dst} (threshold {threshold:g}, post-processing {post})"
           + (f"; {len(failed)} file(s) failed" if failed else ""))

@@ -19,30 +19,30 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
+from etils import epath
 
-from hanet_jax import command_line
+from hanet_jax import command_line, storage
 from hanet_jax.checkpoints.format import CheckpointError, read_meta
-from hanet_jax.json_files import write_json
+from hanet_jax.json_files import read_json, write_json
 
 ENSEMBLE_FILE = "ensemble.json"
 FORMAT_VERSION = 1
 
 
 def is_ensemble(directory: str | os.PathLike) -> bool:
-    return (Path(directory) / ENSEMBLE_FILE).is_file()
+    return (storage.path(directory) / ENSEMBLE_FILE).is_file()
 
 
-def write(directory: str | os.PathLike, members: Sequence[str]) -> Path:
+def write(directory: str | os.PathLike, members: Sequence[str]) -> epath.Path:
     """Writes DIRECTORY/ensemble.json naming `members` (paths relative to it), each checked to
     be a checkpoint first; returns the file's path."""
-    directory = Path(directory)
+    directory = storage.path(directory)
     if not members:
         raise CheckpointError(f"{directory}: an ensemble needs at least one member")
     for member in members:
-        if Path(member).is_absolute():
+        if storage.is_remote(member) or os.path.isabs(member):
             raise CheckpointError(f"{member}: give members relative to {directory}")
         read_meta(directory / member)  # raises naming the member when it is no checkpoint
     path = directory / ENSEMBLE_FILE
@@ -53,18 +53,18 @@ def write(directory: str | os.PathLike, members: Sequence[str]) -> Path:
 def member_dirs(directory: str | os.PathLike) -> list[str]:
     """The checkpoint directories behind `--checkpoint DIR`: DIR itself, or an ensemble's
     members (each must be a checkpoint; errors name the file)."""
-    path = Path(directory) / ENSEMBLE_FILE
+    path = storage.path(directory) / ENSEMBLE_FILE
     if not path.is_file():
         return [os.fspath(directory)]
     try:
-        spec = json.loads(path.read_text())
+        spec = read_json(path)
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"{path}: cannot read the ensemble: {e}") from e
     members = spec.get("members") if isinstance(spec, dict) else None
     if spec.get("kind") != "ensemble" or not isinstance(members, list) or not members \
             or not all(isinstance(m, str) for m in members):
         raise CheckpointError(f"{path}: expected {{\"kind\": \"ensemble\", \"members\": [dirs]}}")
-    dirs = [os.fspath(Path(directory) / m) for m in members]
+    dirs = [os.fspath(path.parent / m) for m in members]
     for d in dirs:
         read_meta(d)
     return dirs

@@ -15,11 +15,10 @@ The paper's oracle protocol stays the release's: no post-processing.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 from scipy import ndimage
+
+from hanet_jax.json_files import read_json
 
 POSTPROCESS = ("none", "largest_component", "most_probable_component")
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
@@ -93,7 +92,7 @@ def fixed_settings(path: str) -> tuple[float, str]:
     """(threshold, post-processing) of the fixed protocol in an eval.py JSON (`predict.py
     --settings_from`; `hanet-export` records them in export.json)."""
     try:
-        fixed = json.loads(Path(path).read_text())["protocols"]["fixed"]
+        fixed = read_json(path)["protocols"]["fixed"]
         threshold, post = float(fixed["threshold"]), fixed.get("postprocess", "none")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise SettingsError(f"--settings_from {path}: not an eval.py output with a fixed protocol "

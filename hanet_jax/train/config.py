@@ -6,7 +6,6 @@ hold exactly these keys (hanet_jax/train/recipes.py defines them, with their def
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -19,7 +18,8 @@ from hanet_jax.data.layouts import LAYOUTS
 from hanet_jax.data.splits import METHODS as VAL_SPLITS
 from hanet_jax.train.losses import LOSS_NAMES
 from hanet_jax.models.hanet import DTYPES, VARIANTS
-from hanet_jax.json_files import to_jsonable, write_json
+from hanet_jax import storage
+from hanet_jax.json_files import read_json, to_jsonable, write_json
 
 
 class ConfigError(ValueError):
@@ -196,9 +196,8 @@ def validate_config(config) -> dict:
 def save_config(path: str | os.PathLike, config) -> list[str]:
     """Writes config.json; warns about (and returns) differences from one already there."""
     changed = []
-    if os.path.exists(path):
-        with open(path) as f:
-            changed = config_differences(json.load(f), to_dict(config))
+    if storage.path(path).exists():
+        changed = config_differences(read_json(path), to_dict(config))
         if changed:
             logging.warning("config differs from %s (resuming?): %s", path, "; ".join(changed))
     write_json(path, config, sort_keys=True)

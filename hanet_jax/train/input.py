@@ -17,6 +17,7 @@ import os
 
 from absl import logging
 
+from hanet_jax import storage
 from hanet_jax.data import check, pipeline, splits, synthetic
 from hanet_jax.data.layouts import DatasetError
 
@@ -84,7 +85,7 @@ def _folder(data_cfg, image_size: int, cache_dir: str | None):
         raise DatasetError(f"{root}: the {data_cfg.val_split} split of {len(examples)} examples "
                            f"left {len(train)} for training and {len(val)} for validation "
                            f"({what})")
-    record = {"root": os.path.abspath(root), "layout": data_cfg.layout, "split": data_cfg.split,
+    record = {"root": storage.text(root), "layout": data_cfg.layout, "split": data_cfg.split,
               "include_normal": bool(data_cfg.include_normal), "val_split": data_cfg.val_split,
               **({"folds": data_cfg.folds, "fold": data_cfg.fold} if data_cfg.folds else {}),
               "val": [ex.stem for ex in val],
@@ -104,7 +105,7 @@ def build_data(config, workdir: str | None = None) -> TrainData:
         what = f"synthetic phantoms (seed {data_cfg.seed})"
     else:
         # The grouped split's image fingerprints, cached (atomic writes: safe for many processes).
-        cache = os.path.join(workdir, "fingerprints") if workdir is not None else None
+        cache = storage.path(workdir) / "fingerprints" if workdir is not None else None
         train, val, record = _folder(data_cfg, size, cache)
         what = f"{data_cfg.root} ({data_cfg.layout}/{data_cfg.split}, {data_cfg.val_split} split)"
     if len(train) < config.batch_size:

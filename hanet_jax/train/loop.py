@@ -24,22 +24,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import flax
 import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import metric_writers, periodic_actions
+from clu import periodic_actions
 from jax.experimental import multihost_utils
 
+from hanet_jax import storage
 from hanet_jax.checkpoints import format as checkpoints
 from hanet_jax.train import config as config_utils
 from hanet_jax.checkpoints import training as ckpt
 from hanet_jax.train import input as train_data
+from hanet_jax.train import tensorboard
 from hanet_jax.eval import overlays as viz
 from hanet_jax.data.splits import DATA_SPLIT_FILE
 from hanet_jax.data import pipeline
@@ -134,7 +135,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     """
     start_time = time.time()
     config = ml_collections.ConfigDict(config_utils.validate_config(config))
-    workdir = os.path.abspath(workdir)
+    workdir = storage.text(workdir)  # a local folder or gs://...; never made "./gs:/..."
     mesh, n_dev = make_mesh(), jax.device_count()
     if config.batch_size % n_dev:
         raise config_utils.ConfigError(
@@ -146,18 +147,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     spe = pipeline.steps_per_epoch(len(data.train), config.batch_size)
     tx, plateau, stopper = optimizer_from_config(config.optimizer, spe * config.num_epochs)
 
-    os.makedirs(workdir, exist_ok=True)
+    storage.path(workdir).mkdir(parents=True, exist_ok=True)
     if jax.process_index() == 0:
-        config_utils.save_config(os.path.join(workdir, "config.json"), config)
+        config_utils.save_config(storage.path(workdir) / "config.json", config)
         checkpoints.write_meta(workdir, kind="workdir", model_cfg=model_config(model),
                                image_size=(config.model.image_size,) * 2)
         if data.split_record is not None:
-            write_json(os.path.join(workdir, DATA_SPLIT_FILE),
-                                    data.split_record)
+            write_json(storage.path(workdir) / DATA_SPLIT_FILE, data.split_record)
     c = config.checkpoint
     manager = ckpt.make_manager(workdir, keep_latest=c.keep_latest, keep_best=c.keep_best,
                                 async_save=c.async_save)
-    writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+    writer = tensorboard.create_writer(workdir, just_logging=jax.process_index() > 0)
     ema_decay = float(config.optimizer.ema_decay)
     run = _Run(config, workdir, compiled_steps(model, config.loss, tx, mesh, ema_decay), data,
                mesh, manager, writer, plateau, spe, spe * config.num_epochs)
@@ -175,6 +175,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                     f"steps per epoch, this config {spe} (config.batch_size or the data changed);"
                     " use a new workdir")
             logging.info("resuming from step %d in %s", int(state.step), manager.directory)
+            _note_topology(progress, int(state.step))
         elif config.init_from:
             state = apply_init_from(state, config.init_from, config.init_scope, mesh)
             logging.info("initialised %s from %s", config.init_scope, config.init_from)
@@ -189,6 +190,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         writer.close()
 
 
+def _note_topology(meta: Mapping, step: int) -> None:
+    """One line when a run resumes on another device or process count than it saved on (a
+    preempted job often comes back on another slice). The state was restored with this mesh's
+    shardings; the global batch, and so the data order and the step, are unchanged."""
+    saved = (meta.get("devices"), meta.get("processes"))
+    now = (jax.device_count(), jax.process_count())
+    if saved[0] is not None and saved != now:
+        logging.warning("the device count changed: step %d was saved on %d devices (%d "
+                        "processes), resuming on %d devices (%d processes) with the same global "
+                        "batch", step, *saved, *now)
+
+
 def _meta(run: _Run, step: int, stopper, history, epoch_metrics, progress) -> dict:
     """The checkpoint's JSON: data position, early stopping, history, and the metrics of an epoch
     not yet validated (mid-epoch, or stopped by a signal at its end)."""
@@ -197,7 +210,7 @@ def _meta(run: _Run, step: int, stopper, history, epoch_metrics, progress) -> di
         open_epoch = jax.tree.map(lambda x: x.item(),
                                   flax.serialization.to_state_dict(to_host(epoch_metrics)))
     return {"step": step, "epoch": step // run.spe, "steps_per_epoch": run.spe,
-            "history": history, "stopper": dataclasses.asdict(stopper),
+            "devices": jax.device_count(), "processes": jax.process_count(), "history": history, "stopper": dataclasses.asdict(stopper),
             "train_metrics": open_epoch, "wall_seconds": progress["wall_seconds"] + time.time()}
 
 
@@ -270,7 +283,7 @@ def _train_loop(run: _Run, state, stopper, progress, batch_hook) -> TrainResult:
     summary = _summary(run, history, stopper, best_step, done,
                        progress["wall_seconds"] + time.time())
     if jax.process_index() == 0:
-        write_json(os.path.join(run.workdir, "summary.json"), summary)
+        write_json(storage.path(run.workdir) / "summary.json", summary)
     logging.info("done: best val_loss %s (val Dice %s) at step %s; %d epochs; %.0f s",
                  summary["best_val_loss"], summary["best_val_dice"], best_step, len(history),
                  summary["wall_seconds"])
@@ -317,6 +330,7 @@ def _end_epoch(run: _Run, state, stopper, history, epoch_metrics, progress):
                                     if k not in ("epoch", "step", "improved") and v is not None})
     if overlays is not None:
         run.writer.write_images(done, {"val/overlays": overlays})
+    run.writer.flush()  # a bucket workdir's events are copied at every flush (tensorboard.py)
     elapsed = progress["wall_seconds"] + time.time()
     per_epoch = elapsed / len(history)
     logging.info("epoch %d/%d (step %d/%d): train loss %.4f Dice %.3f | val loss %.4f Dice %.3f "
