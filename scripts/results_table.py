@@ -39,6 +39,12 @@ from hanet_jax.eval.metrics import read_per_image_csv  # noqa: E402
 from hanet_jax.eval import strata  # noqa: E402
 
 
+def _network(model: dict) -> str:
+    """HA-Net's variant, or a baseline's architecture (configs from before the key: HA-Net)."""
+    architecture = model.get("architecture", "hanet")
+    return model["variant"] if architecture == "hanet" else architecture
+
+
 def markers(dataset: str) -> tuple[str, str]:
     return f"<!-- results:{dataset}:begin -->", f"<!-- results:{dataset}:end -->"
 
@@ -198,7 +204,7 @@ def dataset_rows(dataset: str, workdir: Path) -> tuple[list[str], str]:
     ema = config.get("optimizer", {}).get("ema_decay")  # absent in runs from before the key
     epochs = "/".join(str(s["epochs"]) for s in summaries)
     setting = ((f"the mean of a {folds}-fold cross-validation's {folds} runs, each " if folds else "")
-               + f"{config['model']['variant']}, {config['model']['image_size']}px, "
+               + f"{_network(config['model'])}, {config['model']['image_size']}px, "
                f"batch {config['batch_size']}, {epochs} epochs, "
                f"{config.get('optimizer', {}).get('schedule', 'plateau')} schedule, "
                f"{config.get('loss', 'bce_jaccard')} loss"

@@ -195,7 +195,7 @@ def run_steps(config, num_steps: int, *, reverse_batches: bool = False):
     It measures how far rounding alone moves the run."""
     from hanet_jax.train import input as train_data
     from hanet_jax.data import pipeline
-    from hanet_jax.models.hanet import model_from_config
+    from hanet_jax.models.architectures import model_from_config
     from hanet_jax.train.init_from import resolve_model_config
     from hanet_jax.train.optimizer import optimizer_from_config
     from hanet_jax.train.sharding import make_mesh, to_host

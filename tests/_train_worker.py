@@ -94,7 +94,7 @@ def _restore_only(config, workdir, out):
     from flax import traverse_util
 
     from hanet_jax.checkpoints import training as ckpt
-    from hanet_jax.models.hanet import model_from_config
+    from hanet_jax.models.architectures import model_from_config
     from hanet_jax.train.init_from import resolve_model_config
     from hanet_jax.train.optimizer import optimizer_from_config
     from hanet_jax.train.sharding import make_mesh, to_host

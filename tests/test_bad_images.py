@@ -169,7 +169,7 @@ def test_the_data_check_lists_each_case(tmp_path, capsys):
 def tiny_checkpoint(tmp_path_factory):
     """A ported-style checkpoint of a random HA-Net at 64x64 (as in test_eval.py)."""
     from hanet_jax.checkpoints.format import save_variables
-    from hanet_jax.models.hanet import model_config
+    from hanet_jax.models.architectures import model_config
     from model_fixtures import SIZE, tiny_model
 
     model, variables = tiny_model()

@@ -68,6 +68,7 @@ def _plain_restore(item: Path) -> dict:
 
 
 def _largest_data_file(item: Path) -> Path:
+    item = Path(item)  # the library hands back an etils.epath.Path, which has no recursive glob
     return max((p for p in item.rglob("*") if p.is_file() and p.parent.name == "d"),
                key=lambda p: p.stat().st_size)
 
@@ -300,7 +301,7 @@ def test_a_checkpoint_written_without_checksums_still_restores(ref, tmp_path):
 
 def _fresh_state():
     """A fresh training state of the tiny config: the shapes and placement to restore into."""
-    from hanet_jax.models.hanet import model_from_config
+    from hanet_jax.models.architectures import model_from_config
     from hanet_jax.train.init_from import resolve_model_config
     from hanet_jax.train.optimizer import optimizer_from_config
     from hanet_jax.train.sharding import make_mesh

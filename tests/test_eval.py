@@ -118,7 +118,7 @@ def tiny_checkpoint(tmp_path_factory):
     """A ported-style checkpoint of a random no_tam HA-Net at 64x64 (no_tam rather than baseline:
     same encoder, plus the SFEBs that --gradcam needs)."""
     from hanet_jax.checkpoints.format import save_variables
-    from hanet_jax.models.hanet import model_config
+    from hanet_jax.models.architectures import model_config
     from model_fixtures import SIZE, tiny_model
 
     model, variables = tiny_model()

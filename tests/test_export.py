@@ -23,7 +23,8 @@ from hanet_jax.export import to_onnx, to_savedmodel, to_stablehlo
 from hanet_jax.export.serving_function import ExportError, ServingFunction, serving_function
 from hanet_jax.inference import cli as predict_cli
 from hanet_jax.inference import ensemble
-from hanet_jax.models.hanet import HANet, model_config
+from hanet_jax.models.architectures import model_config
+from hanet_jax.models.hanet import HANet
 from hanet_jax.ops.cpu import targets
 
 SIZE = (64, 64)

@@ -18,7 +18,7 @@ LOWER = """
     import json
     import jax
     import numpy as np
-    from hanet_jax.models.hanet import model_from_config
+    from hanet_jax.models.architectures import model_from_config
     from hanet_jax.ops.cpu import targets
     from hanet_jax.train.keras_callbacks import ReduceLROnPlateau
     from hanet_jax.train.optimizer import make_tx

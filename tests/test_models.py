@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from hanet_jax.models.densenet import DenseNet121
-from hanet_jax.models.hanet import HANet, model_config, model_from_config
+from hanet_jax.models.architectures import model_config, model_from_config
+from hanet_jax.models.hanet import HANet
 from model_fixtures import random_variables
 
 RNGS = {"params": jax.random.key(0), "dropout": jax.random.key(1)}

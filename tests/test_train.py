@@ -22,7 +22,7 @@ from hanet_jax.train import loop as train_lib
 from hanet_jax.checkpoints.format import CheckpointError
 from hanet_jax.data import pipeline
 from hanet_jax.data.splits import DATA_SPLIT_FILE
-from hanet_jax.models.hanet import model_config, model_from_config
+from hanet_jax.models.architectures import model_config, model_from_config
 from hanet_jax.train.init_from import apply_init_from, resolve_model_config
 from hanet_jax.train.optimizer import optimizer_from_config
 from hanet_jax.train.sharding import make_mesh, to_host

@@ -76,7 +76,7 @@ def test_eight_devices_match_one_device(ref_steps, rounding, tmp_path):
 def _lowered_step_text(config) -> str:
     """The StableHLO of train.py's step for `config` on this process's devices."""
     from hanet_jax.data import pipeline
-    from hanet_jax.models.hanet import model_from_config
+    from hanet_jax.models.architectures import model_from_config
     from hanet_jax.train.init_from import resolve_model_config
     from hanet_jax.train.optimizer import optimizer_from_config
     from hanet_jax.train.sharding import make_mesh

@@ -4,6 +4,7 @@ Each side runs in its own worker process, timed in turns (`--same_process`: both
     python bench.py --variant=full --batch_size=8 --json=/tmp/bench_full.json
     python bench.py --variant=baseline --image_size=64 --batch_size=2 --repeats=1 --no_keras
     python bench.py --image_size=256,320 ...   # H,W
+    python bench.py --architecture=unet --json=/tmp/bench_unet.json   # a baseline (no Keras side)
 
 `hanet-bench` is the same command. The logic and the meaning of every field are in
 `hanet_jax/bench/keras_comparison.py`. On a CPU host the run ends with the serving latency of
@@ -20,12 +21,16 @@ import sys
 from absl import flags
 
 from hanet_jax import command_line
+from hanet_jax.models.architectures import ARCHITECTURES
 from hanet_jax.json_files import write_json
 
 
 def _define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_enum("variant", "full", ("full", "no_tam", "no_tam_no_sfeb", "baseline"),
                       "the HA-Net variant", flag_values=fv)
+    flags.DEFINE_enum("architecture", "hanet", tuple(ARCHITECTURES),
+                      "the network: HA-Net (its --variant), or a baseline (no Keras original: "
+                      "then --no_keras and no serving table)", flag_values=fv)
     flags.DEFINE_integer("batch_size", 8, "images per step", flag_values=fv)
     command_line.DEFINE_integer_list("image_size", [256], "H[,W], multiples of 32", flag_values=fv)
     flags.register_validator("image_size", lambda size: len(size) in (1, 2),
@@ -63,11 +68,13 @@ def main(argv: list[str] | None = None) -> int:
     from hanet_jax.bench import keras_comparison as bench_lib
 
     size = args.image_size if len(args.image_size) == 2 else args.image_size * 2
-    result = bench_lib.run(args.variant, args.batch_size, size, repeats=args.repeats, keras=not args.no_keras,
+    baseline = args.architecture != "hanet"
+    result = bench_lib.run(args.variant, args.batch_size, size, repeats=args.repeats,
+                           keras=not (args.no_keras or baseline), architecture=args.architecture,
                            matmul_n=args.matmul_n, command=shlex.join(["python", "bench.py", *argv]),
                            isolate=not args.same_process)
     tables = [bench_lib.markdown_table(result)]
-    if args.serving and result["device"]["platform"] == "cpu":
+    if args.serving and not baseline and result["device"]["platform"] == "cpu":
         from hanet_jax.bench import serving_latency
 
         result["serving"] = serving_latency.run(args.variant, size, repeats=args.serving_repeats)

@@ -39,6 +39,39 @@ def xla_flops(compiled) -> float:
     return float((cost or {}).get("flops", float("nan")))
 
 
+def matmul_macs(fn: Callable, *args) -> int:
+    """Multiply-accumulates of the convolutions and matrix products `fn(*args)` traces (its
+    jaxpr, nested calls included): per conv, output elements x kernel taps x input channels per
+    group; per dot_general, output elements x the contracted size. This is the quantity papers
+    call "FLOPs" when they count MACs (the paper's Table 6), every conv and matmul counted,
+    padding taps included (XLA's cost analysis leaves out taps that fall on the zero padding).
+    Trace with the CPU handlers off (`ops.cpu.settings.disabled()`): they hide the convs."""
+    total = 0
+
+    def walk(jaxpr) -> None:
+        nonlocal total
+        for eqn in jaxpr.eqns:
+            name = eqn.primitive.name
+            if name == "conv_general_dilated":
+                rhs, out = eqn.invars[1].aval, eqn.outvars[0].aval
+                spec = eqn.params["dimension_numbers"].rhs_spec  # (out, in, *spatial)
+                taps = int(np.prod([rhs.shape[d] for d in spec[2:]]))
+                total += int(np.prod(out.shape)) * taps * int(rhs.shape[spec[1]])
+            elif name == "dot_general":
+                (contracting, _), _ = eqn.params["dimension_numbers"]
+                lhs = eqn.invars[0].aval
+                total += int(np.prod(eqn.outvars[0].aval.shape)) * int(
+                    np.prod([lhs.shape[d] for d in contracting]))
+            for value in eqn.params.values():
+                for sub in value if isinstance(value, (tuple, list)) else (value,):
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        walk(inner)
+
+    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    return total
+
+
 def memory_bytes(compiled) -> dict[str, int] | None:
     """Argument, output, temp and alias bytes of a compiled computation (None where unsupported)."""
     try:

@@ -57,7 +57,7 @@ import numpy as np
 from hanet_jax.bench import flops as flops_lib
 from hanet_jax.ops.cpu import conv as cpu_conv
 from hanet_jax.ops.cpu import settings as cpu_settings
-from hanet_jax.models.hanet import HANet
+from hanet_jax.models.architectures import model_from_config
 from hanet_jax.train.keras_callbacks import ReduceLROnPlateau
 from hanet_jax.train.optimizer import make_tx
 from hanet_jax.train.sharding import batch_sharded, make_mesh, replicated
@@ -78,7 +78,7 @@ def count_leaves(tree) -> int:
     return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(tree)))
 
 
-def fast_init(model: HANet, x_shape: Sequence[int], seed: int = 0) -> dict:
+def fast_init(model, x_shape: Sequence[int], seed: int = 0) -> dict:
     """Variables with the model's tree and realistic scales, without compiling `model.init`.
 
     Compiling `init` on the CPU takes about as long as compiling the forward pass (~10 s), and
@@ -124,11 +124,16 @@ class _JaxSide:
     """Our model: compiled forward (batch 1 and bench batch) and train step, and their costs."""
 
     def __init__(self, variant: str, batch: dict, compiler_options: dict | None = None,
-                 devices: int | None = None, model_kwargs: dict | None = None):
-        self.model = HANet(variant=variant, **(model_kwargs or {}))
+                 devices: int | None = None, model_kwargs: dict | None = None,
+                 architecture: str = "hanet"):
+        fields = {"variant": variant} if architecture == "hanet" else {}
+        self.model = model_from_config({"architecture": architecture, **fields, **(model_kwargs or {})})
         x = batch["image"]
         variables = fast_init(self.model, x[:1].shape)
         self.params = (count_leaves(variables["params"]), count_leaves(variables["batch_stats"]))
+        with cpu_settings.disabled():  # the handlers hide the convs from the jaxpr
+            self.conv_macs = flops_lib.matmul_macs(
+                lambda v, x: self.model.apply(v, x, train=False), variables, x[:1])
 
         forward = jax.jit(lambda v, x: self.model.apply(v, x, train=False))
         self.forward_flops = forward_flops(self.model, variables, x[:1], compiler_options)
@@ -175,7 +180,7 @@ class _JaxSide:
     def summary(self) -> dict:
         """What `run` reports of this side besides its timings."""
         return {"params": self.params, "forward_flops": self.forward_flops, "train_flops": self.train_flops,
-                "memory": self.memory, "devices": self.devices, "device": device_info()}
+                "forward_macs": self.conv_macs, "memory": self.memory, "devices": self.devices, "device": device_info()}
 
     def train_once(self):
         self.state, metrics = self.train(self.state, self.batch)
@@ -266,7 +271,7 @@ def _side_worker(kind: str, spec: dict, conn) -> None:
         if kind == "jax":
             cpu_devices.split_cpu_if_cpu_only(spec["batch_size"])
             side = _JaxSide(spec["variant"], batch, spec["compiler_options"],
-                            model_kwargs=spec["model_kwargs"])
+                            model_kwargs=spec["model_kwargs"], architecture=spec["architecture"])
         else:
             side = _KerasSide(spec["variant"], batch)
         conn.send(("ok", {**side.summary(), "pid": os.getpid()}))
@@ -341,15 +346,19 @@ def device_info() -> dict[str, Any]:
 
 def run(variant: str = "full", batch_size: int = 8, image_size: int | Sequence[int] = 256, repeats: int = 5,
         keras: bool = True, matmul_n: int = 2048, command: str = "", fast_compile: bool = False,
-        isolate: bool = False, model_kwargs: dict | None = None) -> dict[str, Any]:
+        isolate: bool = False, model_kwargs: dict | None = None,
+        architecture: str = "hanet") -> dict[str, Any]:
     """Measure one setting; returns the JSON-able result (see the module doc for the fields).
-    `model_kwargs` go to our `HANet` (tests: a tiny encoder)."""
+    `model_kwargs` go to our model (tests: a tiny encoder); `architecture` other than "hanet"
+    measures a baseline (models/architectures.py), which has no Keras original."""
+    if architecture != "hanet" and keras:
+        raise ValueError(f"architecture {architecture!r} has no Keras original: pass keras=False")
     size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     compiler_options = FAST_COMPILE_OPTIONS if fast_compile else None
     peak_repeats = max(3, repeats)
     kinds = ("jax", "keras") if keras else ("jax",)
     if isolate:
-        spec = {"variant": variant, "batch_size": batch_size, "size": size, "compiler_options": compiler_options,
+        spec = {"variant": variant, "architecture": architecture, "batch_size": batch_size, "size": size, "compiler_options": compiler_options,
                 "model_kwargs": model_kwargs, "matmul_n": matmul_n, "peak_repeats": peak_repeats}
         workers: dict[str, _Worker] = {}
         try:
@@ -365,7 +374,8 @@ def run(variant: str = "full", batch_size: int = 8, image_size: int | Sequence[i
                 w.close()
     else:
         batch = synthetic_batch(batch_size, size)
-        sides = {"jax": _JaxSide(variant, batch, compiler_options, model_kwargs=model_kwargs)}
+        sides = {"jax": _JaxSide(variant, batch, compiler_options, model_kwargs=model_kwargs,
+                                 architecture=architecture)}
         if keras:
             sides["keras"] = _KerasSide(variant, batch)
         fns = {f"{kind}_{call}": getattr(sides[kind], f"{call}_once") for call in ("train", "infer") for kind in kinds}
@@ -391,7 +401,7 @@ def run(variant: str = "full", batch_size: int = 8, image_size: int | Sequence[i
                                            machine_peak)
     trainable, non_trainable = ours["params"]
     return {
-        "setting": {"variant": variant, "batch_size": batch_size, "image_size": list(size), "repeats": repeats,
+        "setting": {"architecture": architecture, "variant": variant, "batch_size": batch_size, "image_size": list(size), "repeats": repeats,
                     "keras": keras, "fast_compile": fast_compile, "jax_devices": ours["devices"],
                     "isolated": isolate, "pids": {k: v.get("pid", os.getpid()) for k, v in info.items()}},
         "params": {"trainable": trainable, "non_trainable": non_trainable},
@@ -399,6 +409,7 @@ def run(variant: str = "full", batch_size: int = 8, image_size: int | Sequence[i
                          if theirs else None),
         "flops": {
             "jax_forward_gflops": forward_gflops,
+            "jax_forward_conv_gmacs": ours["forward_macs"] / 1e9,
             "jax_train_step_gflops": train_gflops,
             "keras_profiler_forward_gflops": costs.get("keras_profiler_forward_gflops"),
             "keras_conv_macs_g": costs.get("keras_conv_macs_g"),
@@ -442,7 +453,7 @@ def markdown_table(r: dict) -> str:
         ("non-trainable params", f"{r['params']['non_trainable']:,}", _fmt(pk.get("non_trainable"), ","), ""),
         ("forward GFLOPs (batch 1)", f"{f['jax_forward_gflops']:.2f} (XLA)",
          f"{_fmt(f['keras_profiler_forward_gflops'])} (TF profiler)", ""),
-        ("conv GMACs, release count", "", _fmt(f["keras_conv_macs_g"]), ""),
+        ("conv + matmul GMACs (batch 1)", _fmt(f.get("jax_forward_conv_gmacs")), _fmt(f["keras_conv_macs_g"]) + " (release count)", ""),
         ("GSA's convs too, as MACs, + non-conv FLOPs (the paper's 8.01 G)", "",
          _fmt((f.get("keras_breakdown") or {}).get("paper_style_g")), ""),
         ("train step GFLOPs / image", f"{f['jax_train_step_gflops']:.2f} (XLA)", "", ""),
@@ -459,7 +470,9 @@ def markdown_table(r: dict) -> str:
           for kind in ("train", "infer")],
     ]
     d = r["device"]
-    head = (f"HA-Net `{s['variant']}` at {s['image_size'][0]}x{s['image_size'][1]}, batch {s['batch_size']}, "
+    network = (f"HA-Net `{s['variant']}`" if s.get("architecture", "hanet") == "hanet"
+               else f"`{s['architecture']}`")
+    head = (f"{network} at {s['image_size'][0]}x{s['image_size'][1]}, batch {s['batch_size']}, "
             f"median of {s['repeats']}; {d['platform']} ({d['device_kind']}, {d['cpu_count']} CPUs), {r['date']}")
     if s.get("jax_devices", 1) > 1:
         head += f"; ours data-parallel over {s['jax_devices']} XLA devices"

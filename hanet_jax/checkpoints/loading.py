@@ -12,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import flax.linen as nn
+
 from hanet_jax import storage
 from hanet_jax.checkpoints.format import META_FILE, CheckpointError, read_meta, restore_variables
 from hanet_jax.checkpoints.training import restore_best_variables, restore_step_variables
-from hanet_jax.models.hanet import HANet, model_from_config
+from hanet_jax.models.architectures import model_from_config
 
 MODEL_KINDS = ("variables", "workdir")   # a whole HA-Net
 KINDS = (*MODEL_KINDS, "encoder")        # "encoder": a ported ImageNet DenseNet-121
@@ -25,7 +27,7 @@ KINDS = (*MODEL_KINDS, "encoder")        # "encoder": a ported ImageNet DenseNet
 class Bundle:
     """Everything inference needs: the module, its variables and the input size it expects."""
 
-    model: HANet
+    model: nn.Module  # HA-Net or a baseline (models/architectures.py)
     variables: dict
     image_size: tuple[int, int]
     meta: dict

@@ -69,6 +69,7 @@ from hanet_jax.data.layouts import Example
 from hanet_jax.data.splits import DATA_SPLIT_FILE
 from hanet_jax.data.pipeline import resize_pair
 from hanet_jax.inference.predictor import resize_probabilities
+from hanet_jax.models.architectures import architecture_of
 from hanet_jax.eval.metrics import METRIC_NAMES, confusion_counts, metrics_from_counts, summarize, write_per_image_csv
 from hanet_jax.inference.postprocess import POSTPROCESS
 from hanet_jax.eval.protocols import PROTOCOLS, evaluate_image
@@ -502,8 +503,9 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
         from hanet_jax.eval import gradcam
 
         if not gradcam.has_sfeb(bundle.model):
-            raise EvalError(f"--gradcam: the model in {cfg.checkpoint} (variant {bundle.model.variant!r}) "
-                            f"has no SFEB blocks")
+            what = (f"variant {bundle.model.variant!r}" if hasattr(bundle.model, "variant")
+                    else f"architecture {type(bundle.model).__name__}")
+            raise EvalError(f"--gradcam: the model in {cfg.checkpoint} ({what}) has no SFEB blocks")
     score_size = tuple(bundle.image_size) if cfg.model_resolution else None
     common = dict(batch_size=cfg.batch_size, score_size=score_size)
     log(f"evaluating {len(examples)} images of {cfg.data_dir} (split {cfg.split}) with {cfg.checkpoint}")
@@ -512,7 +514,9 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
         "n_images": len(examples),
         "evaluated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "checkpoint": str(cfg.checkpoint),
-        "model": {"variant": bundle.model.variant, "image_size": list(bundle.image_size)},
+        "model": {"architecture": architecture_of(bundle.model),
+                  **({"variant": bundle.model.variant} if hasattr(bundle.model, "variant") else {}),
+                  "image_size": list(bundle.image_size)},
         **({"ensemble": {"members": members, "averaging": ENSEMBLE_LABEL}} if len(members) > 1 else {}),
         "data": {"root": str(cfg.data_dir), "layout": cfg.layout, "split": cfg.split,
                  "scored_at": "model resolution" if score_size else "ground-truth mask resolution",

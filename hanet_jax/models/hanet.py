@@ -14,8 +14,7 @@ Fields after `variant` are the paper-only options; their defaults reproduce the 
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -117,6 +116,8 @@ class HANet(nn.Module):
             raise ValueError(f"model.dtype must be one of {tuple(DTYPES)}, got {self.dtype!r}")
         if len(self.encoder_blocks) != 4 or any(int(n) < 1 for n in self.encoder_blocks):
             raise ValueError(f"model.encoder_blocks must be 4 positive layer counts, got {self.encoder_blocks!r}")
+        if self.upsampling not in ("nearest", "bilinear"):
+            raise ValueError(f"model.upsampling must be 'nearest' or 'bilinear' for HA-Net, got {self.upsampling!r}")
         if self.input_normalization not in ("none", "imagenet"):
             raise ValueError(f"model.input_normalization must be 'none' or 'imagenet', got {self.input_normalization!r}")
 
@@ -156,31 +157,3 @@ class HANet(nn.Module):
             )(x, skips[skip_name], train=train)
         logits = Head(self.upsampling, self.conv_order, dtype=dtype, name="head")(x, train=train)
         return logits.astype(jnp.float32)
-
-
-MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(HANet) if f.name not in ("parent", "name"))
-
-
-def model_from_config(cfg: Mapping[str, Any]) -> HANet:
-    """Build HANet from a mapping of its fields (a config's `model` section).
-
-    Unknown keys are errors that name the key; `image_size` is accepted and ignored here
-    (it is a property of the data, not of the module).
-    """
-    extra = sorted(set(cfg) - set(MODEL_FIELDS) - {"image_size"})
-    if extra:
-        raise ValueError(f"unknown model config key(s): {', '.join('model.' + k for k in extra)}; "
-                         f"allowed: {', '.join(MODEL_FIELDS + ('image_size',))}")
-    fields = {k: v for k, v in cfg.items() if k in MODEL_FIELDS}
-    if "encoder_blocks" in fields:  # a JSON list or a config tuple; jit needs it hashable
-        fields["encoder_blocks"] = tuple(int(n) for n in fields["encoder_blocks"])
-    model = HANet(**fields)
-    model.setup_checks()
-    return model
-
-
-def model_config(model: HANet) -> dict:
-    """The fields of `model` as a plain dict (stored beside checkpoints)."""
-    cfg = {name: getattr(model, name) for name in MODEL_FIELDS}
-    cfg["encoder_blocks"] = list(cfg["encoder_blocks"])
-    return cfg

@@ -18,7 +18,8 @@ from absl import flags
 
 from hanet_jax import command_line
 from hanet_jax.checkpoints.format import CheckpointError, save_variables
-from hanet_jax.models.hanet import HANet, model_config
+from hanet_jax.models.architectures import model_config
+from hanet_jax.models.hanet import HANet
 
 
 def _keras_hanet(args) -> int:

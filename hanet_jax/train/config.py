@@ -17,6 +17,7 @@ from hanet_jax.data.audit import GROUP_BY, RELEASES
 from hanet_jax.data.layouts import LAYOUTS
 from hanet_jax.data.splits import METHODS as VAL_SPLITS
 from hanet_jax.train.losses import LOSS_NAMES
+from hanet_jax.models.architectures import ARCHITECTURES, model_from_config
 from hanet_jax.models.hanet import DTYPES, VARIANTS
 from hanet_jax import storage
 from hanet_jax.json_files import read_json, to_jsonable, write_json
@@ -78,8 +79,10 @@ def _layer_counts(v) -> str | None:
 
 
 RULES: dict[str, Check] = {
+    "model.architecture": _choice(*ARCHITECTURES),
+    "model.base_filters": _int(0),
     "model.variant": _choice(*VARIANTS),
-    "model.upsampling": _choice("nearest", "bilinear"),
+    "model.upsampling": _choice("nearest", "bilinear", "transpose"),
     "model.conv_order": _choice("conv_relu_bn", "conv_bn_relu"),
     "model.sdpa_learned_projections": _bool,
     "model.tam_merge": _choice("sum", "concat"),
@@ -168,6 +171,17 @@ def validate_config(config) -> dict:
                           "(start configs from hanet_jax.train.recipes.get_config())")
     problems = [f"config.{key}: {msg}" for key, check in RULES.items()
                 if (msg := check(flat[key])) is not None]
+    if not problems:  # each value is valid alone: do they make one network?
+        model = {k[len("model."):]: v for k, v in flat.items() if k.startswith("model.")}
+        model["input_normalization"] = {"auto": "none"}.get(model["input_normalization"],
+                                                            model["input_normalization"])
+        try:
+            model_from_config(model)
+        except ValueError as e:  # its messages start with the key(s): "model.x ..."
+            problems.append(f"config.{e}")
+        if flat["init_scope"] == "encoder" and flat["model.architecture"] != "hanet":
+            problems.append("config.init_scope: 'encoder' (a DenseNet-121) fits "
+                            "model.architecture='hanet' only")
     if flat["data.source"] == "folder" and not flat["data.root"]:
         problems.append("config.data.root: must name the dataset folder when "
                         "config.data.source='folder' (or set config.data.source='synthetic')")

@@ -44,7 +44,7 @@ from hanet_jax.train import tensorboard
 from hanet_jax.eval import overlays as viz
 from hanet_jax.data.splits import DATA_SPLIT_FILE
 from hanet_jax.data import pipeline
-from hanet_jax.models.hanet import model_config, model_from_config
+from hanet_jax.models.architectures import model_config, model_from_config
 from hanet_jax.train.init_from import apply_init_from, resolve_model_config
 from hanet_jax.train.keras_callbacks import EarlyStopping
 from hanet_jax.train.metrics import TrainMetrics

@@ -17,11 +17,15 @@ from hanet_jax.train import config as config_utils
 def get_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
 
-    # HANet fields (hanet_jax.models.hanet.HANet) plus the input size. The defaults are the
-    # release's model; the other values are the paper-only options.
+    # The network (hanet_jax.models.architectures) and its fields, plus the input size. The
+    # defaults are the release's HA-Net; the other values are the paper-only options. A field of
+    # another architecture than the chosen one must stay at its default.
     config.model = ml_collections.ConfigDict(dict(
+        architecture="hanet",             # hanet | unet | attention_unet | unet_plus_plus (baselines)
+        base_filters=0,                   # baselines: first-level width; 0 = the architecture's
+                                          # own (unet 64, attention_unet 32, unet_plus_plus 32)
         variant="full",                   # full | no_tam | no_tam_no_sfeb | baseline
-        upsampling="nearest",             # nearest (release) | bilinear
+        upsampling="nearest",             # nearest (release) | bilinear | transpose (baselines)
         conv_order="conv_relu_bn",        # conv_relu_bn (release) | conv_bn_relu
         sdpa_learned_projections=False,   # paper: learned W_q, W_k, W_v
         tam_merge="sum",                  # sum (release) | concat

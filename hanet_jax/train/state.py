@@ -10,13 +10,13 @@ import functools
 from typing import Any
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
-from hanet_jax.models.hanet import HANet
 from hanet_jax.train.sharding import replicate, to_host
 
 
@@ -54,7 +54,7 @@ def ema_update(ema, live, step, decay: float):
 
 
 @functools.lru_cache(maxsize=8)
-def _jit_init(model: HANet, image_size: int, tx, plateau, ema: bool = False):
+def _jit_init(model: nn.Module, image_size: int, tx, plateau, ema: bool = False):
     def init(seed):
         params_key, dropout_key = jax.random.split(jax.random.PRNGKey(seed))
         variables = model.init({"params": params_key},
@@ -66,7 +66,7 @@ def _jit_init(model: HANet, image_size: int, tx, plateau, ema: bool = False):
     return jax.jit(init)
 
 
-def create_train_state(model: HANet, image_size: int, tx, plateau, seed: int,
+def create_train_state(model: nn.Module, image_size: int, tx, plateau, seed: int,
                        mesh: Mesh, ema: bool = False) -> TrainState:
     """A fresh state, replicated over `mesh`; with `ema`, the average starts at the init.
 
