@@ -1,7 +1,7 @@
 """The graph a GPU or TPU compiles holds none of our CPU handlers, whichever host lowers it.
 
 The inference forward and the real train step (the one `train.py` runs, with its shardings, on
-a simulated 4-device CPU mesh), in float32 and bfloat16, are lowered on this CPU for `cuda` and
+a simulated 4-device CPU mesh), of HA-Net in float32 and bfloat16 and of the three baselines, are lowered on this CPU for `cuda` and
 for `tpu`: none of the custom-call targets of `hanet_jax.ops.cpu.targets` may appear. The CPU
 lowering of the same functions still uses them (where the handlers can be built here), so the
 CPU's speed is kept. A lowering proves a graph, not a speed.
@@ -27,8 +27,12 @@ LOWER = """
     from hanet_jax.train.steps import compiled_steps
 
     found = {"devices": jax.device_count()}
-    for dtype in ("float32", "bfloat16"):
-        model = model_from_config({"variant": "full", "encoder_blocks": (1, 1, 1, 1), "dtype": dtype})
+    networks = [("hanet", "float32", {"variant": "full", "encoder_blocks": (1, 1, 1, 1)}),
+                ("hanet", "bfloat16", {"variant": "full", "encoder_blocks": (1, 1, 1, 1)})]
+    networks += [(name, "float32", {"architecture": name, "base_filters": 8})
+                 for name in ("unet", "attention_unet", "unet_plus_plus")]
+    for arch, dtype, fields in networks:
+        model = model_from_config({**fields, "dtype": dtype})
         tx = make_tx(1e-3, 0.9, 0.999, 1e-9)
         mesh = make_mesh()
         state = create_train_state(model, 64, tx, ReduceLROnPlateau(), 0, mesh)
@@ -40,7 +44,7 @@ LOWER = """
             for name, traced in (("train", train.trace(state, batch)),
                                  ("forward", forward.trace(state.eval_variables, batch["image"]))):
                 text = traced.lower(lowering_platforms=(platform,)).as_text()
-                found[f"{dtype}/{name}/{platform}"] = sorted(t for t in targets.CPU_ONLY if t in text)
+                found[f"{arch}/{dtype}/{name}/{platform}"] = sorted(t for t in targets.CPU_ONLY if t in text)
     print(json.dumps(found))
 """
 
@@ -54,10 +58,11 @@ def lowered():
 
 @pytest.mark.parametrize("platform", ["cuda", "tpu"])
 @pytest.mark.parametrize("function", ["forward", "train"])
-@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_no_cpu_handler_in_an_accelerator_graph(lowered, dtype, function, platform):
+@pytest.mark.parametrize("network", ["hanet/float32", "hanet/bfloat16", "unet/float32",
+                                     "attention_unet/float32", "unet_plus_plus/float32"])
+def test_no_cpu_handler_in_an_accelerator_graph(lowered, network, function, platform):
     assert lowered["devices"] == 4
-    assert lowered[f"{dtype}/{function}/{platform}"] == []
+    assert lowered[f"{network}/{function}/{platform}"] == []
 
 
 @pytest.mark.skipif(not cpu_conv.available(), reason="no C++ compiler / scipy OpenBLAS")
@@ -66,6 +71,7 @@ def test_the_cpu_graph_keeps_its_handlers(lowered):
 
     # float32 on the CPU: our handlers, batch-sharded over the 4 devices (their names are then
     # inside jax's partitioning callback); bfloat16 stays XLA's.
-    assert lowered["float32/forward/cpu"] == [targets.PARTITIONED]
-    assert lowered["float32/train/cpu"] == [targets.PARTITIONED]
-    assert lowered["bfloat16/train/cpu"] == [] and lowered["bfloat16/forward/cpu"] == []
+    for network in ("hanet", "unet", "attention_unet", "unet_plus_plus"):
+        assert lowered[f"{network}/float32/forward/cpu"] == [targets.PARTITIONED], network
+        assert lowered[f"{network}/float32/train/cpu"] == [targets.PARTITIONED], network
+    assert lowered["hanet/bfloat16/train/cpu"] == [] and lowered["hanet/bfloat16/forward/cpu"] == []
