@@ -24,11 +24,9 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from hanet_jax.models.hanet import DTYPES
 from hanet_jax.models.layers import Conv, he_normal
-from hanet_jax.models.unet import DEPTH, ConvBlock, Up, check_fields, check_input, max_pool2x2, widths
+from hanet_jax.models.unet import Baseline, encoder_decoder, widths
 
 
 class AttentionGate(nn.Module):
@@ -48,38 +46,20 @@ class AttentionGate(nn.Module):
         return x * alpha
 
 
-class AttentionUNet(nn.Module):
-    """`__call__(x, *, train) -> logits (B, H, W, 1)` float32, for float images in [0, 1] of shape
-    (B, H, W, 3), H and W multiples of 16. Parameters and BN statistics are float32 whatever
-    `dtype` (the compute dtype)."""
+class AttentionUNet(Baseline):
+    """Attention U-Net (module docstring); `__call__(x, *, train) -> logits`."""
 
     base_filters: int = 32
-    upsampling: str = "nearest"  # or "bilinear" (then a 3x3 conv), or "transpose" (2x2 up-conv)
-    dtype: str = "float32"
-
-    def setup_checks(self):
-        check_fields(self)
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        self.setup_checks()
-        check_input(x, "AttentionUNet")
-        dtype = DTYPES[self.dtype]
-        x = x.astype(jnp.float32).astype(dtype)
+        x, dtype = self.prepare(x)
         w = widths(self.base_filters)
-        skips = []
-        for i in range(DEPTH):
-            x = ConvBlock(w[i], dtype=dtype, name=f"enc{i + 1}")(x, train=train)
-            skips.append(x)
-            x = max_pool2x2(x)
-        x = ConvBlock(w[DEPTH], dtype=dtype, name="bottleneck")(x, train=train)
-        for i in reversed(range(DEPTH)):
-            x = Up(w[i], self.upsampling, dtype=dtype, name=f"up{i + 1}")(x, train=train)
-            skip = AttentionGate(max(1, w[i] // 2), dtype=dtype, name=f"gate{i + 1}")(x, skips[i])
-            x = jnp.concatenate([skip, x], axis=-1)
-            x = ConvBlock(w[i], dtype=dtype, name=f"dec{i + 1}")(x, train=train)
-        logits = Conv(1, 1, dtype=dtype, name="head")(x)
-        return logits.astype(jnp.float32)
+
+        def gate(i, g, skip):
+            return AttentionGate(max(1, w[i] // 2), dtype=dtype, name=f"gate{i + 1}")(g, skip)
+
+        return encoder_decoder(x, self.base_filters, self.upsampling, dtype, train=train, gate=gate)
 
 
 __all__ = ["AttentionGate", "AttentionUNet"]

@@ -20,7 +20,7 @@ momentum 0.99). Parameter counts: docs/baselines.md.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -113,10 +113,10 @@ class Up(nn.Module):
         return nn.relu(batch_norm("bn", train=train, dtype=self.dtype)(x))
 
 
-class UNet(nn.Module):
-    """`__call__(x, *, train) -> logits (B, H, W, 1)` float32, for float images in [0, 1] of shape
-    (B, H, W, 3), H and W multiples of 16. Parameters and BN statistics are float32 whatever
-    `dtype` (the compute dtype)."""
+class Baseline(nn.Module):
+    """What the three baselines share: their fields, their checks, and the input cast. Each maps
+    float images in [0, 1], (B, H, W, 3) with H and W multiples of 16, to float32 logits
+    (B, H, W, 1); parameters and BN statistics are float32 whatever `dtype` (the compute dtype)."""
 
     base_filters: int = 64
     upsampling: str = "nearest"  # or "bilinear" (then a 3x3 conv), or "transpose" (2x2 up-conv)
@@ -125,26 +125,44 @@ class UNet(nn.Module):
     def setup_checks(self):
         check_fields(self)
 
+    def prepare(self, x: jax.Array) -> tuple[jax.Array, Any]:
+        """(`x` in the compute dtype, that dtype), after the field and input checks."""
+        self.setup_checks()
+        check_input(x, type(self).__name__)
+        dtype = DTYPES[self.dtype]
+        return x.astype(jnp.float32).astype(dtype), dtype
+
+
+def encoder_decoder(x: jax.Array, base_filters: int, upsampling: str, dtype, *, train: bool,
+                    gate: Callable | None = None) -> jax.Array:
+    """U-Net's body and head, built in the calling module (`enc1`..`enc4`, `bottleneck`,
+    `up4`..`up1`, `dec4`..`dec1`, `head`); `gate(i, g, skip)` (Attention U-Net) replaces level
+    i's skip before the concat."""
+    w = widths(base_filters)
+    skips = []
+    for i in range(DEPTH):
+        x = ConvBlock(w[i], dtype=dtype, name=f"enc{i + 1}")(x, train=train)
+        skips.append(x)
+        x = max_pool2x2(x)
+    x = ConvBlock(w[DEPTH], dtype=dtype, name="bottleneck")(x, train=train)
+    for i in reversed(range(DEPTH)):
+        x = Up(w[i], upsampling, dtype=dtype, name=f"up{i + 1}")(x, train=train)
+        skip = skips[i] if gate is None else gate(i, x, skips[i])
+        x = jnp.concatenate([skip, x], axis=-1)
+        x = ConvBlock(w[i], dtype=dtype, name=f"dec{i + 1}")(x, train=train)
+    return Conv(1, 1, dtype=dtype, name="head")(x).astype(jnp.float32)
+
+
+class UNet(Baseline):
+    """U-Net (module docstring); `__call__(x, *, train) -> logits`."""
+
+    base_filters: int = 64
+
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        self.setup_checks()
-        check_input(x, "UNet")
-        dtype = DTYPES[self.dtype]
-        x = x.astype(jnp.float32).astype(dtype)
-        w = widths(self.base_filters)
-        skips = []
-        for i in range(DEPTH):
-            x = ConvBlock(w[i], dtype=dtype, name=f"enc{i + 1}")(x, train=train)
-            skips.append(x)
-            x = max_pool2x2(x)
-        x = ConvBlock(w[DEPTH], dtype=dtype, name="bottleneck")(x, train=train)
-        for i in reversed(range(DEPTH)):
-            x = Up(w[i], self.upsampling, dtype=dtype, name=f"up{i + 1}")(x, train=train)
-            x = jnp.concatenate([skips[i], x], axis=-1)
-            x = ConvBlock(w[i], dtype=dtype, name=f"dec{i + 1}")(x, train=train)
-        logits = Conv(1, 1, dtype=dtype, name="head")(x)
-        return logits.astype(jnp.float32)
+        x, dtype = self.prepare(x)
+        return encoder_decoder(x, self.base_filters, self.upsampling, dtype, train=train)
 
 
-__all__ = ["ConvBlock", "UNet", "Up", "UpConv2x2", "UPSAMPLING", "check_fields", "check_input", "max_pool2x2",
-           "widths"]
+__all__ = ["Baseline", "ConvBlock", "UNet", "Up", "UpConv2x2", "UPSAMPLING", "check_fields", "check_input",
+           "encoder_decoder", "max_pool2x2", "widths"]

@@ -24,29 +24,19 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hanet_jax.models.hanet import DTYPES
 from hanet_jax.models.layers import Conv, upsample2x
-from hanet_jax.models.unet import DEPTH, ConvBlock, UpConv2x2, check_fields, check_input, max_pool2x2, widths
+from hanet_jax.models.unet import DEPTH, Baseline, ConvBlock, UpConv2x2, max_pool2x2, widths
 
 
-class UNetPlusPlus(nn.Module):
-    """`__call__(x, *, train) -> logits (B, H, W, 1)` float32, for float images in [0, 1] of shape
-    (B, H, W, 3), H and W multiples of 16. Parameters and BN statistics are float32 whatever
-    `dtype` (the compute dtype). `intermediates`: node X^{i,j} as `node_{i}_{j}`."""
+class UNetPlusPlus(Baseline):
+    """UNet++ (module docstring); `__call__(x, *, train) -> logits`. `intermediates`: node
+    X^{i,j} as `node_{i}_{j}`. `upsampling="transpose"` is Zhou's 2x2 transposed conv."""
 
     base_filters: int = 32
-    upsampling: str = "nearest"  # or "bilinear"; "transpose" for Zhou's 2x2 transposed conv
-    dtype: str = "float32"
-
-    def setup_checks(self):
-        check_fields(self)
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        self.setup_checks()
-        check_input(x, "UNetPlusPlus")
-        dtype = DTYPES[self.dtype]
-        x = x.astype(jnp.float32).astype(dtype)
+        x, dtype = self.prepare(x)
         w = widths(self.base_filters)
         nodes: dict[tuple[int, int], jax.Array] = {}
 
