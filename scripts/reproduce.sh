@@ -2,6 +2,14 @@
 # Train HA-Net on real data with the dataset config's recipe and evaluate it honestly.
 #
 #   bash scripts/reproduce.sh {busi,udiat} DATA_ROOT WORKDIR [--config.KEY=VALUE ...]
+#   bash scripts/reproduce.sh compare DATA_ROOT WORKDIR [--config.KEY=VALUE ...]
+#
+# `compare`: HA-Net, U-Net, Attention U-Net and UNet++ (config.model.architecture) on BUSI and on
+# UDIAT, each a run of this script in WORKDIR/<dataset>/<architecture> with the same split, seed,
+# epochs, optimiser, augmentation and image size (profile cpu2h,compare: 96x96; HANET_PROFILE= for
+# the full recipe at 256x256 on an accelerator); a finished run (its eval_val.json) is skipped,
+# an interrupted one resumes. Then scripts/compare_table.py prints the tables and HA-Net's paired
+# tests against each baseline.
 #
 # DATA_ROOT holds BUSI/train/{images,masks} and UDIAT/train/{images,masks} (the processed
 # layout of the HA-Net authors' processed release). Steps:
@@ -29,8 +37,28 @@
 # out), which are also what eval_val.json scores: the cross-validation estimate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [[ $# -ge 3 && "$1" == compare ]]; then
+    DATA_ROOT="$2" WORKDIR="$3"
+    shift 3
+    export HANET_PROFILE="${HANET_PROFILE-cpu2h,compare}"
+    for dataset in busi udiat; do
+        for arch in hanet unet attention_unet unet_plus_plus; do
+            run="$WORKDIR/$dataset/$arch"
+            if [[ -f "$run/eval_val.json" ]]; then
+                echo "== $run: done"
+                continue
+            fi
+            echo "== $dataset, $arch: $run"
+            bash scripts/reproduce.sh "$dataset" "$DATA_ROOT" "$run" \
+                --config.model.architecture="$arch" "$@"
+        done
+    done
+    source scripts/setup_env.sh
+    python scripts/compare_table.py --workdir "$WORKDIR"
+    exit 0
+fi
 if [[ $# -lt 3 || ! "$1" =~ ^(busi|udiat)$ ]]; then
-    echo "usage: bash scripts/reproduce.sh {busi,udiat} DATA_ROOT WORKDIR [--config.KEY=VALUE ...]" >&2
+    echo "usage: bash scripts/reproduce.sh {busi,udiat,compare} DATA_ROOT WORKDIR [--config.KEY=VALUE ...]" >&2
     exit 2
 fi
 DATASET="$1" DATA_ROOT="$2" WORKDIR="$3"

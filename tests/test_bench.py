@@ -6,16 +6,18 @@ import math
 from hanet_jax.bench import keras_comparison as bench_lib
 
 
-def test_bench_tiny_result_shape(monkeypatch):
+def test_bench_tiny_result_shape():
     # A one-layer-per-block encoder keeps compilation short; test_models checks the real counts.
     import functools
     import jax
-    tiny = functools.partial(bench_lib.HANet, encoder_blocks=(1, 1, 1, 1))
-    monkeypatch.setattr(bench_lib, "HANet", tiny)
+    from hanet_jax.models.hanet import HANet
+
+    tiny = functools.partial(HANet, encoder_blocks=(1, 1, 1, 1))
     shapes = jax.eval_shape(lambda: tiny(variant="baseline").init(jax.random.key(0), jax.numpy.zeros((1, 64, 64, 3)),
                                                                   train=False))
     trainable, non_trainable = (bench_lib.count_leaves(shapes[k]) for k in ("params", "batch_stats"))
     r = bench_lib.run("baseline", batch_size=2, image_size=64, repeats=1, keras=False, matmul_n=256, fast_compile=True,
+                      model_kwargs={"encoder_blocks": (1, 1, 1, 1)},
                       command="python bench.py --variant baseline --image_size 64 --batch_size 2 --repeats 1 --no_keras")
     json.loads(json.dumps(r))  # JSON-able
     assert set(r) >= {"setting", "params", "params_keras", "flops", "memory", "throughput", "peak_matmul_gflops",
@@ -24,7 +26,9 @@ def test_bench_tiny_result_shape(monkeypatch):
     assert r["params_keras"] is None
     f = r["flops"]
     assert set(f) >= {"jax_forward_gflops", "jax_train_step_gflops", "keras_profiler_forward_gflops",
-                      "keras_conv_macs_g"}
+                      "keras_conv_macs_g", "jax_forward_conv_gmacs"}
+    # a multiply-accumulate is two of XLA's FLOPs, which also count BN, ReLU and pooling
+    assert 0 < f["jax_forward_conv_gmacs"] < f["jax_forward_gflops"]
     # the direct convs' count, not a trace with the CPU handlers, whose custom calls count 0
     model = tiny(variant="baseline")
     variables = bench_lib.fast_init(model, (1, 64, 64, 3))

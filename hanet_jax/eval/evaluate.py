@@ -69,7 +69,6 @@ from hanet_jax.data.layouts import Example
 from hanet_jax.data.splits import DATA_SPLIT_FILE
 from hanet_jax.data.pipeline import resize_pair
 from hanet_jax.inference.predictor import resize_probabilities
-from hanet_jax.models.architectures import architecture_of
 from hanet_jax.eval.metrics import METRIC_NAMES, confusion_counts, metrics_from_counts, summarize, write_per_image_csv
 from hanet_jax.inference.postprocess import POSTPROCESS
 from hanet_jax.eval.protocols import PROTOCOLS, evaluate_image
@@ -514,7 +513,7 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
         "n_images": len(examples),
         "evaluated_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "checkpoint": str(cfg.checkpoint),
-        "model": {"architecture": architecture_of(bundle.model),
+        "model": {"architecture": (bundle.meta.get("model") or {}).get("architecture", "hanet"),
                   **({"variant": bundle.model.variant} if hasattr(bundle.model, "variant") else {}),
                   "image_size": list(bundle.image_size)},
         **({"ensemble": {"members": members, "averaging": ENSEMBLE_LABEL}} if len(members) > 1 else {}),

@@ -150,7 +150,14 @@ BEYOND_RELEASE = {
 CV_RUN = {"num_epochs": 10}
 
 
-PROFILES = {"cpu2h": CPU_2H, "cv": CV_RUN,
+# `:cpu2h,compare`: HA-Net and the three baselines at the same recipe (scripts/reproduce.sh
+# compare). The baselines cost 2.2 to 8.6 times HA-Net's multiply-accumulates per image
+# (docs/baselines.md, Table 6), so the CPU comparison runs all four at 96x96; on an accelerator
+# HANET_PROFILE= runs them at the release's 256x256.
+COMPARE = {"model.image_size": 96}
+
+
+PROFILES = {"cpu2h": CPU_2H, "cv": CV_RUN, "compare": COMPARE,
             "release": {k: config_utils.flatten(get_config().to_dict())[k] for k in BEYOND_RELEASE}}
 
 
