@@ -140,6 +140,29 @@ def test_a_sigterm_at_an_epochs_end_saves_first_and_validates_on_resume(ref, tmp
     _assert_resumed_exactly(resumed, ref)
 
 
+def test_a_signal_during_an_epochs_validation_stops_at_its_checkpoint(ref, tmp_path, monkeypatch):
+    # The signal arrives while epoch 0 validates (after step 1): the run stops at the checkpoint
+    # that validation just saved (step 2), not one training step later, and resumes exactly.
+    import os
+
+    real = train_lib._end_epoch
+
+    def while_validating(*args, **kwargs):
+        out = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)  # Preemption's handler records it
+        return out
+
+    monkeypatch.setattr(train_lib, "_end_epoch", while_validating)
+    workdir = tmp_path / "w"
+    stopped = train_lib.train_and_evaluate(helpers.tiny_config(), str(workdir))
+    assert stopped.preempted and stopped.exit_status == 143
+    assert stopped.summary == {"preempted_at_step": 2, "signal": "SIGTERM"}
+    with train_checkpoints.make_manager(workdir, read_only=True) as manager:
+        assert manager.all_steps() == [2]
+    monkeypatch.setattr(train_lib, "_end_epoch", real)
+    _assert_resumed_exactly(train_lib.train_and_evaluate(helpers.tiny_config(), str(workdir)), ref)
+
+
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(ref, tmp_path):
     def poison(step, batch):
         if step == 2:

@@ -48,7 +48,8 @@ def run(cmd, env=None, cwd=None, timeout=1200):
 
 
 def smoke(workdir, *extra):
-    return [PY, str(ROOT / "train.py"), "--config=configs/smoke.py", f"--workdir={workdir}", *extra]
+    return [PY, str(ROOT / "train.py"), f"--config={ROOT / 'configs' / 'smoke.py'}",
+            f"--workdir={workdir}", *extra]
 
 
 def trial_gcs(tmp: Path):
@@ -88,7 +89,8 @@ def _phantoms(split_dir: Path, n: int):
     (split_dir / "masks").mkdir(parents=True)
     for i in range(n):
         Image.fromarray(images[i]).save(split_dir / "images" / f"{i + 1}.png")
-        Image.fromarray((masks[i][..., 0] > 0).astype(np.uint8) * 255).save(
+        mask = np.asarray(masks[i]).reshape(images[i].shape[:2])
+        Image.fromarray((mask > 0).astype(np.uint8) * 255).save(
             split_dir / "masks" / f"{i + 1}.png")
 
 

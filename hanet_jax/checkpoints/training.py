@@ -439,6 +439,12 @@ class Preemption:
             return True
         return False
 
+    def arrived_in_one_process(self) -> bool:
+        """A signal already recorded in a one-process run: where the trainer has just saved
+        anyway (an epoch's end), it stops there rather than after one more step. Several
+        processes decide only at `reached`, so that all stop at the same step."""
+        return not self._several and self.signal_name is not None
+
     @property
     def exit_status(self) -> int:
         return self.EXIT_STATUS.get(self.signal_name or "SIGTERM")

@@ -265,6 +265,8 @@ def _train_loop(run: _Run, state, stopper, progress, batch_hook) -> TrainResult:
                 stopper, state = _end_epoch(run, state, stopper, history, epoch_metrics,
                                             progress)
                 epoch_metrics = None
+                # A signal during that validation: its checkpoint is the place to stop.
+                preempted = preemption.arrived_in_one_process()
             elif periodic or preempted:  # a signal: save now, validation waits for the resume
                 ckpt.save(manager, state, _meta(run, done, stopper, history, epoch_metrics,
                                                 progress))
