@@ -36,8 +36,10 @@ PY = sys.executable
 
 def show(title, proc, lines=6):
     print(f"\n$ {title}\n  exit status {proc.returncode}")
+    noise = ("I0000", "WARNING: All log", "W0000", "WARNING:absl:", "I1", "W1")  # absl/TF logs
     text = [ln for ln in (proc.stdout + proc.stderr).splitlines()
-            if ln.strip() and not ln.startswith(("I0000", "WARNING: All log", "W0000"))]
+            if ln.strip() and not ln.startswith(noise)
+            or "done: best" in ln or "unreadable" in ln or "preempted" in ln or "mirror" in ln]
     for line in text[-lines:]:
         print("  | " + line[:300])
 
