@@ -160,6 +160,9 @@ def test_a_sigterm_to_one_of_two_processes_stops_both_at_one_step_then_resumes_e
     assert plain[0].keys() == resumed[0].keys()
     assert all(np.array_equal(plain[0][k], resumed[0][k]) for k in plain[0])
     assert resumed[1]["final_train_loss"] == plain[1]["final_train_loss"]
+    print(f"\nSIGTERM to process 1 of 2: exit statuses {[p.returncode for p in procs]}, both saved "
+          f"step {stopped[0]['preempted_at_step']}; rerun's final loss {resumed[1]['final_train_loss']!r}"
+          f" == uninterrupted {plain[1]['final_train_loss']!r}, weights bitwise equal")
 
 
 @pytest.mark.slow
@@ -211,4 +214,5 @@ def test_a_run_saved_on_four_devices_resumes_on_two_and_on_one(ref, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     changed = [line for line in proc.stderr.splitlines() if "device count changed" in line]
     assert len(changed) == 1 and "saved on 4 devices (1 processes), resuming on 2 devices" in changed[0]
+    print("\n" + changed[0].split("] ", 1)[-1])
     assert helpers.load_result(tmp_path / "resumed.npz")[1]["steps"] == ref["summary"]["steps"]
