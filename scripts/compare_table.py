@@ -22,14 +22,11 @@ from pathlib import Path
 
 from absl import flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hanet_jax import command_line  # noqa: E402
-from hanet_jax.eval import compare  # noqa: E402
-from hanet_jax.eval.metrics import read_per_image_csv  # noqa: E402
-from hanet_jax.models.architectures import ARCHITECTURES  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import results_table  # noqa: E402  (the marker writer, beside this script)
+from hanet_jax import command_line
+from hanet_jax.eval import compare
+from hanet_jax.eval.metrics import read_per_image_csv
+from hanet_jax.models.architectures import ARCHITECTURES
+import results_table  # beside this script (Python imports from a script's own folder): the marker writer
 
 DATASETS = ("busi", "udiat")
 NAMES = {"hanet": "HA-Net", "unet": "U-Net", "attention_unet": "Attention U-Net",
@@ -56,14 +53,12 @@ def _macs(run: Path) -> float:
     from hanet_jax.bench.flops import matmul_macs
     from hanet_jax.checkpoints.format import read_meta
     from hanet_jax.models.architectures import model_from_config
-    from hanet_jax.ops.cpu import settings
 
     meta = read_meta(run)
     model = model_from_config(meta["model"])
     x = jnp.zeros((1, *meta["image_size"], 3), jnp.float32)
     variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
-    with settings.disabled():
-        return matmul_macs(lambda v, x: model.apply(v, x, train=False), variables, x) / 1e9
+    return matmul_macs(lambda v, x: model.apply(v, x, train=False), variables, x) / 1e9
 
 
 def _row(name: str, run: Path) -> str:

@@ -23,12 +23,9 @@ from pathlib import Path
 
 from absl import flags
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from hanet_jax import command_line  # noqa: E402
-from hanet_jax.models.architectures import ARCHITECTURES  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import results_table  # noqa: E402  (the marker writer, beside this script)
+from hanet_jax import command_line
+from hanet_jax.models.architectures import ARCHITECTURES
+import results_table  # beside this script (Python imports from a script's own folder): the marker writer
 
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN, END = "<!-- table6:begin -->", "<!-- table6:end -->"

@@ -30,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hanet_jax.ops.cpu import settings
+
 
 def xla_flops(compiled) -> float:
     """FLOPs of a compiled JAX computation from XLA's cost analysis (`compiled.cost_analysis()`)."""
@@ -45,7 +47,7 @@ def matmul_macs(fn: Callable, *args) -> int:
     group; per dot_general, output elements x the contracted size. This is the quantity papers
     call "FLOPs" when they count MACs (the paper's Table 6), every conv and matmul counted,
     padding taps included (XLA's cost analysis leaves out taps that fall on the zero padding).
-    Trace with the CPU handlers off (`ops.cpu.settings.disabled()`): they hide the convs."""
+    Traced with the CPU handlers off (`ops.cpu.settings.disabled()`): they hide the convs."""
     total = 0
 
     def walk(jaxpr) -> None:
@@ -68,7 +70,8 @@ def matmul_macs(fn: Callable, *args) -> int:
                     if hasattr(inner, "eqns"):
                         walk(inner)
 
-    walk(jax.make_jaxpr(fn)(*args).jaxpr)
+    with settings.disabled():
+        walk(jax.make_jaxpr(fn)(*args).jaxpr)
     return total
 
 

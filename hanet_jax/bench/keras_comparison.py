@@ -131,9 +131,8 @@ class _JaxSide:
         x = batch["image"]
         variables = fast_init(self.model, x[:1].shape)
         self.params = (count_leaves(variables["params"]), count_leaves(variables["batch_stats"]))
-        with cpu_settings.disabled():  # the handlers hide the convs from the jaxpr
-            self.conv_macs = flops_lib.matmul_macs(
-                lambda v, x: self.model.apply(v, x, train=False), variables, x[:1])
+        self.conv_macs = flops_lib.matmul_macs(
+            lambda v, x: self.model.apply(v, x, train=False), variables, x[:1])
 
         forward = jax.jit(lambda v, x: self.model.apply(v, x, train=False))
         self.forward_flops = forward_flops(self.model, variables, x[:1], compiler_options)

@@ -19,6 +19,7 @@ from hanet_jax.data.splits import METHODS as VAL_SPLITS
 from hanet_jax.train.losses import LOSS_NAMES
 from hanet_jax.models.architectures import ARCHITECTURES, model_from_config
 from hanet_jax.models.hanet import DTYPES, VARIANTS
+from hanet_jax.train.init_from import resolve_model_config
 from hanet_jax import storage
 from hanet_jax.json_files import read_json, to_jsonable, write_json
 
@@ -173,10 +174,8 @@ def validate_config(config) -> dict:
                 if (msg := check(flat[key])) is not None]
     if not problems:  # each value is valid alone: do they make one network?
         model = {k[len("model."):]: v for k, v in flat.items() if k.startswith("model.")}
-        model["input_normalization"] = {"auto": "none"}.get(model["input_normalization"],
-                                                            model["input_normalization"])
-        try:
-            model_from_config(model)
+        try:  # resolved as train.py resolves it, without reading config.init_from yet
+            model_from_config(resolve_model_config(model, ""))
         except ValueError as e:  # its messages start with the key(s): "model.x ..."
             problems.append(f"config.{e}")
         if flat["init_scope"] == "encoder" and flat["model.architecture"] != "hanet":
