@@ -25,3 +25,14 @@ def tensorflow():
             logging.warning("TensorFlow's %s devices were initialised before hanet_jax could hide "
                             "them; it may hold accelerator memory (%s)", kind, e)
     return tf
+
+
+@functools.cache
+def tensorflow_available() -> bool:
+    """Whether TensorFlow imports here (imported through `tensorflow()`, so with its
+    accelerators hidden). Training, evaluation and prediction run without it."""
+    try:
+        tensorflow()
+    except ImportError:
+        return False
+    return True

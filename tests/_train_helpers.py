@@ -209,12 +209,11 @@ def run_steps(config, num_steps: int, *, reverse_batches: bool = False):
     tx, plateau, _ = optimizer_from_config(config.optimizer)
     mesh = make_mesh()
     state = create_train_state(model, config.model.image_size, tx, plateau, config.seed, mesh)
-    steps = compiled_steps(model, config.loss, tx, mesh)
+    steps = compiled_steps(model, config.loss, tx, mesh, augment=data.augment, seed=config.seed)
     losses = []
     for step, local in pipeline.iterate_batches(
             data.train, global_batch_size=config.batch_size, seed=config.seed,
-            augment=data.augment, process_index=jax.process_index(),
-            process_count=jax.process_count()):
+            process_index=jax.process_index(), process_count=jax.process_count()):
         if step == num_steps:
             break
         if reverse_batches:

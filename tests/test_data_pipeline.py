@@ -1,4 +1,5 @@
-"""tf.data pipeline: determinism, process sharding, augmentation, resume, eval padding."""
+"""The host feed: uint8 gathers, both feeders alike, determinism, process slices, resume, eval padding
+(the augmentation, on the device, is tests/test_augment.py)."""
 
 import os
 import subprocess
@@ -13,8 +14,7 @@ from jax.sharding import Mesh
 from hanet_jax.data import layouts, pipeline
 
 SIZE = (fx.HEIGHT, fx.WIDTH)
-FLIPS = pipeline.AugmentConfig(hflip=True, vflip=True)
-ALL = pipeline.AugmentConfig.all_on()
+FEEDERS = ("tf.data", "numpy")
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +23,12 @@ def data():
     return pipeline.from_arrays(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]))
 
 
-def _batches(dataset):
-    return list(dataset.as_numpy_iterator())
+def _batches(batches):
+    return list(batches)
 
 
 def _train(data, **kwargs):
-    kwargs = {"global_batch_size": 4, "seed": 3, "train": True, "augment": ALL, **kwargs}
+    kwargs = {"global_batch_size": 4, "seed": 3, "train": True, **kwargs}
     return _batches(pipeline.make_dataset(data, **kwargs))
 
 
@@ -38,57 +38,65 @@ def _assert_same(batches_a, batches_b):
         assert a.keys() == b.keys()
         for key in a:
             np.testing.assert_array_equal(a[key], b[key])
+            assert a[key].dtype == b[key].dtype, key
 
 
-def test_from_arrays_outputs(data):
-    batch = _train(data, augment=None)[0]
-    assert batch["image"].shape == (4,) + SIZE + (3,) and batch["image"].dtype == np.float32
-    assert batch["mask"].shape == (4,) + SIZE + (1,) and batch["mask"].dtype == np.float32
-    assert set(np.unique(batch["mask"])) <= {0.0, 1.0}
-    assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0
-    assert len(_train(data)) == 3  # 13 // 4: the partial batch is dropped in training
+@pytest.mark.parametrize("feeder", FEEDERS)
+def test_training_batches_are_uint8_gathers_of_the_cache(data, feeder):
+    batches = _train(data, feeder=feeder, epoch=2)
+    assert len(batches) == 3  # 13 // 4: the partial batch is dropped in training
+    batch = batches[0]
+    assert set(batch) == {"image", "mask", "index", "epoch"}
+    assert batch["image"].shape == (4,) + SIZE + (3,) and batch["image"].dtype == np.uint8
+    assert batch["mask"].shape == (4,) + SIZE + (1,) and batch["mask"].dtype == np.uint8
+    np.testing.assert_array_equal(batch["epoch"], [2] * 4)
+    for b in batches:  # no augmentation on the host: each row is its cached example
+        np.testing.assert_array_equal(b["image"], data.images[b["index"]])
+        np.testing.assert_array_equal(b["mask"], data.masks[b["index"]])
+
+
+def test_tf_data_and_numpy_feeders_give_identical_batches(data):
+    for kwargs in ({"train": True, "epoch": 1, "start_batch": 1},
+                   {"train": False, "process_index": 1, "process_count": 2}):
+        tf_batches = _batches(pipeline.make_dataset(data, global_batch_size=4, seed=7,
+                                                    feeder="tf.data", **kwargs))
+        np_batches = _batches(pipeline.make_dataset(data, global_batch_size=4, seed=7,
+                                                    feeder="numpy", **kwargs))
+        assert tf_batches and len(tf_batches) == len(np_batches)
+        _assert_same(tf_batches, np_batches)
+
+
+def test_auto_feeder_follows_tensorflow():
+    assert pipeline.feeder_name("auto") == "tf.data"  # installed in the test environment
+    assert pipeline.feeder_name("numpy") == "numpy"
+    with pytest.raises(ValueError, match="feeder"):
+        pipeline.feeder_name("grain")
+
+
+def test_numpy_feeder_stops_its_thread_when_the_consumer_stops(data):
+    import threading
+    batches = pipeline.make_dataset(data, global_batch_size=2, train=True, feeder="numpy")
+    next(batches)
+    batches.close()
+    assert not [t for t in threading.enumerate() if t.name == "hanet-feed" and t.is_alive()]
 
 
 def test_same_seed_same_batches_other_epoch_other_order(data):
     _assert_same(_train(data), _train(data))
-    first = _train(data, augment=None)
-    other = _train(data, augment=None, epoch=1)
-    assert not np.array_equal(first[0]["image"], other[0]["image"])
+    assert not np.array_equal(_train(data)[0]["index"], _train(data, epoch=1)[0]["index"])
 
 
-def test_two_processes_give_the_same_global_batches(data):
-    single = _train(data, process_index=0, process_count=1)
-    halves = [_train(data, process_index=p, process_count=2) for p in range(2)]
+@pytest.mark.parametrize("feeder", FEEDERS)
+def test_two_processes_give_the_same_global_batches(data, feeder):
+    single = _train(data, process_index=0, process_count=1, feeder=feeder)
+    halves = [_train(data, process_index=p, process_count=2, feeder=feeder) for p in range(2)]
     joined = [{k: np.concatenate([halves[0][b][k], halves[1][b][k]]) for k in single[b]}
               for b in range(len(single))]
     _assert_same(single, joined)
 
 
-def test_augmentation_moves_image_and_mask_together(data):
-    plain = _train(data, augment=None)
-    flipped = _train(data, augment=FLIPS)
-    assert any(not np.array_equal(p["image"], f["image"]) for p, f in zip(plain, flipped))
-    for batch in flipped:  # the fixture's lesion is exactly its bright pixels
-        lesion = batch["image"][..., :1] > fx.LESION_LEVEL / 255
-        np.testing.assert_array_equal(lesion, batch["mask"] > 0)
-    warped = _train(data, augment=pipeline.AugmentConfig(hflip=False, affine=True))
-    for batch, base in zip(warped, plain):
-        assert not np.array_equal(batch["mask"], base["mask"])
-        agree = (batch["image"][..., :1] > fx.LESION_LEVEL / 255) == (batch["mask"] > 0)
-        assert agree.mean() > 0.97  # bilinear vs nearest differ only along the lesion edge
-
-
-def test_intensity_augmentation_leaves_masks(data):
-    plain = _train(data, augment=None)
-    noisy = _train(data, augment=pipeline.AugmentConfig(hflip=False, brightness_contrast=True,
-                                                        speckle=True))
-    for a, b in zip(plain, noisy):
-        np.testing.assert_array_equal(a["mask"], b["mask"])
-        assert not np.allclose(a["image"], b["image"])
-
-
 def test_resume_mid_epoch_matches_uninterrupted(data):
-    kwargs = {"global_batch_size": 4, "seed": 5, "augment": ALL, "num_epochs": 3}
+    kwargs = {"global_batch_size": 4, "seed": 5, "num_epochs": 3}
     full = list(pipeline.iterate_batches(data, **kwargs))
     assert [step for step, _ in full] == list(range(9))
     resumed = list(pipeline.iterate_batches(data, start_step=4, **kwargs))  # epoch 1, batch 1
@@ -124,7 +132,7 @@ def test_decode_examples_resizes_and_caches(tmp_path):
     np.testing.assert_array_equal(full.masks[..., 0], np.stack([m for _, m in pairs.values()]))
     batch = _batches(pipeline.make_dataset(examples, image_size=24, global_batch_size=2,
                                            train=False))[0]
-    np.testing.assert_array_equal(batch["image"], decoded.images[:2] / np.float32(255))
+    np.testing.assert_array_equal(batch["image"], decoded.images[:2])
 
 
 def test_decode_examples_names_the_bad_file(tmp_path):

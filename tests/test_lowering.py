@@ -1,7 +1,7 @@
 """The graph a GPU or TPU compiles holds none of our CPU handlers, whichever host lowers it.
 
-The inference forward and the real train step (the one `train.py` runs, with its shardings, on
-a simulated 4-device CPU mesh), of HA-Net in float32 and bfloat16 and of the three baselines, are lowered on this CPU for `cuda` and
+The inference forward and the real train step (the one `train.py` runs, with its shardings and
+every augmentation on the device, on a simulated 4-device CPU mesh), of HA-Net in float32 and bfloat16 and of the three baselines, are lowered on this CPU for `cuda` and
 for `tpu`: none of the custom-call targets of `hanet_jax.ops.cpu.targets` may appear. The CPU
 lowering of the same functions still uses them (where the handlers can be built here), so the
 CPU's speed is kept. A lowering proves a graph, not a speed.
@@ -18,6 +18,7 @@ LOWER = """
     import json
     import jax
     import numpy as np
+    from hanet_jax.data.augment import AugmentConfig
     from hanet_jax.models.architectures import model_from_config
     from hanet_jax.ops.cpu import targets
     from hanet_jax.train.keras_callbacks import ReduceLROnPlateau
@@ -36,10 +37,14 @@ LOWER = """
         tx = make_tx(1e-3, 0.9, 0.999, 1e-9)
         mesh = make_mesh()
         state = create_train_state(model, 64, tx, ReduceLROnPlateau(), 0, mesh)
-        batch = jax.device_put({"image": np.zeros((8, 64, 64, 3), np.float32),
-                                "mask": np.zeros((8, 64, 64, 1), np.float32)}, batch_sharded(mesh))
-        train = compiled_steps(model, "bce_jaccard", tx, mesh).train
-        forward = jax.jit(lambda v, x: model.apply(v, x, train=False))
+        # the host's uint8 batch; the step converts and augments it on the device
+        batch = jax.device_put({"image": np.zeros((8, 64, 64, 3), np.uint8),
+                                "mask": np.zeros((8, 64, 64, 1), np.uint8),
+                                "index": np.arange(8, dtype=np.int32),
+                                "epoch": np.zeros(8, np.int32)}, batch_sharded(mesh))
+        train = compiled_steps(model, "bce_jaccard", tx, mesh,
+                               augment=AugmentConfig.all_on()).train
+        forward = jax.jit(lambda v, x: model.apply(v, x.astype(np.float32) / 255, train=False))
         for platform in ("cpu", "cuda", "tpu"):
             for name, traced in (("train", train.trace(state, batch)),
                                  ("forward", forward.trace(state.eval_variables, batch["image"]))):

@@ -37,8 +37,8 @@ def _config(root: str):
 
 
 def _stems_of(batch_images: np.ndarray, cache) -> list[str]:
-    """The cache stems of a batch's (unaugmented) images, found by their pixels."""
-    pixels = np.rint(batch_images * 255).astype(np.uint8)
+    """The cache stems of a batch's uint8 images, found by their pixels."""
+    pixels = np.asarray(batch_images)
     stems = []
     for image in pixels:
         hits = np.flatnonzero((cache.images == image).all(axis=(1, 2, 3)))
@@ -48,16 +48,16 @@ def _stems_of(batch_images: np.ndarray, cache) -> list[str]:
 
 
 def fed_stems(data, config, process_index: int, process_count: int) -> dict:
-    """Per training step, the stems this process feeds (as the training loop batches them, with
-    augmentation off so the pixels identify the example), and its validation stems."""
+    """Per training step, the stems this process feeds (as the training loop batches them: the
+    host's uint8 gathers, so the pixels identify the example), and its validation stems."""
     from hanet_jax.data import pipeline
 
     train = [_stems_of(batch["image"], data.train) for _, batch in pipeline.iterate_batches(
-        data.train, global_batch_size=config.batch_size, seed=config.seed, augment=None,
+        data.train, global_batch_size=config.batch_size, seed=config.seed,
         num_epochs=EPOCHS, process_index=process_index, process_count=process_count)]
     val = [stem.decode() for batch in pipeline.make_dataset(
         data.val, global_batch_size=config.batch_size, train=False, process_index=process_index,
-        process_count=process_count).as_numpy_iterator()
+        process_count=process_count)
         for stem, valid in zip(batch["stem"], batch["valid"]) if valid]
     return {"train": train, "val": val}
 

@@ -1,6 +1,7 @@
 """The train and eval steps: pure functions, jitted with the mesh's shardings (state replicated,
 batch sharded on its first dimension, the state donated). `train.py` and `bench.py` run the same
-`compiled_steps(...).train`.
+`compiled_steps(...).train`. Both take the host's uint8 batches (float ones pass through) and
+convert them on the device; the train step augments there too (`data.augment.device_batch`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Callable
 import jax
 import optax
 
+from hanet_jax.data.augment import AugmentConfig, device_batch
 from hanet_jax.train.keras_callbacks import scale_updates
 from hanet_jax.train.losses import make_loss
 from hanet_jax.train.metrics import EvalMetrics, TrainMetrics
@@ -25,9 +27,12 @@ def make_loss_fn(name: str):
     return make_loss(name)
 
 
-def train_step(state: TrainState, batch, *, model, loss_fn, tx, ema_decay: float = 0.0):
-    """One Adam step on a global batch; dropout key fold_in(state.rng, state.step); then the
-    EMA's step when the state has one."""
+def train_step(state: TrainState, batch, *, model, loss_fn, tx, ema_decay: float = 0.0,
+               augment: AugmentConfig | None = None, seed: int = 0):
+    """One Adam step on a global batch, augmented on the device with keys from (`seed`, epoch,
+    example index); dropout key fold_in(state.rng, state.step); then the EMA's step when the
+    state has one."""
+    batch = device_batch(batch, augment=augment, seed=seed)
     dropout_key = jax.random.fold_in(state.rng, state.step)
 
     def loss_of(params):
@@ -50,6 +55,7 @@ def train_step(state: TrainState, batch, *, model, loss_fn, tx, ema_decay: float
 
 def eval_step(state: TrainState, batch, *, model, loss_fn):
     """Validation metrics of a padded global batch (padding has weight 0), and predictions."""
+    batch = device_batch(batch)
     logits = model.apply(state.eval_variables, batch["image"], train=False)
     loss = loss_fn(logits, batch["mask"], batch["valid"])
     metrics = EvalMetrics.single_from_model_output(loss=loss, logits=logits, targets=batch["mask"],
@@ -66,14 +72,17 @@ class Steps:
 _STEPS: dict = {}
 
 
-def compiled_steps(model, loss_name: str, tx, mesh, ema_decay: float = 0.0) -> Steps:
-    """jitted train/eval steps, cached per (model, loss, optimiser, mesh, EMA decay)."""
-    key = (model, loss_name, tx, mesh, ema_decay)
+def compiled_steps(model, loss_name: str, tx, mesh, ema_decay: float = 0.0,
+                   augment: AugmentConfig | None = None, seed: int = 0) -> Steps:
+    """jitted train/eval steps, cached per (model, loss, optimiser, mesh, EMA decay,
+    augmentation, seed)."""
+    key = (model, loss_name, tx, mesh, ema_decay, augment, seed)
     if key not in _STEPS:
         loss_fn, repl, data = make_loss_fn(loss_name), replicated(mesh), batch_sharded(mesh)
         _STEPS[key] = Steps(
             train=jax.jit(lambda s, b: train_step(s, b, model=model, loss_fn=loss_fn, tx=tx,
-                                                  ema_decay=ema_decay),
+                                                  ema_decay=ema_decay, augment=augment,
+                                                  seed=seed),
                           in_shardings=(repl, data), out_shardings=(repl, repl),
                           donate_argnums=(0,)),
             eval=jax.jit(lambda s, b: eval_step(s, b, model=model, loss_fn=loss_fn),
