@@ -20,8 +20,13 @@ import os
 from collections.abc import Sequence
 
 import numpy as np
-import tensorflow_datasets as tfds
 from etils import epath
+
+try:
+    import tensorflow_datasets as tfds
+except ImportError as e:  # TensorFlow is optional; this module alone needs it
+    raise ImportError("hanet_jax.data.tfds_builders needs TensorFlow and tensorflow-datasets: "
+                      "pip install 'hanet-jax[tf]'") from e
 
 from hanet_jax.data import check, layouts, pipeline
 from hanet_jax.tensorflow_cpu import tensorflow

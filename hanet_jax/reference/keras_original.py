@@ -36,8 +36,13 @@ import os
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np  # noqa: E402
-import keras  # noqa: E402
-from keras import layers, ops  # noqa: E402
+
+try:
+    import keras  # noqa: E402
+    from keras import layers, ops  # noqa: E402
+except ImportError as e:  # TensorFlow and Keras are optional; the reference rebuild needs them
+    raise ImportError("the Keras original (hanet_jax.reference.keras_original) needs Keras and "
+                      "TensorFlow: pip install 'hanet-jax[tf]'") from e
 
 __all__ = [
     "VARIANTS",
