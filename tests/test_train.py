@@ -67,6 +67,26 @@ def test_run_writes_summary_meta_config_logs_and_checkpoints(ref):
     assert any(p.name.startswith("events.out.tfevents") for p in workdir.iterdir())
     steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
     assert steps[-1] == 4 and summary["best_step"] in steps
+    # throughput and MFU: XLA's FLOPs of the handler-free step over the measured CPU peak
+    assert on_disk["flops_per_step"] > 1e9 and on_disk["peak_flops_per_device"] > 1e9
+    assert 0 < on_disk["mfu"] < 1 and "measured" in on_disk["peak_flops_source"]
+    for row in on_disk["history"]:
+        assert 0 < row["mfu"] < 1 and row["step_time_s"] > 0
+
+
+def test_profile_steps_leave_a_trace_and_tensorboard_holds_mfu(tmp_path):
+    from tensorboard.backend.event_processing import event_accumulator
+
+    config = helpers.tiny_config(num_epochs=1, profile_steps="1,1", num_overlays=0)
+    train_lib.train_and_evaluate(config, str(tmp_path))
+    traces = [p for p in (tmp_path / "profile").rglob("*") if p.name.endswith(
+        (".xplane.pb", ".trace.json.gz"))]
+    assert traces, sorted(str(p) for p in (tmp_path / "profile").rglob("*"))
+    events = event_accumulator.EventAccumulator(str(tmp_path))
+    events.Reload()
+    tags = events.Tags()
+    scalars = set(tags.get("scalars", [])) | set(tags.get("tensors", []))
+    assert {"epoch/mfu", "epoch/step_time_s", "epoch/images_per_second"} <= scalars, scalars
 
 
 def test_best_checkpoint_is_what_load_bundle_and_the_result_hold(ref):
@@ -166,7 +186,8 @@ def test_a_signal_during_an_epochs_validation_stops_at_its_checkpoint(ref, tmp_p
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(ref, tmp_path):
     def poison(step, batch):
         if step == 2:
-            batch = {**batch, "image": np.full_like(batch["image"], np.nan)}
+            # float images pass the step's uint8 conversion as they are
+            batch = {**batch, "image": np.full(batch["image"].shape, np.nan, np.float32)}
         return batch
 
     with pytest.raises(FloatingPointError, match=r"loss nan at step 2 .*last good checkpoint "

@@ -17,20 +17,22 @@ Why the paper prints 8.01 G while the release's own count gives 7.93 G (full, 25
   short: bias adds (4.0 M), the unused Conv2D(1, 1, relu) on the 256x256x16 map (1.0 M), and
   GSA's convs (5.2 M).
 
-`keras_cost_breakdown` computes each of these terms for any variant and input size.
+`keras_cost_breakdown` computes each of these terms for any variant and input size. The XLA
+matmul probe (`peak_matmul_gflops`) lives in `hanet_jax.train.mfu`, where the trainer's MFU uses
+it too; it is re-exported here.
 """
 
 from __future__ import annotations
 
 import collections
-import time
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from hanet_jax.ops.cpu import settings
+from hanet_jax.train.mfu import median_gflops as _median_gflops
+from hanet_jax.train.mfu import peak_matmul_gflops  # noqa: F401  (bench's callers use it from here)
 
 
 def xla_flops(compiled) -> float:
@@ -84,26 +86,6 @@ def memory_bytes(compiled) -> dict[str, int] | None:
     if mem is None:
         return None
     return {k: int(getattr(mem, f"{k}_size_in_bytes", 0)) for k in ("argument", "output", "temp", "alias")}
-
-
-def _median_gflops(matmul: Callable[[], Any], n: int, repeats: int) -> float:
-    """GFLOP/s of one n x n @ n x n `matmul()` (which blocks until done): median of `repeats`."""
-    matmul()  # compile / warm up
-    times = []
-    for _ in range(max(1, repeats)):
-        t0 = time.perf_counter()
-        matmul()
-        times.append(time.perf_counter() - t0)
-    return 2.0 * n**3 / float(np.median(times)) / 1e9
-
-
-def peak_matmul_gflops(n: int = 2048, repeats: int = 5, dtype=jnp.float32) -> float:
-    """This device's float32 matmul rate under XLA: median over `repeats` of one n x n @ n x n, in GFLOP/s."""
-    ka, kb = jax.random.split(jax.random.key(0))
-    a = jax.random.normal(ka, (n, n), dtype)
-    b = jax.random.normal(kb, (n, n), dtype)
-    mm = jax.jit(jnp.matmul)
-    return _median_gflops(lambda: mm(a, b).block_until_ready(), n, repeats)
 
 
 def tf_peak_matmul_gflops(n: int = 2048, repeats: int = 5) -> float:

@@ -72,6 +72,15 @@ def _image_size(v) -> str | None:
     return None
 
 
+def _profile_steps(v) -> str | None:
+    if v == "":
+        return None
+    parts = str(v).split(",") if isinstance(v, str) else []
+    if len(parts) == 2 and all(p.strip().isdigit() for p in parts) and int(parts[1]) > 0:
+        return None
+    return f"must be '' (off) or 'START,COUNT' with COUNT >= 1, got {v!r}"
+
+
 def _layer_counts(v) -> str | None:
     if not (isinstance(v, (tuple, list)) and len(v) == 4
             and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in v)):
@@ -93,7 +102,9 @@ RULES: dict[str, Check] = {
     "model.dtype": _choice(*DTYPES),
     "model.image_size": _image_size,
     "model.encoder_blocks": _layer_counts,
-    "data.source": _choice("synthetic", "folder"),
+    "data.source": _choice("synthetic", "folder", "pack"),
+    "data.pack": _str,
+    "data.feeder": _choice("auto", "tf.data", "numpy"),
     "data.root": _str,
     "data.layout": _choice(*LAYOUTS),
     "data.split": _str,
@@ -139,6 +150,8 @@ RULES: dict[str, Check] = {
     "checkpoint.async_save": _bool,
     "log_every_steps": _int(1),
     "num_overlays": _int(0),
+    "profile_steps": _profile_steps,
+    "peak_flops": _float(0.0),
 }
 
 
@@ -184,6 +197,8 @@ def validate_config(config) -> dict:
     if flat["data.source"] == "folder" and not flat["data.root"]:
         problems.append("config.data.root: must name the dataset folder when "
                         "config.data.source='folder' (or set config.data.source='synthetic')")
+    if flat["data.source"] == "pack" and not flat["data.pack"]:
+        problems.append("config.data.pack: must name the .npz when config.data.source='pack'")
     if flat["data.group_by"] == "processed_release" and not flat["data.release"]:
         problems.append("config.data.release: must be 'busi' or 'udiat' when "
                         "config.data.group_by='processed_release'")

@@ -32,7 +32,6 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import periodic_actions
 from jax.experimental import multihost_utils
 
 from hanet_jax import storage
@@ -40,7 +39,8 @@ from hanet_jax.checkpoints import format as checkpoints
 from hanet_jax.train import config as config_utils
 from hanet_jax.checkpoints import training as ckpt
 from hanet_jax.train import input as train_data
-from hanet_jax.train import tensorboard
+from hanet_jax.train import mfu, tensorboard
+from hanet_jax.train.profiling import StepProfiler
 from hanet_jax.eval import overlays as viz
 from hanet_jax.data.splits import DATA_SPLIT_FILE
 from hanet_jax.data import pipeline
@@ -69,20 +69,20 @@ def _fetch(metrics) -> dict[str, float]:
 
 
 def evaluate(steps: Steps, state, val: pipeline.DecodedDataset, mesh, batch_size: int,
-             num_overlays: int = 0) -> tuple[dict, np.ndarray | None]:
+             num_overlays: int = 0, feeder: str = "auto") -> tuple[dict, np.ndarray | None]:
     """Validation metrics over every example, and up to `num_overlays` overlays (uint8)."""
     merged, overlays = None, None
     for local in pipeline.make_dataset(val, global_batch_size=batch_size, train=False,
                                        process_index=jax.process_index(),
-                                       process_count=jax.process_count()).as_numpy_iterator():
+                                       process_count=jax.process_count(), feeder=feeder):
         metrics, pred = steps.eval(state, pipeline.to_global_batch(local, mesh))
         merged = metrics if merged is None else merged.merge(metrics)
         if overlays is None and num_overlays:
             pred = multihost_utils.global_array_to_host_local_array(
                 pred, mesh, batch_sharded(mesh).spec)
             n = min(num_overlays, int(local["valid"].sum()))
-            overlays = np.stack([viz.overlay(np.rint(local["image"][i] * 255).astype(np.uint8),
-                                             np.asarray(pred[i]), local["mask"][i] > 0.5)
+            overlays = np.stack([viz.overlay(local["image"][i], np.asarray(pred[i]),
+                                             local["mask"][i] > 0)
                                  for i in range(n)]) if n else None
     return _fetch(merged), overlays
 
@@ -114,6 +114,8 @@ class _Run:
     images: int = 0
     train_seconds: float = 0.0
     train_images: int = 0
+    peak: mfu.Peak | None = None         # per-device peak FLOP/s that MFU divides by
+    flops_per_step: float | None = None  # XLA's count of the handler-free train step
 
     def learning_rate(self, state, step: int | None = None) -> float:
         """The rate Adam applied at `step` (default: the last step done)."""
@@ -143,6 +145,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     if config.init_from:
         checkpoints.read_meta(config.init_from)  # fail early, naming the path
     data = train_data.build_data(config, workdir)
+    logging.info("host feed: %s (config.data.feeder=%s); augmentation on the device: %s",
+                 pipeline.feeder_name(config.data.feeder), config.data.feeder,
+                 ", ".join(k for k, v in vars(data.augment).items() if v is True) or "none")
     model = model_from_config(resolve_model_config(config.model.to_dict(), config.init_from))
     spe = pipeline.steps_per_epoch(len(data.train), config.batch_size)
     tx, plateau, stopper = optimizer_from_config(config.optimizer, spe * config.num_epochs)
@@ -159,8 +164,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                 async_save=c.async_save)
     writer = tensorboard.create_writer(workdir, just_logging=jax.process_index() > 0)
     ema_decay = float(config.optimizer.ema_decay)
-    run = _Run(config, workdir, compiled_steps(model, config.loss, tx, mesh, ema_decay), data,
-               mesh, manager, writer, plateau, spe, spe * config.num_epochs)
+    steps = compiled_steps(model, config.loss, tx, mesh, ema_decay, augment=data.augment,
+                           seed=config.seed)
+    run = _Run(config, workdir, steps, data, mesh, manager, writer, plateau, spe,
+               spe * config.num_epochs,
+               peak=mfu.peak_flops(jax.devices()[0], config.model.dtype,
+                                   override=config.peak_flops))
+    logging.info("MFU against %s per device; float32 matmuls: %s (compute dtype %s)",
+                 f"{run.peak.flops / 1e12:.4g} TFLOP/s" if run.peak.flops else "no peak",
+                 mfu.float32_matmul_mode(), config.model.dtype)
+    logging.info("peak FLOP/s from: %s", run.peak.source)
     try:
         state = create_train_state(model, config.model.image_size, tx, plateau, config.seed, mesh,
                                    ema=ema_decay > 0)
@@ -221,8 +234,7 @@ def _train_loop(run: _Run, state, stopper, progress, batch_hook) -> TrainResult:
         epoch_metrics = flax.serialization.from_state_dict(
             TrainMetrics.empty(), jax.tree.map(np.asarray, progress["train_metrics"]))
     first_step = done = int(state.step)
-    report = periodic_actions.ReportProgress(num_train_steps=run.total_steps, writer=run.writer,
-                                             every_steps=config.log_every_steps)
+    progress_clock = (time.time(), first_step)  # steps/s between log lines
     preempted = False
     if epoch_metrics is not None and first_step % spe == 0:
         # Stopped by a signal right at an epoch's end, before its validation: run it now, as the
@@ -231,16 +243,20 @@ def _train_loop(run: _Run, state, stopper, progress, batch_hook) -> TrainResult:
         manager.delete(first_step)
         stopper, state = _end_epoch(run, state, stopper, history, epoch_metrics, progress)
         epoch_metrics = None
-    with ckpt.Preemption() as preemption:
+    with ckpt.Preemption() as preemption, StepProfiler(run.workdir,
+                                                       config.profile_steps) as profiler:
         batches = pipeline.iterate_batches(
             run.data.train, global_batch_size=config.batch_size, start_step=first_step,
-            num_epochs=config.num_epochs, seed=config.seed, augment=run.data.augment,
-            process_index=jax.process_index(), process_count=jax.process_count())
+            num_epochs=config.num_epochs, seed=config.seed, process_index=jax.process_index(),
+            process_count=jax.process_count(), feeder=config.data.feeder)
         last_loss = None
         for step, local in (batches if not stopper.stop and first_step < run.total_steps else ()):
             if batch_hook is not None:
                 local = batch_hook(step, local)
-            state, metrics = run.steps.train(state, pipeline.to_global_batch(local, run.mesh))
+            batch = pipeline.to_global_batch(local, run.mesh)
+            profiler.before(step)
+            state, metrics = run.steps.train(state, batch)
+            profiler.after(step, (state, metrics))
             if last_loss is not None:  # checked one step late: the device keeps working
                 _check_finite(*last_loss, spe, manager)
             last_loss = (metrics.loss.total, step)
@@ -248,10 +264,11 @@ def _train_loop(run: _Run, state, stopper, progress, batch_hook) -> TrainResult:
             done = step + 1
             if step == first_step:  # compilation: throughput is timed from the next step on
                 jax.block_until_ready(metrics)
+                # FLOPs from a lowering only (nothing runs; the donated state is not touched)
+                run.flops_per_step = mfu.step_flops(run.steps.train, state, batch)
                 run.clock, run.images = time.time(), 0
             else:
                 run.images += config.batch_size
-            report(done)
             log, end_epoch = done % config.log_every_steps == 0, done % spe == 0
             periodic = config.checkpoint.every_steps and done % config.checkpoint.every_steps == 0
             preempted = preemption.reached(done)
@@ -260,7 +277,13 @@ def _train_loop(run: _Run, state, stopper, progress, batch_hook) -> TrainResult:
             if log:
                 scalars = {f"train/{k}": v for k, v in _fetch(epoch_metrics).items()}
                 scalars["train/learning_rate"] = run.learning_rate(state)
+                now = time.time()
+                rate = (done - progress_clock[1]) / max(now - progress_clock[0], 1e-9)
+                progress_clock = (now, done)
+                scalars["train/steps_per_second"] = rate
                 run.writer.write_scalars(done, scalars)
+                logging.info("step %d/%d: %.3g steps/s, ETA %.0f s", done, run.total_steps,
+                             rate, (run.total_steps - done) / rate)
             if end_epoch and not preempted:
                 stopper, state = _end_epoch(run, state, stopper, history, epoch_metrics,
                                             progress)
@@ -301,6 +324,11 @@ def _summary(run: _Run, history, stopper, best_step, done, wall) -> dict:
         "steps": done, "steps_per_epoch": run.spe, "stopped_early": stopper.stop,
         # training steps only, over this run's epochs (the first step, compiling, excluded)
         "images_per_second": run.train_images / run.train_seconds if run.train_seconds else None,
+        # MFU over those steps: XLA's FLOPs of the handler-free step over the devices' peak
+        "mfu": mfu.mfu(run.flops_per_step, run.train_images // run.config.batch_size,
+                       run.train_seconds, jax.device_count(), run.peak.flops),
+        "flops_per_step": run.flops_per_step, "peak_flops_per_device": run.peak.flops,
+        "peak_flops_source": run.peak.source, "float32_matmuls": mfu.float32_matmul_mode(),
         "devices": jax.device_count(), "processes": jax.process_count(), "wall_seconds": wall,
         "history": history}
 
@@ -313,9 +341,12 @@ def _end_epoch(run: _Run, state, stopper, history, epoch_metrics, progress):
     seconds = time.time() - run.clock
     run.train_seconds, run.train_images = run.train_seconds + seconds, run.train_images + run.images
     images_per_second = run.images / seconds if run.images else None
+    rates = mfu.throughput(run.flops_per_step, run.images // config.batch_size, seconds,
+                           config.batch_size, jax.device_count(), run.peak.flops)
     lr = run.learning_rate(state, done - 1)  # the rate of the epoch's last step
     val, overlays = evaluate(run.steps, state, run.data.val, run.mesh, config.batch_size,
-                             config.num_overlays if jax.process_index() == 0 else 0)
+                             config.num_overlays if jax.process_index() == 0 else 0,
+                             config.data.feeder)
     if config.optimizer.schedule == "plateau":
         new_plateau = run.plateau.step(to_host(state.plateau), val["loss"])
         state = state.replace(plateau=replicate(to_host(new_plateau), run.mesh))
@@ -323,7 +354,8 @@ def _end_epoch(run: _Run, state, stopper, history, epoch_metrics, progress):
     row = {"epoch": epoch, "step": done, "train_loss": train["loss"], "train_dice": train["dice"],
            "train_iou": train["iou"], "val_loss": val["loss"], "val_dice": val["dice"],
            "val_iou": val["iou"], "learning_rate": lr, "improved": stopper.improved,
-           "images_per_second": images_per_second}
+           "images_per_second": images_per_second, "step_time_s": rates.get("step_time_s"),
+           "mfu": rates.get("mfu")}
     history.append(row)
     ckpt.save(run.manager, state, _meta(run, done, stopper, history, None, progress), metrics={
         "val_loss": val["loss"], "val_dice": val["dice"], "improved": stopper.improved,
@@ -336,10 +368,12 @@ def _end_epoch(run: _Run, state, stopper, history, epoch_metrics, progress):
     elapsed = progress["wall_seconds"] + time.time()
     per_epoch = elapsed / len(history)
     logging.info("epoch %d/%d (step %d/%d): train loss %.4f Dice %.3f | val loss %.4f Dice %.3f "
-                 "IoU %.3f | lr %.3g | %s img/s | elapsed %.0f s, ETA %.0f s%s", epoch + 1,
-                 config.num_epochs, done, run.total_steps, train["loss"], train["dice"],
+                 "IoU %.3f | lr %.3g | %s img/s, %s s/step, MFU %s | elapsed %.0f s, ETA %.0f s%s",
+                 epoch + 1, config.num_epochs, done, run.total_steps, train["loss"], train["dice"],
                  val["loss"], val["dice"], val["iou"], lr,
-                 f"{images_per_second:.1f}" if images_per_second else "-", elapsed,
+                 f"{images_per_second:.1f}" if images_per_second else "-",
+                 f"{rates['step_time_s']:.3g}" if "step_time_s" in rates else "-",
+                 f"{rates['mfu']:.2%}" if "mfu" in rates else "-", elapsed,
                  per_epoch * (config.num_epochs - epoch - 1), " | best" if stopper.improved else "")
     if stopper.stop:
         logging.info("early stopping after epoch %d (best epoch %d)", epoch + 1,

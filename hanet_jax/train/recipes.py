@@ -39,7 +39,12 @@ def get_config() -> ml_collections.ConfigDict:
     ))
 
     config.data = ml_collections.ConfigDict(dict(
-        source="folder",          # folder: a dataset on disk | synthetic: generated phantoms
+        source="folder",          # folder: a dataset on disk | synthetic: generated phantoms |
+                                  # pack: one .npz of a dataset's originals (hanet_jax.data.pack)
+        pack="",                  # source=pack: the .npz `python -m hanet_jax.data.pack` wrote
+        feeder="auto",            # host feed of the cached uint8 arrays: auto (tf.data when
+                                  # TensorFlow imports, else numpy) | tf.data | numpy (a
+                                  # prefetching thread); both give identical batches
         # source=folder
         root="",                  # dataset folder (for layout=processed: the one holding <split>/)
         layout="processed",       # processed | busi | udiat (hanet_jax.data.layouts)
@@ -60,7 +65,7 @@ def get_config() -> ml_collections.ConfigDict:
         n_train=200,
         n_val=50,
         seed=0,                   # phantoms and the grouped split; training randomness is `seed`
-        # Online augmentation of training batches (hanet_jax.data.pipeline.AugmentConfig).
+        # Online augmentation of training batches, on the device (hanet_jax.data.augment).
         augment=ml_collections.ConfigDict(dict(
             hflip=True,           # the release's only augmentation
             vflip=False,
@@ -112,6 +117,10 @@ def get_config() -> ml_collections.ConfigDict:
     ))
 
     config.log_every_steps = 50   # training scalars and progress lines
+    config.profile_steps = ""     # "START,COUNT": a jax.profiler trace of those training steps
+                                  # in WORKDIR/profile (TensorBoard's profile tab or Perfetto)
+    config.peak_flops = 0.0       # per-device peak FLOP/s for MFU; 0: the device table
+                                  # (hanet_jax.train.mfu), or the measured matmul peak on a CPU
     config.num_overlays = 3       # validation overlays written as images each epoch
     return config
 
