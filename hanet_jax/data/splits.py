@@ -8,6 +8,7 @@ near-duplicates (see `audit.group_ids`) on one side instead.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Hashable, Sequence
 
@@ -191,3 +192,59 @@ def holdout_test(
                                    group_by=group_by, release=release, cache_dir=cache_dir)
     rest, test = _grouped_indices(ids, test_fraction, seed + _TEST_STREAM, name="test_fraction")
     return [examples[i] for i in rest], [examples[i] for i in test]
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldOut:
+    """What a training run holds out of a folder's examples (`hold_out`), each side in the
+    input order."""
+    train: list[layouts.Example]
+    val: list[layouts.Example]
+    test: list[layouts.Example]
+    groups: dict[str, Hashable] | None  # stem -> near-duplicate group (grouped split only)
+
+
+def hold_out(
+    examples: Sequence[layouts.Example],
+    *,
+    val_split: str = "grouped",
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+    folds: int = 0,
+    fold: int = 0,
+    seed: int = 0,
+    group_by: str = "content",
+    release: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    groups: dict[str, Hashable] | None = None,
+) -> HeldOut:
+    """The split of a training run from a folder (`config.data`'s keys of the same names):
+    for the grouped split, near-duplicate groups over all the examples (`content_groups`,
+    computed once), then the test side (`holdout_test`, when test_fraction > 0), then
+    validation out of the rest (`split_examples`: val_fraction, or fold `fold` of `folds`).
+
+    `train.input` (a folder run) and `data.pack` (which records each original's side) both
+    split through here, so a run from a pack holds out the originals a run from the folder
+    does. `groups`: stem -> group when already computed (the folds of one pack share them).
+    Raises ValueError for a fraction no split of these groups can honour.
+    """
+    examples = list(examples)
+    if test_fraction > 0 and val_split != "grouped":
+        raise ValueError("test_fraction needs val_split='grouped' (the release's split leaks "
+                         "copies across sides)")
+    grouping = dict(seed=seed, group_by=group_by, release=release or None, cache_dir=cache_dir)
+    if val_split == "grouped" and groups is None:
+        groups = {ex.stem: g for ex, g in zip(examples, content_groups(examples, **grouping))}
+    elif val_split != "grouped":
+        groups = None
+
+    def group_ids(subset):
+        return [groups[ex.stem] for ex in subset] if groups else None
+
+    test: list[layouts.Example] = []
+    if test_fraction > 0:
+        examples, test = holdout_test(examples, test_fraction, group_ids=group_ids(examples),
+                                      **grouping)
+    train, val = split_examples(examples, method=val_split, val_fraction=val_fraction,
+                                folds=folds, fold=fold, group_ids=group_ids(examples), **grouping)
+    return HeldOut(train, val, test, groups)

@@ -307,12 +307,16 @@ def run_split_examples(checkpoint: str | os.PathLike, which: str = "val", *, poo
     ds_path = storage.path(checkpoint) / DATA_SPLIT_FILE
     if not ds_path.is_file():
         raise EvalError(f"{ds_path} does not exist: only a training workdir that trained on a "
-                        f"dataset folder records its {which} split")
+                        f"dataset folder or pack records its {which} split")
     ds = read_data_split(ds_path)
     if not isinstance(ds.get(which), list) or not ds[which]:
         raise EvalError(f"{ds_path}: no {which!r} images recorded"
                         + (" (train with config.data.test_fraction > 0 to hold out a test set)"
                            if which == "test" else ""))
+    pack = ds.get("pack")
+    if pack:  # a run from a pack (hanet_jax.data.pack): its originals, unpacked once
+        from hanet_jax.data import pack as data_pack
+        ds = {**ds, **data_pack.unpacked_folder(pack, ds.get("pack_sha256"))}
     source_split = ds.get("split", "train")
     key = (ds["root"], ds["layout"], source_split, bool(ds.get("include_normal", False)))
     if pools is None or key not in pools:  # an ensemble's members share the folder: check it once
@@ -325,7 +329,7 @@ def run_split_examples(checkpoint: str | os.PathLike, which: str = "val", *, poo
         raise EvalError(f"{ds_path}: {len(missing)} {which} stem(s) not found in {ds['root']} "
                         f"(layout={ds['layout']}, split={source_split}): {missing[:5]}")
     info = {"source": str(ds_path), "root": ds["root"], "layout": ds["layout"],
-            "folder_split": source_split}
+            "folder_split": source_split, **({"pack": pack} if pack else {})}
     groups = ds.get("groups")
     if isinstance(groups, dict) and all(s in groups for s in ds[which]):
         info["groups"] = {s: groups[s] for s in ds[which]}
@@ -466,7 +470,7 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
 
     _check_config(cfg)
     members = ensemble.member_dirs(cfg.checkpoint)  # the checkpoint, or an ensemble's members
-    groups, held = None, None
+    groups, held, run_info = None, None, {}
     if cfg.run_split:
         examples, run_info, held = held_out_examples(members, cfg.run_split)
         groups = run_info.get("groups")
@@ -521,6 +525,7 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
                  "scored_at": "model resolution" if score_size else "ground-truth mask resolution",
                  **({"score_size": list(score_size)} if score_size else {}),
                  **({"include_normal": True} if cfg.include_normal else {}),
+                 **({"pack": run_info["pack"]} if run_info.get("pack") else {}),
                  **({"labels": str(cfg.labels)} if cfg.labels else {})},
         "bootstrap": {"n_resamples": cfg.bootstrap, "seed": cfg.seed, "level": 0.95,
                       "over": "images" if groups is None else "near-duplicate groups",

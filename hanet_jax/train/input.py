@@ -19,6 +19,7 @@ from absl import logging
 
 from hanet_jax import storage
 from hanet_jax.data import check, pipeline, splits, synthetic
+from hanet_jax.data.augment import AugmentConfig
 from hanet_jax.data.layouts import DatasetError
 
 
@@ -26,16 +27,16 @@ from hanet_jax.data.layouts import DatasetError
 class TrainData:
     train: pipeline.DecodedDataset
     val: pipeline.DecodedDataset
-    augment: pipeline.AugmentConfig
+    augment: AugmentConfig
     description: str
     # WORKDIR/data_split.json for `eval.py --threshold_from_split val` and `--run_split
     # val|test`: the held-out stems under their root/layout/split folder. None for synthetic data.
     split_record: dict | None = None
 
 
-def augment_config(data_cfg) -> pipeline.AugmentConfig:
+def augment_config(data_cfg) -> AugmentConfig:
     a = data_cfg.augment
-    return pipeline.AugmentConfig(hflip=a.hflip, vflip=a.vflip, affine=a.affine,
+    return AugmentConfig(hflip=a.hflip, vflip=a.vflip, affine=a.affine,
                                   brightness_contrast=a.brightness_contrast, speckle=a.speckle)
 
 
@@ -48,6 +49,12 @@ def _synthetic(data_cfg, image_size: int) -> tuple[pipeline.DecodedDataset, ...]
     return tuple(out)
 
 
+def split_parameters(data_cfg) -> dict:
+    """The keys of `config.data` that decide a run's split (`splits.hold_out`'s arguments)."""
+    return {k: data_cfg[k] for k in ("val_split", "val_fraction", "test_fraction", "folds",
+                                     "fold", "seed", "group_by", "release")}
+
+
 def _folder(data_cfg, image_size: int, cache_dir: str | None):
     root = data_cfg.root
     if not os.path.isdir(root):
@@ -55,29 +62,16 @@ def _folder(data_cfg, image_size: int, cache_dir: str | None):
     # Every file is checked (and every problem reported) before any training work.
     examples = check.require_valid(root, data_cfg.layout, data_cfg.split,
                                    include_normal=data_cfg.include_normal)
-    grouping = dict(seed=data_cfg.seed, group_by=data_cfg.group_by,
-                    release=data_cfg.release or None, cache_dir=cache_dir)
-    test, groups = [], None
     if data_cfg.test_fraction > 0 and data_cfg.val_split != "grouped":
         raise DatasetError("config.data.test_fraction needs config.data.val_split='grouped' "
                            "(the release's split leaks copies across sides)")
-    if data_cfg.val_split == "grouped":
-        # Computed once: the splits use them, and eval's confidence intervals resample them.
-        ids = splits.content_groups(examples, **grouping)
-        groups = {ex.stem: g for ex, g in zip(examples, ids)}
-
-    def group_ids(subset):
-        return [groups[ex.stem] for ex in subset] if groups else None
-
     what = (f"config.data.folds={data_cfg.folds}" if data_cfg.folds
             else f"config.data.val_fraction={data_cfg.val_fraction}")
     try:
-        if data_cfg.test_fraction > 0:
-            examples, test = splits.holdout_test(examples, data_cfg.test_fraction,
-                                                 group_ids=group_ids(examples), **grouping)
-        train, val = splits.split_examples(
-            examples, method=data_cfg.val_split, val_fraction=data_cfg.val_fraction,
-            folds=data_cfg.folds, fold=data_cfg.fold, group_ids=group_ids(examples), **grouping)
+        # The groups are computed once: the splits use them, and eval's confidence intervals
+        # resample them. data.pack records its originals' sides through the same function.
+        held = splits.hold_out(examples, **split_parameters(data_cfg), cache_dir=cache_dir)
+        train, val, test, groups = held.train, held.val, held.test, held.groups
     except ValueError as e:  # a fraction no split of these groups can honour
         raise DatasetError(f"{root}: {e} (config.data.test_fraction={data_cfg.test_fraction}, "
                            f"{what})") from e
@@ -96,6 +90,57 @@ def _folder(data_cfg, image_size: int, cache_dir: str | None):
             pipeline.decode_examples(val, image_size), record)
 
 
+def _same(a, b) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return float(a) == float(b)
+    return (a or "") == (b or "")
+
+
+def _pack(data_cfg, image_size: int):
+    """Training and validation originals of a pack (`hanet_jax.data.pack`), on the sides it
+    recorded: those of a folder run with the same split keys, which must be this config's."""
+    from hanet_jax.data import pack as data_pack
+    from hanet_jax.train.config import ConfigError
+
+    pack = data_pack.read_pack(data_cfg.pack)
+    recorded, wanted = pack.meta["split"], split_parameters(data_cfg)
+    for key in data_pack.SPLIT_KEYS:
+        if key == "val_fraction" and recorded["folds"]:
+            continue  # folds replace the fraction, in a folder run too
+        if not _same(wanted[key], recorded[key]):
+            raise ConfigError(
+                f"config.data.{key}={wanted[key]!r}, but {pack.path} recorded its originals' "
+                f"sides with {key}={recorded[key]!r}: set --config.data.{key}={recorded[key]} "
+                f"(the pack's split: {', '.join(f'{k}={v}' for k, v in recorded.items())}), or "
+                f"pack again with the config's")
+    if recorded["folds"] and not 0 <= data_cfg.fold < recorded["folds"]:
+        raise ConfigError(f"config.data.fold={data_cfg.fold}: {pack.path} holds folds "
+                          f"0..{recorded['folds'] - 1}")
+    sides = pack.sides_of_fold(data_cfg.fold)
+
+    def side(name):
+        return [i for i, s in enumerate(sides) if s == name]
+
+    def subset(name):
+        idx = side(name)
+        if not idx:
+            raise DatasetError(f"{pack.path}: no {name} originals (config.data.pack)")
+        return pipeline.from_arrays(pack.images[idx], pack.masks[idx], image_size=image_size,
+                                    stems=[pack.stems[i] for i in idx])
+
+    held = [pack.stems[i] for i in (*side("val"), *side("test"))]
+    groups = dict(zip(pack.stems, pack.groups.tolist()))
+    record = {"pack": pack.path, "pack_sha256": pack.sha256, "root": pack.path, "layout": "pack",
+              "split": "train", "include_normal": False, "val_split": recorded["val_split"],
+              **({"folds": data_cfg.folds, "fold": data_cfg.fold} if data_cfg.folds else {}),
+              "val": [pack.stems[i] for i in side("val")],
+              "test": [pack.stems[i] for i in side("test")],
+              "groups": {s: groups[s] for s in held}}
+    what = (f"{pack.path} ({len(pack)} {pack.meta['dataset']} originals packed at "
+            f"{pack.meta['size']}x{pack.meta['size']}, {recorded['val_split']} split)")
+    return subset("train"), subset("val"), record, what
+
+
 def build_data(config, workdir: str | None = None) -> TrainData:
     """Decoded train and validation sets for `config` (raises DatasetError naming the path)."""
     data_cfg, size = config.data, config.model.image_size
@@ -103,6 +148,8 @@ def build_data(config, workdir: str | None = None) -> TrainData:
         train, val = _synthetic(data_cfg, size)
         record = None
         what = f"synthetic phantoms (seed {data_cfg.seed})"
+    elif data_cfg.source == "pack":  # one .npz of originals (hanet_jax.data.pack)
+        train, val, record, what = _pack(data_cfg, size)
     else:
         # The grouped split's image fingerprints, cached (atomic writes: safe for many processes).
         cache = storage.path(workdir) / "fingerprints" if workdir is not None else None
