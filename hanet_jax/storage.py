@@ -78,3 +78,15 @@ def write_npy(p: PathLike, array: np.ndarray) -> epath.Path:
 
 def read_npy(p: PathLike) -> np.ndarray:
     return np.load(io.BytesIO(path(p).read_bytes()))
+
+
+def copy_local_tree(folder: str | os.PathLike, target: PathLike) -> None:
+    """Every file under the local `folder` to the same relative path under `target` (a bucket
+    folder, say): how a run's locally written TensorBoard events and profiler traces reach a
+    `gs://` workdir."""
+    target = path(target)
+    for parent, _, files in os.walk(folder):
+        for name in files:
+            source = os.path.join(parent, name)
+            with open(source, "rb") as f:
+                write_bytes(target / os.path.relpath(source, folder), f.read())

@@ -165,6 +165,15 @@ def run_worker(workdir, out, *, devices: int = 1, timeout: float = 400, **option
 
 
 # ------------------------------------------------------------------------------ results
+# An epoch's timings differ between runs (and an epoch resumed at its end has none): the rows
+# of two runs are compared without them.
+TIMINGS = ("images_per_second", "step_time_s", "mfu")
+
+
+def without_timings(row: dict) -> dict:
+    return {k: v for k, v in row.items() if k not in TIMINGS}
+
+
 def flat_params(variables) -> dict[str, np.ndarray]:
     from flax import traverse_util
 

@@ -132,7 +132,7 @@ def test_resume_falls_back_to_the_previous_step_and_continues_exactly(ref, tmp_p
     params = helpers.flat_params(to_host(result.state.variables))
     assert all(np.array_equal(params[k], ref["params"][k]) for k in ref["params"])
     for got, want in zip(result.summary["history"], ref["summary"]["history"], strict=True):
-        assert {**got, "images_per_second": 0} == {**want, "images_per_second": 0}
+        assert helpers.without_timings(got) == helpers.without_timings(want)
 
 
 def test_when_no_step_restores_the_error_names_the_workdir(ref, tmp_path, caplog):

@@ -158,13 +158,7 @@ class StepProfiler:
 
     def _copy(self) -> None:
         """The local trace folder's files into the bucket's WORKDIR/profile."""
-        for folder, _, files in os.walk(self.trace_dir):
-            for name in files:
-                source = os.path.join(folder, name)
-                target = self.target / os.path.relpath(source, self.trace_dir)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with open(source, "rb") as f:
-                    target.write_bytes(f.read())
+        storage.copy_local_tree(self.trace_dir, self.target)
 
     def _discard_local(self) -> None:
         if self.remote and self.trace_dir:

@@ -337,10 +337,4 @@ class MirroredWriter:
         shutil.rmtree(self.mirror, ignore_errors=True)
 
     def _copy(self):
-        for folder, _, files in os.walk(self.mirror):
-            for name in files:
-                source = os.path.join(folder, name)
-                target = self.target / os.path.relpath(source, self.mirror)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with open(source, "rb") as f:
-                    target.write_bytes(f.read())
+        storage.copy_local_tree(self.mirror, self.target)
