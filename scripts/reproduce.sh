@@ -3,6 +3,15 @@
 #
 #   bash scripts/reproduce.sh {busi,udiat} DATA_ROOT WORKDIR [--config.KEY=VALUE ...]
 #   bash scripts/reproduce.sh compare DATA_ROOT WORKDIR [--config.KEY=VALUE ...]
+#   bash scripts/reproduce.sh cross DATA_ROOT WORKDIR [--config.KEY=VALUE ...]
+#
+# `cross`: the generalisation table. A BUSI-only and a UDIAT-only run (WORKDIR/busi, WORKDIR/udiat:
+# this script's single runs) and a joint one (WORKDIR/joint: configs/joint.py, the same recipe and
+# profile, each source holding out the same test and validation images as its single run), each
+# trained or reused; then each model scored on each dataset's held-out test set
+# (WORKDIR/cross/<model>_on_<dataset>.json and .csv; threshold and post-processing from the
+# model's own validation data) and scripts/cross_table.py prints the 3x2 table with the paired
+# tests of joint against single.
 #
 # `compare`: HA-Net, U-Net, Attention U-Net and UNet++ (config.model.architecture) on BUSI and on
 # UDIAT, each a run of this script in WORKDIR/<dataset>/<architecture> with the same split, seed,
@@ -57,8 +66,44 @@ if [[ $# -ge 3 && "$1" == compare ]]; then
     python scripts/compare_table.py --workdir "$WORKDIR"
     exit 0
 fi
+if [[ $# -ge 3 && "$1" == cross ]]; then
+    DATA_ROOT="$2" WORKDIR="$3"
+    shift 3
+    for dataset in busi udiat; do
+        if [[ -f "$WORKDIR/$dataset/eval_val.json" ]]; then
+            echo "== $WORKDIR/$dataset: done"
+        else
+            bash scripts/reproduce.sh "$dataset" "$DATA_ROOT" "$WORKDIR/$dataset" "$@"
+        fi
+    done
+    source scripts/setup_env.sh
+    set -euo pipefail
+    PROFILE="${HANET_PROFILE-cpu2h}"
+    if [[ ! -f "$WORKDIR/joint/summary.json" ]]; then  # trains, or resumes an interrupted run
+        echo "== joint: $WORKDIR/joint"
+        python train.py --config="configs/joint.py${PROFILE:+:$PROFILE}" --workdir="$WORKDIR/joint" \
+            --config.data.sources.busi.root="$DATA_ROOT/BUSI" \
+            --config.data.sources.udiat.root="$DATA_ROOT/UDIAT" --config.data.test_fraction=0.2 "$@"
+    fi
+    mkdir -p "$WORKDIR/cross"
+    for model in busi udiat joint; do
+        for dataset in busi udiat; do
+            out="$WORKDIR/cross/${model}_on_${dataset}"
+            [[ -f "$out.json" ]] && continue
+            # the test images: the joint run's own of that source, or the single run's of that
+            # dataset; the threshold and post-processing: chosen on the model's own validation data
+            if [[ $model == joint ]]; then which=(--source "$dataset")
+            else which=(--split_from "$WORKDIR/$dataset"); fi
+            python eval.py --checkpoint "$WORKDIR/$model" --run_split test "${which[@]}" \
+                --threshold_from_split val --postprocess auto --protocol both \
+                --out "$out.json" --per_image "$out.csv"
+        done
+    done
+    python scripts/cross_table.py --workdir "$WORKDIR"
+    exit 0
+fi
 if [[ $# -lt 3 || ! "$1" =~ ^(busi|udiat)$ ]]; then
-    echo "usage: bash scripts/reproduce.sh {busi,udiat,compare} DATA_ROOT WORKDIR [--config.KEY=VALUE ...]" >&2
+    echo "usage: bash scripts/reproduce.sh {busi,udiat,compare,cross} DATA_ROOT WORKDIR [--config.KEY=VALUE ...]" >&2
     exit 2
 fi
 DATASET="$1" DATA_ROOT="$2" WORKDIR="$3"

@@ -17,20 +17,26 @@ from hanet_jax.train import input as train_data
 from hanet_jax.train import loop as train_lib
 from hanet_jax.data.layouts import DatasetError
 
-CONFIGS = ("base", "default", "smoke", "busi", "udiat")
+CONFIGS = ("base", "default", "smoke", "busi", "udiat", "joint")
 LAUNCHABLE = CONFIGS[1:]
 
 
 def _with_root(config, root="/some/data"):
     if config.data.source == "folder":
         config.data.root = root
+    for name, source in config.data.sources.items():
+        source.root = f"{root}/{name.upper()}"
     return config
 
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_every_config_builds_and_has_exactly_the_schema_keys(name):
     config = _with_root(helpers.load_config(name))
-    assert set(config_utils.flatten(config.to_dict())) == set(config_utils.RULES)
+    keys = set(config_utils.flatten(config.to_dict()))
+    sources = {k for k in keys if k.startswith("data.sources.")}
+    assert keys - sources == set(config_utils.RULES)
+    assert {k.rsplit(".", 1)[1] for k in sources} <= set(config_utils.SOURCE_RULES)
+    assert bool(sources) == (name == "joint")
     config_utils.validate_config(config)
 
 

@@ -69,6 +69,9 @@ class DecodedDataset:
     images: np.ndarray
     masks: np.ndarray
     stems: tuple[str, ...]
+    # Several sources concatenated (`concatenate`): (name, start, stop, weight) of each, in
+    # order; an epoch then draws from them by weight (`epoch_order`). Empty: one source.
+    sources: tuple[tuple[str, int, int, float], ...] = ()
 
     def __post_init__(self):
         n = len(self.images)
@@ -199,13 +202,67 @@ def steps_per_epoch(num_examples: int, global_batch_size: int, drop_remainder: b
     return math.ceil(num_examples / global_batch_size)
 
 
-def epoch_order(num_examples: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
-    """The example order of one epoch: a permutation drawn from (seed, epoch), or identity."""
+def concatenate(parts: Sequence[tuple[str, DecodedDataset, float]]) -> DecodedDataset:
+    """Several sources' decoded sets as one cache, each (name, dataset, sampling weight); the
+    result's `sources` records where each lies (see `epoch_order`)."""
+    if not parts:
+        raise ValueError("concatenate: no sources")
+    sizes = {d.image_size for _, d, _ in parts}
+    if len(sizes) > 1:
+        raise ValueError(f"the sources are decoded at different sizes: {sorted(sizes)}")
+    ranges, start = [], 0
+    for name, data, weight in parts:
+        ranges.append((name, start, start + len(data), float(weight)))
+        start += len(data)
+    return DecodedDataset(np.concatenate([d.images for _, d, _ in parts]),
+                          np.concatenate([d.masks for _, d, _ in parts]),
+                          tuple(s for _, d, _ in parts for s in d.stems), tuple(ranges))
+
+
+def source_of(data: DecodedDataset, name: str) -> DecodedDataset:
+    """One source of a `concatenate`d set, as a dataset of its own (views, not copies)."""
+    for source, start, stop, _ in data.sources:
+        if source == name:
+            return DecodedDataset(data.images[start:stop], data.masks[start:stop],
+                                  data.stems[start:stop])
+    raise KeyError(f"no source {name!r} in {[s[0] for s in data.sources]}")
+
+
+def _weighted_draws(data: DecodedDataset, seed: int, epoch: int) -> np.ndarray:
+    """One epoch's draws over several sources: as many as their examples together; source s
+    gets round(n * w_s / sum(w)) of them (the remainder to the heaviest), each source's in
+    passes of a fresh permutation of its examples (from (seed, epoch, s)). A draw's id is its
+    example's index plus n times the pass it came from, so repeats of one example are distinct
+    draws (`_gather` keys the device augmentation on the id)."""
+    n = len(data)
+    weights = np.array([w for *_, w in data.sources], np.float64)
+    counts = np.floor(n * weights / weights.sum()).astype(np.int64)
+    counts[int(np.argmax(weights))] += n - counts.sum()
+    ids = []
+    for s, ((_, start, stop, _), count) in enumerate(zip(data.sources, counts)):
+        size = stop - start
+        rng = np.random.default_rng([seed, epoch, s])
+        passes = -(-count // size)
+        local = np.concatenate([rng.permutation(size) + p * n for p in range(passes)])[:count]
+        ids.append(local + start)
+    return np.concatenate(ids)
+
+
+def epoch_order(num_examples: int | DecodedDataset, seed: int, epoch: int, shuffle: bool = True
+                ) -> np.ndarray:
+    """The example order of one epoch: a permutation drawn from (seed, epoch), or identity.
+    For a dataset of several sources (`concatenate`), training draws them by weight
+    (`_weighted_draws`) and the order holds draw ids (index + n x pass; `% n` is the index)."""
+    data = num_examples if isinstance(num_examples, DecodedDataset) else None
+    n = len(data) if data is not None else num_examples
     if not shuffle:
-        return np.arange(num_examples)
+        return np.arange(n)
     if seed < 0 or epoch < 0:
         raise ValueError(f"seed and epoch must be >= 0, got {seed}, {epoch}")
-    return np.random.default_rng([seed, epoch]).permutation(num_examples)
+    if data is not None and len(data.sources) > 1:
+        draws = _weighted_draws(data, seed, epoch)
+        return draws[np.random.default_rng([seed, epoch]).permutation(len(draws))]
+    return np.random.default_rng([seed, epoch]).permutation(n)
 
 
 def _local_indices(order: np.ndarray, global_batch_size: int, process_index: int,
@@ -225,10 +282,11 @@ def _local_indices(order: np.ndarray, global_batch_size: int, process_index: int
 def _gather(data: DecodedDataset, indices: np.ndarray, *, epoch: int, train: bool,
             with_valid: bool) -> dict:
     """One local batch from the cache: uint8 images and masks (zeros where ``indices`` is -1,
-    padding), each example's dataset index and the epoch (training: the device augmentation's
-    key), and for evaluation ``valid`` and ``stem``."""
+    padding), each example's dataset index (a draw id, index + n x pass, for several sources)
+    and the epoch (training: the device augmentation's key), and for evaluation ``valid`` and
+    ``stem``."""
     valid = indices >= 0
-    safe = np.where(valid, indices, 0)
+    safe = np.where(valid, indices % len(data), 0)
     images, masks = data.images[safe], data.masks[safe]
     if not valid.all():
         images[~valid] = 0
@@ -282,7 +340,7 @@ def make_dataset(source: Source, *, global_batch_size: int, seed: int = 0, train
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
     drop_remainder = train if drop_remainder is None else drop_remainder
-    order = epoch_order(len(data), seed, epoch, shuffle=train)
+    order = epoch_order(data, seed, epoch, shuffle=train)
     indices = _local_indices(order, global_batch_size, process_index, process_count,
                              drop_remainder, start_batch)
     batches = indices.reshape(-1, global_batch_size // process_count)
@@ -343,7 +401,7 @@ def _tf_data_batches(data: DecodedDataset, batches: np.ndarray, *, epoch: int, t
 
     def gather(rows):
         valid = rows >= 0
-        safe = tf.maximum(rows, 0)
+        safe = tf.math.floormod(tf.maximum(rows, 0), len(data))  # draw ids: index + n x pass
         out = {"image": tf.gather(images, safe), "mask": tf.gather(masks, safe),
                "index": tf.cast(rows, tf.int32)}
         if with_valid:  # padding can occur: zero it (a pass over the batch training skips)

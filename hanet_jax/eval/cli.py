@@ -62,6 +62,13 @@ def _define_flags(fv: flags.FlagValues) -> None:
     flags.DEFINE_enum("run_split", None, ("val", "test"),
                       "instead of --data_dir/--layout/--split: the images a training workdir held "
                       "out (CHECKPOINT/data_split.json)", flag_values=fv)
+    flags.DEFINE_string("split_from", None, "with --run_split: take the held-out images from "
+                        "this training workdir's data_split.json instead of the checkpoint's (a "
+                        "model scored on another dataset's test set; --threshold_from_split val "
+                        "stays the checkpoint's own)", flag_values=fv)
+    flags.DEFINE_string("source", None, "with --run_split, for a run of several sources "
+                        "(config.data.sources): score this source's held-out images",
+                        flag_values=fv)
     flags.DEFINE_enum("protocol", "fixed", ("fixed", "paper_oracle", "both"), "scoring protocol(s)",
                       flag_values=fv)
     flags.DEFINE_float("threshold", None, "fixed-protocol threshold (default 0.5)", flag_values=fv)
@@ -123,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         out=args.out, protocols=protocols, threshold=args.threshold, per_image=args.per_image,
         overlays=args.overlays, tta=args.tta, threshold_from_split=args.threshold_from_split,
         postprocess=args.postprocess,
-        run_split=args.run_split, model_resolution=args.model_resolution, gradcam=args.gradcam,
+        run_split=args.run_split, split_from=args.split_from, source=args.source,
+        model_resolution=args.model_resolution, gradcam=args.gradcam,
         gradcam_stems=tuple(s.strip() for s in args.gradcam_stems if s.strip()),
         bootstrap=args.bootstrap, seed=args.seed, batch_size=args.batch_size, labels=args.labels,
         include_normal=args.include_normal, overlays_order=args.overlays_order)

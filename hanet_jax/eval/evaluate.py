@@ -299,16 +299,51 @@ def read_data_split(path: str | os.PathLike) -> dict:
     return ds
 
 
-def run_split_examples(checkpoint: str | os.PathLike, which: str = "val", *, pools: dict | None = None
-                       ) -> tuple[list[Example], dict]:
+def run_split_examples(checkpoint: str | os.PathLike, which: str = "val", *, pools: dict | None = None,
+                       source: str | None = None) -> tuple[list[Example], dict]:
     """The images a training run held out, as its WORKDIR/data_split.json names them (validated
     with `check.require_valid`), and a description of where they come from. `pools` caches the
-    validated folders across calls."""
+    validated folders across calls. A run of several sources (config.data.sources) records
+    each one's: `source` picks one; without it, the images of every source together."""
     ds_path = storage.path(checkpoint) / DATA_SPLIT_FILE
     if not ds_path.is_file():
         raise EvalError(f"{ds_path} does not exist: only a training workdir that trained on a "
                         f"dataset folder or pack records its {which} split")
-    ds = read_data_split(ds_path)
+    ds = _read_sources(ds_path)
+    if isinstance(ds.get("sources"), dict):
+        names = list(ds["sources"])
+        if source is not None and source not in names:
+            raise EvalError(f"--source {source}: {ds_path} holds the sources {names}")
+        per = [_record_examples(ds_path, ds["sources"][n], which, pools)
+               for n in ([source] if source else names)]
+        if len(per) == 1:
+            return per[0][0], {**per[0][1], "run_source": source}
+        info = {"source": str(ds_path), "root": [i["root"] for _, i in per],
+                "layout": [i["layout"] for _, i in per], "folder_split": "train",
+                "sources": names}
+        if all("groups" in i for _, i in per):  # group ids, kept apart per source
+            info["groups"] = {s: f"{n}:{g}" for n, (_, i) in zip(names, per)
+                              for s, g in i["groups"].items()}
+        return [ex for examples, _ in per for ex in examples], info
+    if source is not None:
+        raise EvalError(f"--source {source}: {ds_path} records one dataset, not several sources")
+    return _record_examples(ds_path, ds, which, pools)
+
+
+def _read_sources(ds_path) -> dict:
+    """data_split.json: one dataset's record, or {"sources": {name: record}}."""
+    try:
+        raw = read_json(ds_path)
+    except (OSError, ValueError) as e:
+        raise EvalError(f"{ds_path}: cannot read the data split: {e}") from e
+    if isinstance(raw, dict) and isinstance(raw.get("sources"), dict):
+        return raw
+    return read_data_split(ds_path)
+
+
+def _record_examples(ds_path, ds: dict, which: str, pools: dict | None
+                     ) -> tuple[list[Example], dict]:
+    """`run_split_examples` of one dataset's record."""
     if not isinstance(ds.get(which), list) or not ds[which]:
         raise EvalError(f"{ds_path}: no {which!r} images recorded"
                         + (" (train with config.data.test_fraction > 0 to hold out a test set)"
@@ -415,6 +450,8 @@ class EvalConfig:
     threshold_from_split: str | None = None
     postprocess: str = "none"  # one of POSTPROCESS | auto (chosen on threshold_from_split)
     run_split: str | None = None  # evaluate CHECKPOINT/data_split.json's images of this split
+    split_from: str | None = None  # ... of this workdir's data_split.json instead (cross-dataset)
+    source: str | None = None  # a run of several sources: this source's images
     model_resolution: bool = False
     gradcam: str | None = None
     gradcam_stems: tuple[str, ...] = ()
@@ -427,6 +464,8 @@ class EvalConfig:
 
 
 def _check_config(cfg: EvalConfig) -> None:
+    if (cfg.split_from or cfg.source) and not cfg.run_split:
+        raise EvalError("--split_from and --source choose the images of --run_split: give it")
     if cfg.threshold is not None and not 0.0 <= cfg.threshold <= 1.0:
         raise EvalError(f"--threshold must be in [0, 1], got {cfg.threshold}")
     if cfg.threshold is not None and cfg.threshold_from_split:
@@ -471,8 +510,21 @@ def run(cfg: EvalConfig, log: Callable[[str], None] = print) -> dict:
     _check_config(cfg)
     members = ensemble.member_dirs(cfg.checkpoint)  # the checkpoint, or an ensemble's members
     groups, held, run_info = None, None, {}
-    if cfg.run_split:
+    if cfg.run_split and (cfg.split_from or cfg.source):
+        # another run's held-out images (a model scored on another dataset's test set: every
+        # member predicts every image), or one source's of a run of several sources
+        examples, run_info = run_split_examples(cfg.split_from or members[0], cfg.run_split,
+                                                source=cfg.source)
+        held = None
+        if len(members) > 1 and not cfg.split_from:
+            held = [{ex.stem for ex in run_split_examples(m, cfg.run_split, source=cfg.source)[0]}
+                    for m in members]
+    if cfg.run_split and not (cfg.split_from or cfg.source):
         examples, run_info, held = held_out_examples(members, cfg.run_split)
+    if cfg.run_split and isinstance(run_info["root"], list):
+        raise EvalError(f"{run_info['source']} holds the {cfg.run_split} images of several "
+                        f"sources {run_info.get('sources')}: give --source NAME")
+    if cfg.run_split:
         groups = run_info.get("groups")
         source = run_info["source"]
         cfg = dataclasses.replace(cfg, data_dir=run_info["root"], layout=run_info["layout"],

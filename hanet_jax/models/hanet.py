@@ -108,6 +108,11 @@ class HANet(nn.Module):
     # Dense layers per encoder block: DenseNet-121's. Fewer only for fast tests (no released
     # weights fit them; the names and the rest of the graph stay the same).
     encoder_blocks: tuple[int, ...] = BLOCKS_121
+    # nnU-Net's deep supervision: a 1x1 head (`ds1`..`ds4`) on each decoder stage, whose logits
+    # (at 1/16 .. 1/2 of the input) are sown as intermediates "deep_supervision" for the
+    # training loss (train.losses.deep_supervision_loss); the output is the full-resolution
+    # head's alone. Off: no such parameters (the counts are the release's).
+    deep_supervision: bool = False
 
     def setup_checks(self):
         if self.variant not in VARIANTS:
@@ -155,5 +160,8 @@ class HANet(nn.Module):
             x = DecoderStage(
                 filters, use_sfeb, self.upsampling, self.conv_order, dtype=dtype, name=f"dec{i}"
             )(x, skips[skip_name], train=train)
+            if self.deep_supervision:  # coarsest first; float32 like the output
+                aux = Conv(1, 1, dtype=dtype, name=f"ds{i}")(x).astype(jnp.float32)
+                self.sow("intermediates", "deep_supervision", aux)
         logits = Head(self.upsampling, self.conv_order, dtype=dtype, name="head")(x, train=train)
         return logits.astype(jnp.float32)

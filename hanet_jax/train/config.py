@@ -102,6 +102,7 @@ RULES: dict[str, Check] = {
     "model.dtype": _choice(*DTYPES),
     "model.image_size": _image_size,
     "model.encoder_blocks": _layer_counts,
+    "model.deep_supervision": _bool,
     "data.source": _choice("synthetic", "folder", "pack"),
     "data.pack": _str,
     "data.feeder": _choice("auto", "tf.data", "numpy"),
@@ -168,6 +169,47 @@ def flatten(tree: Mapping) -> dict[str, Any]:
     return traverse_util.flatten_dict(dict(tree), sep=".")
 
 
+SOURCE_RULES: dict[str, Check] = {
+    "source": _choice("folder", "pack"),
+    "root": _str,
+    "layout": _choice(*LAYOUTS),
+    "split": _str,
+    "include_normal": _bool,
+    "group_by": _choice(*GROUP_BY),
+    "release": _choice("", *RELEASES),
+    "pack": _str,
+    "weight": _float(0.0, open_low=True),
+}
+
+
+def _source_problems(flat_sources: Mapping[str, Any]) -> list[str]:
+    """config.data.sources.<name>.<field>: every field known, present and valid; a folder
+    source names its root, a pack source its file."""
+    by_name: dict[str, dict] = {}
+    for key, value in flat_sources.items():
+        name, _, field = key[len("data.sources."):].partition(".")
+        by_name.setdefault(name, {})[field] = value
+    problems = []
+    for name, fields in by_name.items():
+        where = f"config.data.sources.{name}"
+        unknown = sorted(set(fields) - set(SOURCE_RULES))
+        missing = sorted(set(SOURCE_RULES) - set(fields))
+        if unknown or missing:
+            problems.append(f"{where}: unknown field(s) {unknown}, missing {missing} (build "
+                            "sources with hanet_jax.train.recipes.source())")
+            continue
+        problems += [f"{where}.{field}: {msg}" for field, check in SOURCE_RULES.items()
+                     if (msg := check(fields[field])) is not None]
+        if fields["source"] == "folder" and not fields["root"]:
+            problems.append(f"{where}.root: must name the dataset folder of a folder source")
+        if fields["source"] == "pack" and not fields["pack"]:
+            problems.append(f"{where}.pack: must name the .npz of a pack source")
+        if fields["group_by"] == "processed_release" and not fields["release"]:
+            problems.append(f"{where}.release: must be 'busi' or 'udiat' when its group_by is "
+                            "'processed_release'")
+    return problems
+
+
 def validate_config(config) -> dict:
     """Checks every key and value; returns the config as a plain dict.
 
@@ -175,6 +217,7 @@ def validate_config(config) -> dict:
     and for combinations that cannot work (e.g. data.source=folder without data.root).
     """
     flat = flatten(to_dict(config))
+    sources = {k: flat.pop(k) for k in list(flat) if k.startswith("data.sources.")}
     unknown = sorted(set(flat) - set(RULES))
     if unknown:
         # A section replaced by a scalar shows up as both unknown and missing; name it once.
@@ -194,7 +237,8 @@ def validate_config(config) -> dict:
         if flat["init_scope"] == "encoder" and flat["model.architecture"] != "hanet":
             problems.append("config.init_scope: 'encoder' (a DenseNet-121) fits "
                             "model.architecture='hanet' only")
-    if flat["data.source"] == "folder" and not flat["data.root"]:
+    problems += _source_problems(sources)
+    if not sources and flat["data.source"] == "folder" and not flat["data.root"]:
         problems.append("config.data.root: must name the dataset folder when "
                         "config.data.source='folder' (or set config.data.source='synthetic')")
     if flat["data.source"] == "pack" and not flat["data.pack"]:

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
+import ml_collections
 from absl import logging
 
 from hanet_jax import storage
@@ -30,8 +32,12 @@ class TrainData:
     augment: AugmentConfig
     description: str
     # WORKDIR/data_split.json for `eval.py --threshold_from_split val` and `--run_split
-    # val|test`: the held-out stems under their root/layout/split folder. None for synthetic data.
+    # val|test`: the held-out stems under their root/layout/split folder (several sources:
+    # {"sources": {name: that}}). None for synthetic data.
     split_record: dict | None = None
+    # Several sources (config.data.sources): each one's validation set, in order; `val` pools
+    # them. Empty for one source.
+    val_sources: tuple[tuple[str, pipeline.DecodedDataset], ...] = ()
 
 
 def augment_config(data_cfg) -> AugmentConfig:
@@ -141,9 +147,44 @@ def _pack(data_cfg, image_size: int):
     return subset("train"), subset("val"), record, what
 
 
-def build_data(config, workdir: str | None = None) -> TrainData:
+def _one_source(data_cfg, name: str, fields) -> Any:
+    """config.data as a run of source `name` alone would have it: its fields (SOURCE_FIELDS)
+    over config.data's, whose split keys (seed, fractions, folds) every source shares."""
+    view = ml_collections.ConfigDict(data_cfg.to_dict())
+    for key, value in fields.items():
+        if key != "weight":
+            view[key] = value
+    view.sources = ml_collections.ConfigDict()
+    return view
+
+
+def _sources(config, workdir: str | None) -> TrainData:
+    """Several datasets in one run (config.data.sources): each built and split exactly as a run
+    of it alone (`build_data` on `_one_source`), then concatenated for training, with each
+    source's sampling weight (`pipeline.concatenate`, `pipeline.epoch_order`)."""
+    parts, vals, records, whats = [], [], {}, []
+    for name, fields in config.data.sources.items():
+        one = ml_collections.ConfigDict(config.to_dict())
+        one.data = _one_source(config.data, name, fields)
+        built = build_data(one, workdir, _log=False, _fingerprints=f"fingerprints/{name}")
+        parts.append((name, built.train, float(fields.weight)))
+        vals.append((name, built.val, 1.0))
+        records[name] = built.split_record
+        whats.append(f"{name} (weight {fields.weight:g}): {built.description}")
+    train, val = pipeline.concatenate(parts), pipeline.concatenate(vals)
+    description = (f"{len(parts)} sources, {len(train)} train / {len(val)} val at "
+                   f"{config.model.image_size}x{config.model.image_size}: " + "; ".join(whats))
+    logging.info("data: %s", description)
+    return TrainData(train, val, augment_config(config.data), description,
+                     {"sources": records}, tuple((n, d) for n, d, _ in vals))
+
+
+def build_data(config, workdir: str | None = None, *, _log: bool = True,
+               _fingerprints: str = "fingerprints") -> TrainData:
     """Decoded train and validation sets for `config` (raises DatasetError naming the path)."""
     data_cfg, size = config.data, config.model.image_size
+    if len(data_cfg.get("sources", {})):
+        return _sources(config, workdir)
     if data_cfg.source == "synthetic":
         train, val = _synthetic(data_cfg, size)
         record = None
@@ -152,12 +193,13 @@ def build_data(config, workdir: str | None = None) -> TrainData:
         train, val, record, what = _pack(data_cfg, size)
     else:
         # The grouped split's image fingerprints, cached (atomic writes: safe for many processes).
-        cache = storage.path(workdir) / "fingerprints" if workdir is not None else None
+        cache = storage.path(workdir) / _fingerprints if workdir is not None else None
         train, val, record = _folder(data_cfg, size, cache)
         what = f"{data_cfg.root} ({data_cfg.layout}/{data_cfg.split}, {data_cfg.val_split} split)"
     if len(train) < config.batch_size:
         raise DatasetError(f"{what}: {len(train)} training examples do not fill one global batch "
                            f"(config.batch_size={config.batch_size})")
     description = f"{what}: {len(train)} train / {len(val)} val at {size}x{size}"
-    logging.info("data: %s", description)
+    if _log:
+        logging.info("data: %s", description)
     return TrainData(train, val, augment_config(data_cfg), description, record)

@@ -69,8 +69,29 @@ def _fetch(metrics) -> dict[str, float]:
 
 
 def evaluate(steps: Steps, state, val: pipeline.DecodedDataset, mesh, batch_size: int,
-             num_overlays: int = 0, feeder: str = "auto") -> tuple[dict, np.ndarray | None]:
-    """Validation metrics over every example, and up to `num_overlays` overlays (uint8)."""
+             num_overlays: int = 0, feeder: str = "auto",
+             sources: tuple[tuple[str, pipeline.DecodedDataset], ...] = ()
+             ) -> tuple[dict, np.ndarray | None]:
+    """Validation metrics over every example, and up to `num_overlays` overlays (uint8). With
+    several `sources`, each is evaluated apart and the metrics pooled over all of them (each
+    source's loss weighted by its validation size); the result then also holds
+    "sources": {name: its own metrics}."""
+    if not sources:
+        merged, overlays = _evaluate(steps, state, val, mesh, batch_size, num_overlays, feeder)
+        return _fetch(merged), overlays
+    merged, overlays, per_source = None, None, {}
+    for name, data in sources:
+        metrics, shown = _evaluate(steps, state, data, mesh, batch_size,
+                                   num_overlays if overlays is None else 0, feeder)
+        per_source[name] = _fetch(metrics)
+        merged = metrics if merged is None else merged.merge(metrics)
+        overlays = shown if overlays is None else overlays
+    return {**_fetch(merged), "sources": per_source}, overlays
+
+
+def _evaluate(steps: Steps, state, val: pipeline.DecodedDataset, mesh, batch_size: int,
+              num_overlays: int, feeder: str):
+    """`evaluate` of one dataset: its metrics (unfetched, to merge) and overlays."""
     merged, overlays = None, None
     for local in pipeline.make_dataset(val, global_batch_size=batch_size, train=False,
                                        process_index=jax.process_index(),
@@ -84,7 +105,7 @@ def evaluate(steps: Steps, state, val: pipeline.DecodedDataset, mesh, batch_size
             overlays = np.stack([viz.overlay(local["image"][i], np.asarray(pred[i]),
                                              local["mask"][i] > 0)
                                  for i in range(n)]) if n else None
-    return _fetch(merged), overlays
+    return merged, overlays
 
 
 def _check_finite(loss, step: int, spe: int, manager) -> None:
@@ -320,6 +341,8 @@ def _summary(run: _Run, history, stopper, best_step, done, wall) -> dict:
     return {
         "final_train_loss": history[-1]["train_loss"] if history else None,
         "best_val_loss": best.get("val_loss"), "best_val_dice": best.get("val_dice"),
+        **({"best_val_dice_by_source": {n: m["dice"] for n, m in best["val_sources"].items()}}
+           if "val_sources" in best else {}),
         "best_step": best_step, "best_epoch": stopper.best_epoch, "epochs": len(history),
         "steps": done, "steps_per_epoch": run.spe, "stopped_early": stopper.stop,
         # training steps only, over this run's epochs (the first step, compiling, excluded)
@@ -346,7 +369,7 @@ def _end_epoch(run: _Run, state, stopper, history, epoch_metrics, progress):
     lr = run.learning_rate(state, done - 1)  # the rate of the epoch's last step
     val, overlays = evaluate(run.steps, state, run.data.val, run.mesh, config.batch_size,
                              config.num_overlays if jax.process_index() == 0 else 0,
-                             config.data.feeder)
+                             config.data.feeder, run.data.val_sources)
     if config.optimizer.schedule == "plateau":
         new_plateau = run.plateau.step(to_host(state.plateau), val["loss"])
         state = state.replace(plateau=replicate(to_host(new_plateau), run.mesh))
@@ -356,12 +379,18 @@ def _end_epoch(run: _Run, state, stopper, history, epoch_metrics, progress):
            "val_iou": val["iou"], "learning_rate": lr, "improved": stopper.improved,
            "images_per_second": images_per_second, "step_time_s": rates.get("step_time_s"),
            "mfu": rates.get("mfu")}
+    if "sources" in val:  # config.data.sources: each one's validation loss and Dice
+        row["val_sources"] = {name: {"loss": m["loss"], "dice": m["dice"], "iou": m["iou"]}
+                              for name, m in val["sources"].items()}
     history.append(row)
     ckpt.save(run.manager, state, _meta(run, done, stopper, history, None, progress), metrics={
         "val_loss": val["loss"], "val_dice": val["dice"], "improved": stopper.improved,
         "epoch": epoch})
-    run.writer.write_scalars(done, {f"epoch/{k}": v for k, v in row.items()
-                                    if k not in ("epoch", "step", "improved") and v is not None})
+    scalars = {f"epoch/{k}": v for k, v in row.items()
+               if k not in ("epoch", "step", "improved", "val_sources") and v is not None}
+    for name, m in row.get("val_sources", {}).items():
+        scalars.update({f"epoch/val_{k}/{name}": v for k, v in m.items()})
+    run.writer.write_scalars(done, scalars)
     if overlays is not None:
         run.writer.write_images(done, {"val/overlays": overlays})
     run.writer.flush()  # a bucket workdir's events are copied at every flush (tensorboard.py)

@@ -181,3 +181,21 @@ def make_loss(name: str = "bce_jaccard", *, keras_clip: bool = False, dice_smoot
     if name not in losses:
         raise ValueError(f"unknown loss {name!r}; choose one of {LOSS_NAMES}")
     return losses[name]
+
+
+def deep_supervision_loss(loss_fn: LossFn, logits: jax.Array, aux_logits, targets: jax.Array
+                          ) -> jax.Array:
+    """nnU-Net's deep supervision: `loss_fn` on the full-resolution logits and on each coarser
+    stage's (`aux_logits`, coarsest first), each against the mask resized to that stage
+    (nearest), with weights halving per stage away from full resolution (1, 1/2, 1/4, ...),
+    normalised to sum to 1."""
+    stages = [logits, *reversed(list(aux_logits))]  # finest first
+    weights = [0.5 ** i for i in range(len(stages))]
+    total = 0.0
+    for weight, stage in zip(weights, stages):
+        target = targets
+        if stage.shape[1:3] != targets.shape[1:3]:
+            target = jax.image.resize(targets, targets.shape[:1] + stage.shape[1:3]
+                                      + targets.shape[3:], method="nearest")
+        total = total + weight * loss_fn(stage, target)
+    return total / sum(weights)

@@ -35,6 +35,9 @@ def get_config() -> ml_collections.ConfigDict:
         encoder_epsilon=1.001e-5,         # encoder BatchNorm eps (Keras); 1e-5 for torchvision ports
         dtype="float32",                  # compute dtype: float32 | bfloat16 (params stay float32)
         encoder_blocks=(6, 12, 24, 16),   # DenseNet-121's dense layers per block (fewer: tests)
+        deep_supervision=False,           # HA-Net: nnU-Net's auxiliary 1x1 heads on the decoder
+                                          # stages, trained against the resized mask with
+                                          # weights halving per stage; inference: the main head
         image_size=256,                   # square input side, a multiple of 32
     ))
 
@@ -65,6 +68,17 @@ def get_config() -> ml_collections.ConfigDict:
         n_train=200,
         n_val=50,
         seed=0,                   # phantoms and the grouped split; training randomness is `seed`
+        # Several datasets in one run (configs/joint.py): name -> a source with the fields of
+        # SOURCE_FIELDS below, each split with this config's split keys (seed, val_split,
+        # val_fraction, test_fraction, folds/fold) exactly as a run of that source alone, so a
+        # joint run holds out the same test and validation images. Empty: the one source above.
+        # An epoch is as many draws as the sources' training images together; each draw comes
+        # from source s with probability weight_s / (sum of weights), without replacement within
+        # a pass over a source (a source drawn more often than its size repeats, each repeat
+        # augmented differently). Validation pools every source's validation images (so the
+        # sources' losses combine weighted by their validation sizes); each source's Dice is
+        # also reported (summary.json, TensorBoard epoch/val_dice/<name>).
+        sources=ml_collections.ConfigDict(),
         # Online augmentation of training batches, on the device (hanet_jax.data.augment).
         augment=ml_collections.ConfigDict(dict(
             hflip=True,           # the release's only augmentation
@@ -123,6 +137,29 @@ def get_config() -> ml_collections.ConfigDict:
                                   # (hanet_jax.train.mfu), or the measured matmul peak on a CPU
     config.num_overlays = 3       # validation overlays written as images each epoch
     return config
+
+
+# The fields of one of config.data.sources, and their defaults (a source is a folder, as
+# config.data.root describes, or a pack, as config.data.pack).
+SOURCE_FIELDS = dict(
+    source="folder",          # folder | pack
+    root="",                  # source=folder: the dataset folder
+    layout="processed",       # processed | busi | udiat
+    split="train",
+    include_normal=False,
+    group_by="processed_release",
+    release="",               # busi | udiat (the release numbering of group_by=processed_release)
+    pack="",                  # source=pack: the .npz
+    weight=1.0,               # sampling weight (> 0), relative to the other sources'
+)
+
+
+def source(**fields) -> ml_collections.ConfigDict:
+    """One entry of config.data.sources: SOURCE_FIELDS with `fields` changed."""
+    unknown = set(fields) - set(SOURCE_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown source field(s) {sorted(unknown)}; known: {list(SOURCE_FIELDS)}")
+    return ml_collections.ConfigDict({**SOURCE_FIELDS, **fields})
 
 
 # `configs/busi.py:cpu2h`: what scripts/reproduce.sh trains on a 2-core CPU in about two hours

@@ -15,7 +15,7 @@ import optax
 
 from hanet_jax.data.augment import AugmentConfig, device_batch
 from hanet_jax.train.keras_callbacks import scale_updates
-from hanet_jax.train.losses import make_loss
+from hanet_jax.train.losses import deep_supervision_loss, make_loss
 from hanet_jax.train.metrics import EvalMetrics, TrainMetrics
 from hanet_jax.train.sharding import batch_sharded, replicated
 from hanet_jax.train.state import TrainState, ema_update
@@ -35,11 +35,20 @@ def train_step(state: TrainState, batch, *, model, loss_fn, tx, ema_decay: float
     batch = device_batch(batch, augment=augment, seed=seed)
     dropout_key = jax.random.fold_in(state.rng, state.step)
 
+    supervised = getattr(model, "deep_supervision", False)
+
     def loss_of(params):
         logits, updates = model.apply(
             {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
-            mutable=["batch_stats"], rngs={"dropout": dropout_key})
-        return loss_fn(logits, batch["mask"]), (logits, updates["batch_stats"])
+            mutable=["batch_stats", "intermediates"] if supervised else ["batch_stats"],
+            rngs={"dropout": dropout_key})
+        if supervised:  # the decoder stages' heads too, weights halving per stage
+            loss = deep_supervision_loss(loss_fn, logits,
+                                         updates["intermediates"]["deep_supervision"],
+                                         batch["mask"])
+        else:
+            loss = loss_fn(logits, batch["mask"])
+        return loss, (logits, updates["batch_stats"])
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
