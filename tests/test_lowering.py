@@ -42,8 +42,9 @@ LOWER = """
                                 "mask": np.zeros((8, 64, 64, 1), np.uint8),
                                 "index": np.arange(8, dtype=np.int32),
                                 "epoch": np.zeros(8, np.int32)}, batch_sharded(mesh))
+        # the augmentation is the same for every network: HA-Net's steps carry it
         train = compiled_steps(model, "bce_jaccard", tx, mesh,
-                               augment=AugmentConfig.all_on()).train
+                               augment=AugmentConfig.all_on() if arch == "hanet" else None).train
         forward = jax.jit(lambda v, x: model.apply(v, x.astype(np.float32) / 255, train=False))
         for platform in ("cpu", "cuda", "tpu"):
             for name, traced in (("train", train.trace(state, batch)),

@@ -12,7 +12,6 @@ The first step's loss is tighter (1e-5): the forward pass is not chaotic. Two pr
 each other: bitwise identical (replicated state, one program).
 """
 
-import json
 import subprocess
 
 import jax
@@ -130,89 +129,3 @@ def test_two_processes_train_together_and_match_one_process(ref, ref_steps, roun
     assert leaves and all(len(leaf.sharding.device_set) == 1 for leaf in leaves)
     x = np.zeros((1, *bundle.image_size, 3), np.float32)
     assert np.isfinite(np.asarray(bundle.model.apply(bundle.variables, x, train=False))).all()
-
-
-def test_a_sigterm_to_one_of_two_processes_stops_both_at_one_step_then_resumes_exactly(ref, tmp_path):
-    """JAX's preemption sync point: process 1 alone gets SIGTERM before step 0; both processes
-    save the same step, both exit 143, and rerunning both resumes to the uninterrupted
-    two-process run, bit for bit."""
-    import signal
-
-    def two(workdir, out, **extra):
-        port = helpers.free_port()
-        return [helpers.worker_command(workdir, tmp_path / f"{out}{i}.npz", num_processes=2, process_id=i,
-                                       port=port, **extra) for i in range(2)]
-
-    helpers.run_processes(two(tmp_path / "plain", "plain"))
-    prefix, workdir = tmp_path / "handshake", tmp_path / "w"
-    procs = [subprocess.Popen(cmd, env=helpers.subprocess_env(devices=1), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-             for cmd in two(workdir, "stopped", sigterm_handshake=prefix, sigterm_process=1)]
-    errors = helpers.signal_at_handshake(procs, prefix, signal.SIGTERM, target=1)
-    assert [p.returncode for p in procs] == [143, 143], [e[-3000:] for e in errors]
-    stopped = [helpers.load_result(tmp_path / f"stopped{i}.npz")[1] for i in range(2)]
-    assert stopped[0]["preempted_at_step"] == stopped[1]["preempted_at_step"]
-    from hanet_jax.checkpoints import training as train_checkpoints
-    with train_checkpoints.make_manager(workdir, read_only=True) as manager:
-        assert manager.all_steps() == [stopped[0]["preempted_at_step"]]
-    helpers.run_processes(two(workdir, "resumed"))
-    plain, resumed = helpers.load_result(tmp_path / "plain0.npz"), helpers.load_result(tmp_path / "resumed0.npz")
-    assert plain[0].keys() == resumed[0].keys()
-    assert all(np.array_equal(plain[0][k], resumed[0][k]) for k in plain[0])
-    assert resumed[1]["final_train_loss"] == plain[1]["final_train_loss"]
-    print(f"\nSIGTERM to process 1 of 2: exit statuses {[p.returncode for p in procs]}, both saved "
-          f"step {stopped[0]['preempted_at_step']}; rerun's final loss {resumed[1]['final_train_loss']!r}"
-          f" == uninterrupted {plain[1]['final_train_loss']!r}, weights bitwise equal")
-
-
-@pytest.mark.slow
-def test_a_run_saved_on_four_devices_resumes_on_two_and_on_one(ref, tmp_path):
-    """A preempted job that comes back on another slice: SIGTERM before step 2 of a 4-device
-    run (epoch 0 validated, so the plateau and early-stopping state have moved) saves step 3.
-    Restored as train.py restores it, on 2 devices and on 1, the step, weights, optimiser,
-    plateau and RNG state are the saved ones, bit for bit, placed on the new devices; a resume
-    on 2 devices says in one line that the device count changed and trains to the end."""
-    import shutil
-    import signal
-
-    config = {"optimizer.schedule": "plateau"}
-    overrides = json.dumps(config)
-    prefix, saved = tmp_path / "handshake", tmp_path / "w4"
-    proc = subprocess.Popen(
-        helpers.worker_command(saved, tmp_path / "stopped.npz", overrides=overrides,
-                               sigterm_handshake=prefix, sigterm_step=2),
-        env=helpers.subprocess_env(devices=4), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True)
-    (err,) = helpers.signal_at_handshake([proc], prefix, signal.SIGTERM)
-    assert proc.returncode == 143 and "checkpoint at step 3" in err, err[-3000:]
-
-    states = {}
-    for devices in (4, 2, 1):
-        out = tmp_path / f"restored{devices}.npz"
-        done = subprocess.run(helpers.worker_command(saved, out, overrides=overrides,
-                                                     restore_only=True),
-                              env=helpers.subprocess_env(devices=devices), timeout=300,
-                              capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-3000:]
-        states[devices] = helpers.load_result(out)
-        info = states[devices][1]
-        assert info == {"devices": devices, "param_devices": [devices], "saved_devices": 4}
-    leaves = states[4][0]
-    assert int(leaves["step"]) == 3 and np.isfinite(leaves["plateau/best_value"])  # epoch 0 seen
-    assert any(k.startswith("opt_state/") for k in leaves) and "rng" in leaves
-    for devices in (2, 1):
-        got = states[devices][0]
-        assert got.keys() == leaves.keys()
-        assert all(np.array_equal(got[k], leaves[k]) for k in leaves), devices
-
-    workdir = tmp_path / "w2"
-    shutil.copytree(saved, workdir)
-    proc = subprocess.run(helpers.worker_command(workdir, tmp_path / "resumed.npz",
-                                                 overrides=overrides),
-                          env=helpers.subprocess_env(devices=2), capture_output=True, text=True,
-                          timeout=400)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    changed = [line for line in proc.stderr.splitlines() if "device count changed" in line]
-    assert len(changed) == 1 and "saved on 4 devices (1 processes), resuming on 2 devices" in changed[0]
-    print("\n" + changed[0].split("] ", 1)[-1])
-    assert helpers.load_result(tmp_path / "resumed.npz")[1]["steps"] == ref["summary"]["steps"]

@@ -14,8 +14,7 @@ from data_fixtures import write_processed
 pytestmark = pytest.mark.slow
 
 TINY = ["--config.model.image_size=32", "--config.model.encoder_blocks=(1,1,1,1)",
-        "--config.data.n_train=16", "--config.data.n_val=8", "--config.num_overlays=1",
-        "--config.data.augment.affine=True", "--config.data.augment.speckle=True"]
+        "--config.data.n_train=16", "--config.data.n_val=8", "--config.num_overlays=1"]
 
 
 def _run(args, env, timeout=600):
