@@ -288,14 +288,18 @@ def _lower(counts: dict) -> dict:
 
 def read_data_split(path: str | os.PathLike) -> dict:
     """A trainer's `data_split.json`: {"root", "layout", "val": [stems]} (optionally "split",
-    the folder the stems come from, default "train")."""
+    the folder the stems come from, default "train"); a run of several sources holds
+    {"sources": {name: such a record}}."""
     try:
         ds = read_json(path)
     except (OSError, json.JSONDecodeError) as e:
         raise EvalError(f"{path}: cannot read the data split: {e}") from e
-    missing = [k for k in ("root", "layout", "val") if k not in ds]
-    if missing or not isinstance(ds.get("val"), list):
-        raise EvalError(f"{path}: expected keys root, layout and a list 'val'; missing {missing}")
+    records = ds["sources"].values() if isinstance(ds.get("sources"), dict) else [ds]
+    for record in records:
+        missing = [k for k in ("root", "layout", "val") if k not in record]
+        if missing or not isinstance(record.get("val"), list):
+            raise EvalError(f"{path}: expected keys root, layout and a list 'val'; "
+                            f"missing {missing}")
     return ds
 
 
@@ -309,7 +313,7 @@ def run_split_examples(checkpoint: str | os.PathLike, which: str = "val", *, poo
     if not ds_path.is_file():
         raise EvalError(f"{ds_path} does not exist: only a training workdir that trained on a "
                         f"dataset folder or pack records its {which} split")
-    ds = _read_sources(ds_path)
+    ds = read_data_split(ds_path)
     if isinstance(ds.get("sources"), dict):
         names = list(ds["sources"])
         if source is not None and source not in names:
@@ -328,17 +332,6 @@ def run_split_examples(checkpoint: str | os.PathLike, which: str = "val", *, poo
     if source is not None:
         raise EvalError(f"--source {source}: {ds_path} records one dataset, not several sources")
     return _record_examples(ds_path, ds, which, pools)
-
-
-def _read_sources(ds_path) -> dict:
-    """data_split.json: one dataset's record, or {"sources": {name: record}}."""
-    try:
-        raw = read_json(ds_path)
-    except (OSError, ValueError) as e:
-        raise EvalError(f"{ds_path}: cannot read the data split: {e}") from e
-    if isinstance(raw, dict) and isinstance(raw.get("sources"), dict):
-        return raw
-    return read_data_split(ds_path)
 
 
 def _record_examples(ds_path, ds: dict, which: str, pools: dict | None

@@ -172,11 +172,13 @@ def _sources(config, workdir: str | None) -> TrainData:
         records[name] = built.split_record
         whats.append(f"{name} (weight {fields.weight:g}): {built.description}")
     train, val = pipeline.concatenate(parts), pipeline.concatenate(vals)
+    # each source's validation set: views of the pooled one, not a second copy of its images
+    val_sources = tuple((name, pipeline.source_of(val, name)) for name, _, _ in vals)
     description = (f"{len(parts)} sources, {len(train)} train / {len(val)} val at "
                    f"{config.model.image_size}x{config.model.image_size}: " + "; ".join(whats))
     logging.info("data: %s", description)
     return TrainData(train, val, augment_config(config.data), description,
-                     {"sources": records}, tuple((n, d) for n, d, _ in vals))
+                     {"sources": records}, val_sources)
 
 
 def build_data(config, workdir: str | None = None, *, _log: bool = True,
