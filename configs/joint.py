@@ -13,6 +13,11 @@ joint run holds out the same test and validation images as `configs/busi.py` and
 hold together, half from each by default (`weight`: UDIAT's fewer originals are then seen more
 often); validation pools both sets, and each one's Dice is reported apart
 (recipes.get_config's comment on config.data.sources).
+
+A source may also be a pack or a dataset prepared with our TFDS builders (docs/data.md):
+    --config.data.sources.busi.source=tfds \
+    --config.data.sources.busi.tfds_name=hanet_processed/busi \
+    --config.data.sources.busi.tfds_data_dir=TFDS_DIR
 """
 
 from hanet_jax.train import recipes

@@ -14,9 +14,12 @@ Features: ``image`` uint8 (H, W, 3), ``mask`` uint8 0/1 (H, W, 1), ``stem``, ``l
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import inspect
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,6 +31,7 @@ except ImportError as e:  # TensorFlow is optional; this module alone needs it
     raise ImportError("hanet_jax.data.tfds_builders needs TensorFlow and tensorflow-datasets: "
                       "pip install 'hanet-jax[tf]'") from e
 
+from hanet_jax import storage
 from hanet_jax.data import check, layouts, pipeline
 from hanet_jax.tensorflow_cpu import tensorflow
 
@@ -166,3 +170,62 @@ def decoded_from_tfds(dataset: tf.data.Dataset, image_size: int | Sequence[int]
     order = sorted(range(len(stems)), key=lambda i: layouts.natural_key(stems[i]))
     return pipeline.DecodedDataset(np.stack(images)[order], np.stack(masks)[order],
                                    tuple(stems[i] for i in order))
+
+
+# The builders above, by their registered TFDS names; a config names one as "name/config".
+BUILDERS = {"hanet_processed": HanetProcessed, "hanet_busi": HanetBusi, "hanet_udiat": HanetUdiat}
+# processed-layout folder names that keep the release's class rule (layouts, eval)
+_RELEASE_FOLDERS = {"hanet_processed/busi": "BUSI", "hanet_processed/udiat": "UDIAT"}
+_MATERIALISED: dict[tuple[str, str, str], dict] = {}
+
+
+def prepared_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+    """Our builder `name` ("hanet_processed/busi", "hanet_busi/lesions", "hanet_udiat") as
+    prepared under `data_dir` (TFDS's default when empty). Raises DatasetError naming the
+    builder and the folder when it is unknown or not prepared there."""
+    builder_name, _, config = name.partition("/")
+    if builder_name not in BUILDERS:
+        raise layouts.DatasetError(f"unknown TFDS builder {builder_name!r} in {name!r}; ours are "
+                                   f"{sorted(BUILDERS)} (name/config, e.g. hanet_processed/busi)")
+    cls = BUILDERS[builder_name]
+    configs = [c.name for c in cls.BUILDER_CONFIGS]
+    if config and config not in configs:
+        raise layouts.DatasetError(f"{name}: {builder_name} has the configs {configs}")
+    builder = cls(config=config or None, data_dir=data_dir or None)
+    if not builder.is_prepared():
+        raise layouts.DatasetError(
+            f"{name} is not prepared under {builder.data_dir}: prepare it once with "
+            f"{cls.__name__}(config=..., data_dir=...).download_and_prepare(download_config="
+            "tfds.download.DownloadConfig(manual_dir=YOUR_FOLDER)) (docs/data.md, TFDS)")
+    return builder
+
+
+def materialised_folder(name: str, data_dir: str | None, split: str = "train") -> dict:
+    """Split `split` of the prepared builder `name` written once per process (removed at exit)
+    as a processed-layout folder of PNGs, `<tmp>/<FOLDER>/<split>/{images,masks}/<stem>.png`:
+    {"root", "layout", "split", "include_normal"} of it, as config.data and eval's
+    `--run_split` read a folder.
+
+    Why a folder: a TFDS source then goes through the folder path itself (`check.require_valid`,
+    `splits.hold_out` with its content fingerprints, `pipeline.decode_examples`), so it holds
+    out exactly the images a run on the original folder holds out (the records are the decoded
+    pixels, stored and written losslessly) and eval reads it like any run's folder. FOLDER is
+    BUSI or UDIAT for the release's builder configs, so their class rule applies."""
+    key = (name, os.fspath(data_dir or ""), split)
+    if key not in _MATERIALISED:
+        builder = prepared_builder(name, data_dir)
+        if split not in builder.info.splits:
+            raise layouts.DatasetError(f"{name} under {builder.data_dir} has no split {split!r}; "
+                                       f"it has {sorted(builder.info.splits)}")
+        base = tempfile.mkdtemp(prefix="hanet_tfds_")
+        atexit.register(shutil.rmtree, base, True)
+        root = os.path.join(base, _RELEASE_FOLDERS.get(name, name.replace("/", "-")))
+        for record in tfds.as_numpy(builder.as_dataset(split=split)):
+            stem = record["stem"].decode()
+            storage.write_png(os.path.join(root, split, "images", f"{stem}.png"), record["image"])
+            storage.write_png(os.path.join(root, split, "masks", f"{stem}.png"),
+                              record["mask"][..., 0] * np.uint8(255))
+        _MATERIALISED[key] = {"root": root, "layout": "processed", "split": split,
+                              "include_normal": False, "version": str(builder.version),
+                              "data_dir": os.fspath(builder.data_dir)}
+    return dict(_MATERIALISED[key])

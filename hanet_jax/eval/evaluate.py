@@ -345,6 +345,14 @@ def _record_examples(ds_path, ds: dict, which: str, pools: dict | None
     if pack:  # a run from a pack (hanet_jax.data.pack): its originals, unpacked once
         from hanet_jax.data import pack as data_pack
         ds = {**ds, **data_pack.unpacked_folder(pack, ds.get("pack_sha256"))}
+    if ds.get("tfds"):  # a run from a prepared TFDS dataset: its split, written once as a folder
+        from hanet_jax.data import tfds_builders
+        folder = tfds_builders.materialised_folder(ds["tfds"], ds.get("tfds_data_dir"),
+                                                   ds.get("split", "train"))
+        if ds.get("tfds_version") and folder["version"] != ds["tfds_version"]:
+            raise EvalError(f"{ds_path}: the run trained on {ds['tfds']} {ds['tfds_version']}, "
+                            f"but {folder['data_dir']} holds version {folder['version']}")
+        ds = {**ds, **{k: folder[k] for k in ("root", "layout", "split", "include_normal")}}
     source_split = ds.get("split", "train")
     key = (ds["root"], ds["layout"], source_split, bool(ds.get("include_normal", False)))
     if pools is None or key not in pools:  # an ensemble's members share the folder: check it once
@@ -357,7 +365,8 @@ def _record_examples(ds_path, ds: dict, which: str, pools: dict | None
         raise EvalError(f"{ds_path}: {len(missing)} {which} stem(s) not found in {ds['root']} "
                         f"(layout={ds['layout']}, split={source_split}): {missing[:5]}")
     info = {"source": str(ds_path), "root": ds["root"], "layout": ds["layout"],
-            "folder_split": source_split, **({"pack": pack} if pack else {})}
+            "folder_split": source_split, **({"pack": pack} if pack else {}),
+            **({"tfds": ds["tfds"]} if ds.get("tfds") else {})}
     groups = ds.get("groups")
     if isinstance(groups, dict) and all(s in groups for s in ds[which]):
         info["groups"] = {s: groups[s] for s in ds[which]}

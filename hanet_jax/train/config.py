@@ -103,8 +103,10 @@ RULES: dict[str, Check] = {
     "model.image_size": _image_size,
     "model.encoder_blocks": _layer_counts,
     "model.deep_supervision": _bool,
-    "data.source": _choice("synthetic", "folder", "pack"),
+    "data.source": _choice("synthetic", "folder", "pack", "tfds"),
     "data.pack": _str,
+    "data.tfds_name": _str,
+    "data.tfds_data_dir": _str,
     "data.feeder": _choice("auto", "tf.data", "numpy"),
     "data.root": _str,
     "data.layout": _choice(*LAYOUTS),
@@ -170,7 +172,7 @@ def flatten(tree: Mapping) -> dict[str, Any]:
 
 
 SOURCE_RULES: dict[str, Check] = {
-    "source": _choice("folder", "pack"),
+    "source": _choice("folder", "pack", "tfds"),
     "root": _str,
     "layout": _choice(*LAYOUTS),
     "split": _str,
@@ -178,6 +180,8 @@ SOURCE_RULES: dict[str, Check] = {
     "group_by": _choice(*GROUP_BY),
     "release": _choice("", *RELEASES),
     "pack": _str,
+    "tfds_name": _str,
+    "tfds_data_dir": _str,
     "weight": _float(0.0, open_low=True),
 }
 
@@ -204,6 +208,9 @@ def _source_problems(flat_sources: Mapping[str, Any]) -> list[str]:
             problems.append(f"{where}.root: must name the dataset folder of a folder source")
         if fields["source"] == "pack" and not fields["pack"]:
             problems.append(f"{where}.pack: must name the .npz of a pack source")
+        if fields["source"] == "tfds" and not fields["tfds_name"]:
+            problems.append(f"{where}.tfds_name: must name the builder/config of a tfds source "
+                            "(e.g. hanet_processed/busi)")
         if fields["group_by"] == "processed_release" and not fields["release"]:
             problems.append(f"{where}.release: must be 'busi' or 'udiat' when its group_by is "
                             "'processed_release'")
@@ -243,6 +250,9 @@ def validate_config(config) -> dict:
                         "config.data.source='folder' (or set config.data.source='synthetic')")
     if flat["data.source"] == "pack" and not flat["data.pack"]:
         problems.append("config.data.pack: must name the .npz when config.data.source='pack'")
+    if flat["data.source"] == "tfds" and not flat["data.tfds_name"]:
+        problems.append("config.data.tfds_name: must name the builder/config (e.g. "
+                        "hanet_processed/busi) when config.data.source='tfds'")
     if flat["data.group_by"] == "processed_release" and not flat["data.release"]:
         problems.append("config.data.release: must be 'busi' or 'udiat' when "
                         "config.data.group_by='processed_release'")

@@ -1,4 +1,5 @@
-"""Training and validation data from a config: synthetic phantoms or a validated dataset folder.
+"""Training and validation data from a config: synthetic phantoms, a validated dataset folder,
+a pack, a prepared TFDS dataset, or several of them (config.data.sources).
 
 Every process builds the same two decoded datasets on its own: it checks every file, makes the
 same split, and decodes every training and validation example (`pipeline.decode_examples`), not
@@ -94,6 +95,26 @@ def _folder(data_cfg, image_size: int, cache_dir: str | None):
         record["groups"] = {ex.stem: groups[ex.stem] for ex in (*val, *test)}
     return (pipeline.decode_examples(train, image_size),
             pipeline.decode_examples(val, image_size), record)
+
+
+def _tfds(data_cfg, image_size: int, cache_dir: str | None):
+    """A prepared TFDS dataset (`tfds_builders.materialised_folder`: its split as a folder of
+    lossless PNGs), split and decoded by `_folder`, so it holds out what the original folder
+    would; the record also names the dataset, for eval to write the folder again."""
+    try:
+        from hanet_jax.data import tfds_builders
+    except ImportError as e:
+        raise DatasetError(f"config.data.source='tfds' ({data_cfg.tfds_name}): {e}") from e
+    folder = tfds_builders.materialised_folder(data_cfg.tfds_name, data_cfg.tfds_data_dir,
+                                               data_cfg.split)
+    view = ml_collections.ConfigDict(data_cfg.to_dict())
+    view.root, view.layout, view.split = folder["root"], folder["layout"], folder["split"]
+    train, val, record = _folder(view, image_size, cache_dir)
+    # root: the dataset's name, not the temporary folder (eval writes the folder again)
+    record.update(root=f"tfds:{data_cfg.tfds_name}", tfds=data_cfg.tfds_name,
+                  tfds_data_dir=data_cfg.tfds_data_dir, tfds_version=folder["version"])
+    what = f"TFDS {data_cfg.tfds_name} {folder['version']} ({folder['data_dir']}, split {data_cfg.split})"
+    return train, val, record, what
 
 
 def _same(a, b) -> bool:
@@ -193,6 +214,9 @@ def build_data(config, workdir: str | None = None, *, _log: bool = True,
         what = f"synthetic phantoms (seed {data_cfg.seed})"
     elif data_cfg.source == "pack":  # one .npz of originals (hanet_jax.data.pack)
         train, val, record, what = _pack(data_cfg, size)
+    elif data_cfg.source == "tfds":  # prepared with hanet_jax.data.tfds_builders
+        cache = storage.path(workdir) / _fingerprints if workdir is not None else None
+        train, val, record, what = _tfds(data_cfg, size, cache)
     else:
         # The grouped split's image fingerprints, cached (atomic writes: safe for many processes).
         cache = storage.path(workdir) / _fingerprints if workdir is not None else None

@@ -44,7 +44,13 @@ def get_config() -> ml_collections.ConfigDict:
     config.data = ml_collections.ConfigDict(dict(
         source="folder",          # folder: a dataset on disk | synthetic: generated phantoms |
                                   # pack: one .npz of a dataset's originals (hanet_jax.data.pack)
+                                  # | tfds: a prepared TFDS dataset (needs TensorFlow)
         pack="",                  # source=pack: the .npz `python -m hanet_jax.data.pack` wrote
+        # source=tfds: a dataset prepared with our TFDS builders (hanet_jax.data.tfds_builders,
+        # docs/data.md), its split `split` held out exactly as the same folder would be
+        tfds_name="",             # builder/config: hanet_processed/busi|udiat, hanet_busi/lesions,
+                                  # hanet_udiat/dataset_b
+        tfds_data_dir="",         # where it was prepared (empty: TFDS's default data_dir)
         feeder="auto",            # host feed of the cached uint8 arrays: auto (tf.data when
                                   # TensorFlow imports, else numpy) | tf.data | numpy (a
                                   # prefetching thread); both give identical batches
@@ -140,9 +146,10 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 # The fields of one of config.data.sources, and their defaults (a source is a folder, as
-# config.data.root describes, or a pack, as config.data.pack).
+# config.data.root describes, a pack, as config.data.pack, or a prepared TFDS dataset, as
+# config.data.tfds_name).
 SOURCE_FIELDS = dict(
-    source="folder",          # folder | pack
+    source="folder",          # folder | pack | tfds
     root="",                  # source=folder: the dataset folder
     layout="processed",       # processed | busi | udiat
     split="train",
@@ -150,6 +157,8 @@ SOURCE_FIELDS = dict(
     group_by="processed_release",
     release="",               # busi | udiat (the release numbering of group_by=processed_release)
     pack="",                  # source=pack: the .npz
+    tfds_name="",             # source=tfds: builder/config (e.g. hanet_processed/busi); `split`
+    tfds_data_dir="",         # is then the TFDS split, and data_dir where it was prepared
     weight=1.0,               # sampling weight (> 0), relative to the other sources'
 )
 
