@@ -4,10 +4,13 @@ grouped split at a short budget and compare them on the validation images.
     python scripts/recipe_search.py --dataset busi --data_root DATA_ROOT \
         --out workdirs/recipe_busi [--budget 96px_8ep] [--doc [PATH]]
     python scripts/recipe_search.py --study variants ...   # the paper's four-variant ablation
+    python scripts/recipe_search.py --study spend --budget cpu2h ...  # image size, deep supervision
 
 `--study recipe` (the default) runs cumulative arms, each adding one change to the arm above.
 `--study variants` runs the paper's ablation: the recipe's last arm (the default recipe) with
 each of the four model variants, each compared with the full model.
+`--study spend` (with `--budget cpu2h`, the reproduce runs' profile) asks how to spend the
+two-hour CPU budget: the default recipe at 128, 160 and 192 px and with deep supervision.
 
 Each arm is `train.py --config=configs/<dataset>.py:release` (the release's exact recipe) plus
 the budget's and the arm's overrides,
@@ -27,7 +30,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import results_table  # beside this script (Python imports from a script's own folder): the marker writer
@@ -35,6 +37,7 @@ from absl import flags
 
 from hanet_jax import command_line
 from hanet_jax.models.hanet import VARIANTS
+from hanet_jax.train import recipes
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +45,8 @@ BUDGETS = {
     # ~12-13 images/s at 96x96 on the 2-core CPU: 21-29 min per arm on BUSI's 1,590 images.
     "96px_8ep": {"model.image_size": 96, "batch_size": 16, "num_epochs": 8,
                  "log_every_steps": 20},
+    # the profile scripts/reproduce.sh trains (configs/<dataset>.py:cpu2h)
+    "cpu2h": dict(recipes.CPU_2H),
 }
 # Cumulative: each arm adds one change to the one before it.
 ARMS = {
@@ -54,9 +59,18 @@ ARMS = {
 }
 # The ablation: the recipe's last arm (configs' default) with each model variant.
 VARIANT_ARMS = {v: {**ARMS["+bce_dice"], "model.variant": v} for v in VARIANTS}
+# How to spend the two-hour budget (run with --budget cpu2h): the default recipe at the
+# profile's 128 px, at larger inputs (the bottleneck grows from 4x4 to 5x5 or 6x6 positions for
+# the TAM to attend over), and with deep supervision; each compared with the first arm.
+SPEND_ARMS = {"128px": dict(recipes.BEYOND_RELEASE),
+              "160px": {**recipes.BEYOND_RELEASE, "model.image_size": 160},
+              "160px+deep_supervision": {**recipes.BEYOND_RELEASE, "model.image_size": 160,
+                                         "model.deep_supervision": True},
+              "192px": {**recipes.BEYOND_RELEASE, "model.image_size": 192}}
 # study -> (arms, cumulative, docs/results.md markers)
 STUDIES = {"recipe": (ARMS, True, ("<!-- recipe:begin -->", "<!-- recipe:end -->")),
-           "variants": (VARIANT_ARMS, False, ("<!-- variants:begin -->", "<!-- variants:end -->"))}
+           "variants": (VARIANT_ARMS, False, ("<!-- variants:begin -->", "<!-- variants:end -->")),
+           "spend": (SPEND_ARMS, False, ("<!-- spend:begin -->", "<!-- spend:end -->"))}
 
 
 def _overrides(values: dict) -> list[str]:
@@ -66,14 +80,13 @@ def _overrides(values: dict) -> list[str]:
 def run_arm(dataset: str, folder: Path, workdir: Path, budget: dict, arm: dict) -> dict:
     eval_json = workdir / "eval_val.json"
     if not eval_json.exists():
-        start = time.time()
-        subprocess.run([sys.executable, "train.py", f"--config=configs/{dataset}.py:release",
-                        f"--workdir={workdir}", f"--config.data.root={folder}",
-                        "--config.data.test_fraction=0.2", *_overrides({**budget, **arm})],
-                       cwd=ROOT, check=True)
-        if not (workdir / "summary.json").exists() or (
-                (workdir / "summary.json").stat().st_mtime < start):
-            raise SystemExit(f"{workdir}: training stopped before its end; rerun to resume")
+        if not (workdir / "summary.json").exists():  # written once training has ended
+            subprocess.run([sys.executable, "train.py", f"--config=configs/{dataset}.py:release",
+                            f"--workdir={workdir}", f"--config.data.root={folder}",
+                            "--config.data.test_fraction=0.2", *_overrides({**budget, **arm})],
+                           cwd=ROOT, check=True)
+            if not (workdir / "summary.json").exists():
+                raise SystemExit(f"{workdir}: training stopped before its end; rerun to resume")
         subprocess.run([sys.executable, "eval.py", "--checkpoint", str(workdir), "--run_split",
                         "val", "--protocol", "fixed", "--out", str(eval_json)], cwd=ROOT,
                        check=True)

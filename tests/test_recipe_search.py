@@ -61,3 +61,18 @@ def test_the_studies_markers_are_in_docs_results_md_and_not_in_the_readme():
     for _, _, (begin, end) in recipe_search.STUDIES.values():
         assert doc.count(begin) == 1 and doc.count(end) == 1 and doc.index(begin) < doc.index(end)
         assert begin not in readme and end not in readme
+
+
+def test_the_spend_studys_first_arm_is_the_reproduce_runs_config():
+    """`--study spend --budget cpu2h`'s 128px arm trains exactly configs/<dataset>.py:cpu2h (what
+    scripts/reproduce.sh trains); its other arms change only what they name."""
+    from hanet_jax.train import recipes
+
+    for dataset in ("busi", "udiat"):
+        reproduce = recipes.dataset_recipe(dataset, "cpu2h").to_dict()
+        for name, arm in recipe_search.SPEND_ARMS.items():
+            config = recipes.dataset_recipe(dataset, "release")
+            config.update_from_flattened_dict({**recipe_search.BUDGETS["cpu2h"], **arm})
+            flat, want = (recipes.config_utils.flatten(c) for c in (config.to_dict(), reproduce))
+            changed = {k for k in flat if flat[k] != want[k]}
+            assert changed == {k for k in arm if k not in recipes.BEYOND_RELEASE}, name
