@@ -11,6 +11,8 @@ grouped split at a short budget and compare them on the validation images.
 each of the four model variants, each compared with the full model.
 `--study spend` (with `--budget cpu2h`, the reproduce runs' profile) asks how to spend the
 two-hour CPU budget: the default recipe at 128, 160 and 192 px and with deep supervision.
+`--study weights --dataset joint` trains configs/joint.py (DATA_ROOT/BUSI and DATA_ROOT/UDIAT)
+with the sources' sampling weights of each arm; its table adds each source's validation Dice.
 
 Each arm is `train.py --config=configs/<dataset>.py:release` (the release's exact recipe) plus
 the budget's and the arm's overrides,
@@ -35,7 +37,11 @@ from pathlib import Path
 import results_table  # beside this script (Python imports from a script's own folder): the marker writer
 from absl import flags
 
+import numpy as np
+
 from hanet_jax import command_line
+from hanet_jax.eval.bootstrap import bootstrap_ci, n_groups
+from hanet_jax.eval.metrics import read_per_image_csv
 from hanet_jax.models.hanet import VARIANTS
 from hanet_jax.train import recipes
 
@@ -67,36 +73,79 @@ SPEND_ARMS = {"128px": dict(recipes.BEYOND_RELEASE),
               "160px+deep_supervision": {**recipes.BEYOND_RELEASE, "model.image_size": 160,
                                          "model.deep_supervision": True},
               "192px": {**recipes.BEYOND_RELEASE, "model.image_size": 192}}
+# The sources' sampling weights of a joint run (--dataset joint): equal draws from each (the
+# default), and BUSI weighted by its 3.2 times as many originals (402 groups to UDIAT's 125).
+WEIGHT_ARMS = {"equal": dict(recipes.BEYOND_RELEASE),
+               "busi_x3.2": {**recipes.BEYOND_RELEASE, "data.sources.busi.weight": 3.2}}
 # study -> (arms, cumulative, docs/results.md markers)
 STUDIES = {"recipe": (ARMS, True, ("<!-- recipe:begin -->", "<!-- recipe:end -->")),
            "variants": (VARIANT_ARMS, False, ("<!-- variants:begin -->", "<!-- variants:end -->")),
-           "spend": (SPEND_ARMS, False, ("<!-- spend:begin -->", "<!-- spend:end -->"))}
+           "spend": (SPEND_ARMS, False, ("<!-- spend:begin -->", "<!-- spend:end -->")),
+           "weights": (WEIGHT_ARMS, False, ("<!-- weights:begin -->", "<!-- weights:end -->"))}
+JOINT_SOURCES = ("busi", "udiat")  # configs/joint.py's sources, each DATA_ROOT/<NAME>
 
 
 def _overrides(values: dict) -> list[str]:
     return [f"--config.{k}={v}" for k, v in values.items()]
 
 
-def run_arm(dataset: str, folder: Path, workdir: Path, budget: dict, arm: dict) -> dict:
-    eval_json = workdir / "eval_val.json"
-    if not eval_json.exists():
-        if not (workdir / "summary.json").exists():  # written once training has ended
-            subprocess.run([sys.executable, "train.py", f"--config=configs/{dataset}.py:release",
-                            f"--workdir={workdir}", f"--config.data.root={folder}",
-                            "--config.data.test_fraction=0.2", *_overrides({**budget, **arm})],
-                           cwd=ROOT, check=True)
-            if not (workdir / "summary.json").exists():
-                raise SystemExit(f"{workdir}: training stopped before its end; rerun to resume")
+def _data_flags(dataset: str, data_root: Path) -> list[str]:
+    if dataset == "joint":
+        return [f"--config.data.sources.{n}.root={data_root / n.upper()}" for n in JOINT_SOURCES]
+    return [f"--config.data.root={data_root / dataset.upper()}"]
+
+
+def _val_eval(workdir: Path, name: str = "", *source: str) -> tuple[dict, Path]:
+    """eval.py on the run's validation images at 0.5: (its report, its per-image CSV)."""
+    out, per_image = workdir / f"eval_val{name}.json", workdir / f"eval_val{name}.csv"
+    if not out.exists():
         subprocess.run([sys.executable, "eval.py", "--checkpoint", str(workdir), "--run_split",
-                        "val", "--protocol", "fixed", "--out", str(eval_json)], cwd=ROOT,
-                       check=True)
+                        "val", "--protocol", "fixed", "--out", str(out), "--per_image",
+                        str(per_image), *source], cwd=ROOT, check=True)
+    return json.loads(out.read_text()), per_image
+
+
+def _pooled(reports: dict[str, tuple[dict, Path]]) -> dict:
+    """The sources' validation images together, as eval.py would report them: mean Dice and
+    Jaccard over every image, the CI resampling every source's near-duplicate groups (eval.py
+    scores one source at a time: the sources' stems may coincide)."""
+    dice, jaccard, groups = [], [], []
+    for name, (_, csv) in reports.items():
+        for row in read_per_image_csv(csv):
+            if row["protocol"] == "fixed":
+                dice.append(row["dice"])
+                jaccard.append(row["jaccard"])
+                groups.append(f"{name}:{row.get('group') or row['stem']}")
+    return {"protocols": {"fixed": {"mean": {"dice": float(np.nanmean(dice)),
+                                             "jaccard": float(np.nanmean(jaccard))},
+                                    "ci95": {"dice": list(bootstrap_ci(dice, groups=groups))}}},
+            "n_images": len(dice),
+            "bootstrap": {"over": "near-duplicate groups", "n_groups": n_groups(groups)}}
+
+
+def run_arm(dataset: str, data_root: Path, workdir: Path, budget: dict, arm: dict) -> dict:
+    """Trains the arm (unless its training has ended) and scores it on its validation images;
+    a joint run also on each source's (`eval.py --source`)."""
+    if not (workdir / "summary.json").exists():  # written once training has ended
+        subprocess.run([sys.executable, "train.py", f"--config=configs/{dataset}.py:release",
+                        f"--workdir={workdir}", *_data_flags(dataset, data_root),
+                        "--config.data.test_fraction=0.2", *_overrides({**budget, **arm})],
+                       cwd=ROOT, check=True)
+        if not (workdir / "summary.json").exists():
+            raise SystemExit(f"{workdir}: training stopped before its end; rerun to resume")
+    by_source = {}
+    if dataset == "joint":
+        reports = {n: _val_eval(workdir, f"_{n}", "--source", n) for n in JOINT_SOURCES}
+        by_source = {n: r["protocols"]["fixed"]["mean"]["dice"] for n, (r, _) in reports.items()}
+        report = _pooled(reports)
+    else:
+        report, _ = _val_eval(workdir)
     summary = json.loads((workdir / "summary.json").read_text())
-    report = json.loads(eval_json.read_text())
     fixed = report["protocols"]["fixed"]
     return {"dice": fixed["mean"]["dice"], "ci": fixed["ci95"]["dice"],
             "jaccard": fixed["mean"]["jaccard"], "n": report["n_images"],
             "ci_over": report.get("bootstrap", {}).get("over", "images"),
-            "n_groups": report.get("bootstrap", {}).get("n_groups"),
+            "n_groups": report.get("bootstrap", {}).get("n_groups"), "by_source": by_source,
             "best_val_loss": summary["best_val_loss"], "minutes": summary["wall_seconds"] / 60}
 
 
@@ -115,8 +164,10 @@ def table(dataset: str, budget_name: str, results: dict[str, dict], command: str
         changed = ({k: v for k, v in arm.items() if before.get(k) != v} if previous is not None
                    else {}) or {"—": ""}
         delta = "" if previous is None else f"{r['dice'] - previous:+.3f}"
+        per = "".join(f" {n.upper()} {d:.3f}" for n, d in (r.get("by_source") or {}).items())
         lines.append(f"| {name} | {', '.join(f'{k}={v}' if v != '' else k for k, v in changed.items())}"
-                     f" | {r['dice']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}] | "
+                     f" | {r['dice']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]"
+                     f"{f' ({per.strip()})' if per else ''} | "
                      f"{r['jaccard']:.3f} | {delta} | {r['best_val_loss']:.4f} | {r['minutes']:.0f} |")
         if cumulative or previous is None:
             previous, before = r["dice"], arm
@@ -131,8 +182,10 @@ def table(dataset: str, budget_name: str, results: dict[str, dict], command: str
 
 
 def _define_flags(fv: flags.FlagValues) -> None:
-    flags.DEFINE_enum("dataset", None, ["busi", "udiat"], "the dataset", flag_values=fv, required=True)
-    flags.DEFINE_string("data_root", None, "folder holding <DATASET>/train/", flag_values=fv, required=True)
+    flags.DEFINE_enum("dataset", None, ["busi", "udiat", "joint"], "the dataset (joint: "
+                      "configs/joint.py, BUSI and UDIAT)", flag_values=fv, required=True)
+    flags.DEFINE_string("data_root", None, "folder holding <DATASET>/train/ (joint: BUSI/ and "
+                        "UDIAT/)", flag_values=fv, required=True)
     flags.DEFINE_string("out", None, "folder for the arms' workdirs and the table", flag_values=fv,
                         required=True)
     flags.DEFINE_enum("budget", "96px_8ep", sorted(BUDGETS), "each arm's budget", flag_values=fv)
@@ -151,15 +204,19 @@ def main(argv=None) -> int:
     unknown = [a for a in args.arms or () if a not in arms]
     if unknown:
         COMMAND.usage_error(f"--arms {' '.join(unknown)}: not arms of --study {args.study} ({' '.join(arms)})")
-    folder = Path(args.data_root) / args.dataset.upper()
-    if not (folder / "train" / "images").is_dir():
-        COMMAND.usage_error(f"{folder}/train/images does not exist (--data_root must hold "
-                            f"{args.dataset.upper()}/train/)")
+    if (args.study == "weights") != (args.dataset == "joint"):
+        COMMAND.usage_error("--study weights needs --dataset joint, and --dataset joint that study")
+    data_root = Path(args.data_root)
+    for name in JOINT_SOURCES if args.dataset == "joint" else (args.dataset,):
+        folder = data_root / name.upper()
+        if not (folder / "train" / "images").is_dir():
+            COMMAND.usage_error(f"{folder}/train/images does not exist (--data_root must hold "
+                                f"{name.upper()}/train/)")
     out = Path(args.out)
     results = {}
     for name in args.arms or arms:
         workdir = out / name.lstrip("+")
-        results[name] = run_arm(args.dataset, folder, workdir, BUDGETS[args.budget], arms[name])
+        results[name] = run_arm(args.dataset, data_root, workdir, BUDGETS[args.budget], arms[name])
         print(f"{name}: val Dice {results[name]['dice']:.4f}", flush=True)
     command = "python scripts/recipe_search.py " + " ".join(argv if argv is not None else sys.argv[1:])
     text = table(args.dataset, args.budget, results, command, args.study)

@@ -76,3 +76,24 @@ def test_the_spend_studys_first_arm_is_the_reproduce_runs_config():
             flat, want = (recipes.config_utils.flatten(c) for c in (config.to_dict(), reproduce))
             changed = {k for k in flat if flat[k] != want[k]}
             assert changed == {k for k in arm if k not in recipes.BEYOND_RELEASE}, name
+
+
+def test_a_joint_arm_shows_each_sources_validation_dice():
+    pooled = {**_result(0.80), "by_source": {"busi": 0.78, "udiat": 0.83}}
+    text = recipe_search.table("joint", "96px_8ep", {"equal": pooled, "busi_x3.2": _result(0.81)},
+                               "CMD", "weights")
+    lines = text.splitlines()
+    assert lines[2].startswith("| equal | — | 0.800 [0.770, 0.830] (BUSI 0.780 UDIAT 0.830) |")
+    assert lines[3].startswith("| busi_x3.2 | data.sources.busi.weight=3.2 | 0.810 [0.780, 0.840] |")
+
+
+def test_the_weights_study_and_the_joint_dataset_go_together(tmp_path):
+    for args in (["--dataset", "joint", "--study", "spend"], ["--dataset", "busi", "--study", "weights"]):
+        proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "recipe_search.py"), *args,
+                               "--data_root", str(tmp_path), "--out", str(tmp_path / "o")],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and "--study weights needs --dataset joint" in proc.stderr
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "recipe_search.py"), "--dataset",
+                           "joint", "--study", "weights", "--data_root", str(tmp_path), "--out",
+                           str(tmp_path / "o")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and f"{tmp_path}/BUSI/train/images does not exist" in proc.stderr
