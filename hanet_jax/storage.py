@@ -39,6 +39,18 @@ def path(p: PathLike) -> epath.Path:
     return local if local.is_absolute() else epath.Path(os.getcwd()) / local
 
 
+def scratch_folder(prefix: str) -> str:
+    """A new local temporary folder, removed when the process exits (data written out for the
+    folder readers: a pack's or a TFDS dataset's originals)."""
+    import atexit
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
+
+
 def text(p: PathLike) -> str:
     """`p` as the string a user gave or would type: `gs://bucket/run`, or an absolute local path."""
     return os.fspath(path(p))

@@ -98,7 +98,8 @@ def _data_flags(dataset: str, data_root: Path) -> list[str]:
 def _val_eval(workdir: Path, name: str = "", *source: str) -> tuple[dict, Path]:
     """eval.py on the run's validation images at 0.5: (its report, its per-image CSV)."""
     out, per_image = workdir / f"eval_val{name}.json", workdir / f"eval_val{name}.csv"
-    if not out.exists():
+    trained = (workdir / "summary.json").stat().st_mtime
+    if not out.exists() or out.stat().st_mtime < trained:  # none yet, or of an earlier training
         subprocess.run([sys.executable, "eval.py", "--checkpoint", str(workdir), "--run_split",
                         "val", "--protocol", "fixed", "--out", str(out), "--per_image",
                         str(per_image), *source], cwd=ROOT, check=True)
@@ -206,6 +207,9 @@ def main(argv=None) -> int:
         COMMAND.usage_error(f"--arms {' '.join(unknown)}: not arms of --study {args.study} ({' '.join(arms)})")
     if (args.study == "weights") != (args.dataset == "joint"):
         COMMAND.usage_error("--study weights needs --dataset joint, and --dataset joint that study")
+    if args.study == "spend" and args.budget != "cpu2h":
+        COMMAND.usage_error("--study spend compares image sizes at the reproduce runs' budget: "
+                            "give --budget cpu2h")
     data_root = Path(args.data_root)
     for name in JOINT_SOURCES if args.dataset == "joint" else (args.dataset,):
         folder = data_root / name.upper()

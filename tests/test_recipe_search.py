@@ -87,12 +87,14 @@ def test_a_joint_arm_shows_each_sources_validation_dice():
     assert lines[3].startswith("| busi_x3.2 | data.sources.busi.weight=3.2 | 0.810 [0.780, 0.840] |")
 
 
-def test_the_weights_study_and_the_joint_dataset_go_together(tmp_path):
-    for args in (["--dataset", "joint", "--study", "spend"], ["--dataset", "busi", "--study", "weights"]):
+def test_studies_refuse_a_dataset_or_budget_they_do_not_fit(tmp_path):
+    for args, error in ((["--dataset", "joint", "--study", "spend"], "--study weights needs"),
+                        (["--dataset", "busi", "--study", "weights"], "--study weights needs"),
+                        (["--dataset", "busi", "--study", "spend"], "give --budget cpu2h")):
         proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "recipe_search.py"), *args,
                                "--data_root", str(tmp_path), "--out", str(tmp_path / "o")],
                               capture_output=True, text=True, timeout=60)
-        assert proc.returncode == 2 and "--study weights needs --dataset joint" in proc.stderr
+        assert proc.returncode == 2 and error in proc.stderr, proc.stderr
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "recipe_search.py"), "--dataset",
                            "joint", "--study", "weights", "--data_root", str(tmp_path), "--out",
                            str(tmp_path / "o")], capture_output=True, text=True, timeout=60)

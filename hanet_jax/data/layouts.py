@@ -208,6 +208,28 @@ def scan(root: str, layout: str, split: str | None = "train", *,
     return examples, problems
 
 
+def write_example(root: str, layout: str, split: str, stem: str, image: np.ndarray,
+                  mask: np.ndarray, label: str | None = None) -> None:
+    """One example as PNGs where `layout` keeps it (the inverse of `scan`): busi
+    ``<label>/<stem>.png`` + ``<stem>_mask.png``, udiat ``original/`` + ``GT/``, processed
+    ``<split>/images/`` + ``<split>/masks/``. Lossless: `read_image` gives back `image`."""
+    from hanet_jax import storage
+
+    if layout == "busi":
+        if not label:
+            raise DatasetError(f"{stem}: the busi layout needs the example's class")
+        image_path = os.path.join(root, label, f"{stem}.png")
+        mask_path = os.path.join(root, label, f"{stem}_mask.png")
+    elif layout == "udiat":
+        image_path = os.path.join(root, "original", f"{stem}.png")
+        mask_path = os.path.join(root, "GT", f"{stem}.png")
+    else:
+        image_path = os.path.join(root, split, "images", f"{stem}.png")
+        mask_path = os.path.join(root, split, "masks", f"{stem}.png")
+    storage.write_png(image_path, image)
+    storage.write_png(mask_path, (np.asarray(mask) > 0).astype(np.uint8) * np.uint8(255))
+
+
 def format_problems(problems: Sequence[Problem], header: str) -> str:
     """One line per problem under ``header``, for exception messages and the CLI."""
     return "\n".join([header] + [f"  {p}" for p in problems])

@@ -33,16 +33,13 @@ records them in the file.
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
 import hashlib
 import importlib.util
 import io
 import json
 import os
-import shutil
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -52,7 +49,7 @@ from absl import flags
 from PIL import Image
 
 from hanet_jax import command_line, storage
-from hanet_jax.data import audit, check, pipeline, splits
+from hanet_jax.data import audit, check, layouts, pipeline, splits
 from hanet_jax.data.layouts import DECODE_ERRORS, DatasetError
 
 FORMAT = "hanet-jax data pack"
@@ -361,12 +358,9 @@ def unpacked_folder(path: str | os.PathLike, sha256: str | None = None) -> dict:
     key = storage.text(path)
     if key not in _UNPACKED:
         pack = read_pack(path)
-        root = os.path.join(tempfile.mkdtemp(prefix="hanet_pack_"), DATASETS[pack.meta["dataset"]])
-        atexit.register(shutil.rmtree, os.path.dirname(root), True)
+        root = os.path.join(storage.scratch_folder("hanet_pack_"), DATASETS[pack.meta["dataset"]])
         for stem, image, mask in zip(pack.stems, pack.images, pack.masks):
-            storage.write_png(os.path.join(root, "train", "images", f"{stem}.png"), image)
-            storage.write_png(os.path.join(root, "train", "masks", f"{stem}.png"),
-                              mask[..., 0] * np.uint8(255))
+            layouts.write_example(root, "processed", "train", stem, image, mask[..., 0])
         _UNPACKED[key] = (pack.sha256, root)
     digest, root = _UNPACKED[key]
     if sha256 and digest != sha256:

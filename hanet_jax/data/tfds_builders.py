@@ -14,12 +14,10 @@ Features: ``image`` uint8 (H, W, 3), ``mask`` uint8 0/1 (H, W, 1), ``stem``, ``l
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
+import hashlib
 import inspect
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 
 import numpy as np
@@ -179,10 +177,17 @@ _RELEASE_FOLDERS = {"hanet_processed/busi": "BUSI", "hanet_processed/udiat": "UD
 _MATERIALISED: dict[tuple[str, str, str], dict] = {}
 
 
+def resolve_data_dir(data_dir: str | None) -> str | None:
+    """`data_dir` as TFDS needs it: `~` expanded and a local path made absolute (TFDS does
+    neither); a bucket URI as given; empty: None (TFDS's default)."""
+    return storage.text(data_dir) if data_dir else None
+
+
 def prepared_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
     """Our builder `name` ("hanet_processed/busi", "hanet_busi/lesions", "hanet_udiat") as
     prepared under `data_dir` (TFDS's default when empty). Raises DatasetError naming the
-    builder and the folder when it is unknown or not prepared there."""
+    builder and the folder when it is unknown or not prepared there (with the versions that
+    are, when another one is)."""
     builder_name, _, config = name.partition("/")
     if builder_name not in BUILDERS:
         raise layouts.DatasetError(f"unknown TFDS builder {builder_name!r} in {name!r}; ours are "
@@ -191,41 +196,65 @@ def prepared_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilde
     configs = [c.name for c in cls.BUILDER_CONFIGS]
     if config and config not in configs:
         raise layouts.DatasetError(f"{name}: {builder_name} has the configs {configs}")
-    builder = cls(config=config or None, data_dir=data_dir or None)
+    builder = cls(config=config or None, data_dir=resolve_data_dir(data_dir))
     if not builder.is_prepared():
+        versions = builder.data_path.parent
+        found = sorted(v.name for v in versions.iterdir()) if versions.exists() else []
         raise layouts.DatasetError(
-            f"{name} is not prepared under {builder.data_dir}: prepare it once with "
-            f"{cls.__name__}(config=..., data_dir=...).download_and_prepare(download_config="
-            "tfds.download.DownloadConfig(manual_dir=YOUR_FOLDER)) (docs/data.md, TFDS)")
+            f"{canonical_name(builder)} {builder.version} is not prepared under {builder.data_dir}"
+            + (f" (it holds version(s) {found}: prepare it again with this code)" if found else "")
+            + f": prepare it once with {cls.__name__}(config=..., data_dir=...)"
+            ".download_and_prepare(download_config=tfds.download.DownloadConfig("
+            "manual_dir=YOUR_FOLDER)) (docs/data.md, TFDS)")
     return builder
+
+
+def canonical_name(builder: tfds.core.DatasetBuilder) -> str:
+    """"name/config" of a builder, whatever name picked it (a bare name picks the first config)."""
+    return f"{builder.name}/{builder.builder_config.name}"
 
 
 def materialised_folder(name: str, data_dir: str | None, split: str = "train") -> dict:
     """Split `split` of the prepared builder `name` written once per process (removed at exit)
-    as a processed-layout folder of PNGs, `<tmp>/<FOLDER>/<split>/{images,masks}/<stem>.png`:
-    {"root", "layout", "split", "include_normal"} of it, as config.data and eval's
-    `--run_split` read a folder.
+    as a folder of PNGs in the builder's own layout (processed, busi or udiat): {"root",
+    "layout", "split", "include_normal"} of it, as config.data and eval's `--run_split` read a
+    folder, plus "name" (builder/config), "version", "data_dir" (resolved; "" for TFDS's
+    default), "path" (the prepared version's folder) and "sha256" (of the stems and pixels, so a
+    run can tell the same data from other data of the same version).
 
     Why a folder: a TFDS source then goes through the folder path itself (`check.require_valid`,
     `splits.hold_out` with its content fingerprints, `pipeline.decode_examples`), so it holds
     out exactly the images a run on the original folder holds out (the records are the decoded
-    pixels, stored and written losslessly) and eval reads it like any run's folder. FOLDER is
-    BUSI or UDIAT for the release's builder configs, so their class rule applies."""
+    pixels, stored and written losslessly), BUSI keeps its class folders, and eval reads it like
+    any run's folder. The release's configs are written under BUSI or UDIAT, so their class
+    rule applies."""
     key = (name, os.fspath(data_dir or ""), split)
     if key not in _MATERIALISED:
         builder = prepared_builder(name, data_dir)
+        full = canonical_name(builder)
         if split not in builder.info.splits:
-            raise layouts.DatasetError(f"{name} under {builder.data_dir} has no split {split!r}; "
-                                       f"it has {sorted(builder.info.splits)}")
-        base = tempfile.mkdtemp(prefix="hanet_tfds_")
-        atexit.register(shutil.rmtree, base, True)
-        root = os.path.join(base, _RELEASE_FOLDERS.get(name, name.replace("/", "-")))
-        for record in tfds.as_numpy(builder.as_dataset(split=split)):
-            stem = record["stem"].decode()
-            storage.write_png(os.path.join(root, split, "images", f"{stem}.png"), record["image"])
-            storage.write_png(os.path.join(root, split, "masks", f"{stem}.png"),
-                              record["mask"][..., 0] * np.uint8(255))
-        _MATERIALISED[key] = {"root": root, "layout": "processed", "split": split,
-                              "include_normal": False, "version": str(builder.version),
-                              "data_dir": os.fspath(builder.data_dir)}
+            raise layouts.DatasetError(
+                f"{full} under {builder.data_dir} has no split {split!r}; it has "
+                f"{sorted(builder.info.splits)} (whole splits only: the run holds out its own "
+                "validation and test images)")
+        layout = builder.LAYOUT
+        root = os.path.join(storage.scratch_folder("hanet_tfds_"),
+                            _RELEASE_FOLDERS.get(full, full.replace("/", "-")))
+        digest, labels = hashlib.sha256(), set()
+        records = sorted(tfds.as_numpy(builder.as_dataset(split=split)),
+                         key=lambda r: layouts.natural_key(r["stem"].decode()))
+        for record in records:
+            stem, label = record["stem"].decode(), record["label"].decode()
+            for part in (record["stem"], record["image"].tobytes(), record["mask"].tobytes()):
+                digest.update(part)
+            labels.add(label)
+            layouts.write_example(root, layout, split, stem, record["image"],
+                                  record["mask"][..., 0], label)
+        _MATERIALISED[key] = {"root": root, "layout": layout,
+                              "split": split if layout == "processed" else "train",
+                              "include_normal": layouts.BUSI_NORMAL in labels,
+                              "name": full, "version": str(builder.version),
+                              "data_dir": resolve_data_dir(data_dir) or "",
+                              "path": os.fspath(builder.data_dir),
+                              "sha256": digest.hexdigest()}
     return dict(_MATERIALISED[key])

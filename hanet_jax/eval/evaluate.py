@@ -312,7 +312,7 @@ def run_split_examples(checkpoint: str | os.PathLike, which: str = "val", *, poo
     ds_path = storage.path(checkpoint) / DATA_SPLIT_FILE
     if not ds_path.is_file():
         raise EvalError(f"{ds_path} does not exist: only a training workdir that trained on a "
-                        f"dataset folder or pack records its {which} split")
+                        f"dataset folder, pack or TFDS dataset records its {which} split")
     ds = read_data_split(ds_path)
     if isinstance(ds.get("sources"), dict):
         names = list(ds["sources"])
@@ -346,13 +346,7 @@ def _record_examples(ds_path, ds: dict, which: str, pools: dict | None
         from hanet_jax.data import pack as data_pack
         ds = {**ds, **data_pack.unpacked_folder(pack, ds.get("pack_sha256"))}
     if ds.get("tfds"):  # a run from a prepared TFDS dataset: its split, written once as a folder
-        from hanet_jax.data import tfds_builders
-        folder = tfds_builders.materialised_folder(ds["tfds"], ds.get("tfds_data_dir"),
-                                                   ds.get("split", "train"))
-        if ds.get("tfds_version") and folder["version"] != ds["tfds_version"]:
-            raise EvalError(f"{ds_path}: the run trained on {ds['tfds']} {ds['tfds_version']}, "
-                            f"but {folder['data_dir']} holds version {folder['version']}")
-        ds = {**ds, **{k: folder[k] for k in ("root", "layout", "split", "include_normal")}}
+        ds = {**ds, **_tfds_folder(ds_path, ds)}
     source_split = ds.get("split", "train")
     key = (ds["root"], ds["layout"], source_split, bool(ds.get("include_normal", False)))
     if pools is None or key not in pools:  # an ensemble's members share the folder: check it once
@@ -371,6 +365,23 @@ def _record_examples(ds_path, ds: dict, which: str, pools: dict | None
     if isinstance(groups, dict) and all(s in groups for s in ds[which]):
         info["groups"] = {s: groups[s] for s in ds[which]}
     return [by_stem[s] for s in ds[which]], info
+
+
+def _tfds_folder(ds_path, ds: dict) -> dict:
+    """The folder of a run's TFDS dataset (`tfds_builders.materialised_folder`), refused when
+    the dataset is no longer the one the run trained on (version or pixels)."""
+    try:
+        from hanet_jax.data import tfds_builders
+        folder = tfds_builders.materialised_folder(ds["tfds"], ds.get("tfds_data_dir"),
+                                                   ds.get("tfds_split", "train"))
+    except (ImportError, layouts.DatasetError) as e:
+        raise EvalError(f"{ds_path}: the run trained on the TFDS dataset {ds['tfds']}: {e}") from e
+    for key in ("version", "sha256"):
+        if ds.get(f"tfds_{key}") and folder[key] != ds[f"tfds_{key}"]:
+            raise EvalError(f"{ds_path}: the run trained on {ds['tfds']} with {key} "
+                            f"{ds[f'tfds_{key}'][:16]}, but {folder['path']} now holds "
+                            f"{folder[key][:16]}: not the images it held out")
+    return {k: folder[k] for k in ("root", "layout", "split", "include_normal")}
 
 
 def held_out_examples(checkpoints: Sequence[str | os.PathLike], which: str = "val"

@@ -97,23 +97,32 @@ def _folder(data_cfg, image_size: int, cache_dir: str | None):
             pipeline.decode_examples(val, image_size), record)
 
 
-def _tfds(data_cfg, image_size: int, cache_dir: str | None):
+def _tfds(data_cfg, image_size: int):
     """A prepared TFDS dataset (`tfds_builders.materialised_folder`: its split as a folder of
-    lossless PNGs), split and decoded by `_folder`, so it holds out what the original folder
-    would; the record also names the dataset, for eval to write the folder again."""
+    lossless PNGs in the builder's layout), split and decoded by `_folder`, so it holds out what
+    the original folder would. No fingerprint cache: the folder is new in every process, so a
+    cache keyed on its paths would only grow. The record names the dataset, its version and a
+    digest of its pixels, for eval to write the folder again and refuse other data."""
     try:
         from hanet_jax.data import tfds_builders
     except ImportError as e:
-        raise DatasetError(f"config.data.source='tfds' ({data_cfg.tfds_name}): {e}") from e
-    folder = tfds_builders.materialised_folder(data_cfg.tfds_name, data_cfg.tfds_data_dir,
-                                               data_cfg.split)
+        raise DatasetError(f"config.data.tfds_name={data_cfg.tfds_name}: {e}") from e
+    try:
+        folder = tfds_builders.materialised_folder(data_cfg.tfds_name, data_cfg.tfds_data_dir,
+                                                   data_cfg.split)
+    except DatasetError as e:
+        raise DatasetError(f"config.data.tfds_name={data_cfg.tfds_name}, "
+                           f"tfds_data_dir={data_cfg.tfds_data_dir!r}, split={data_cfg.split!r}: "
+                           f"{e}") from e
     view = ml_collections.ConfigDict(data_cfg.to_dict())
-    view.root, view.layout, view.split = folder["root"], folder["layout"], folder["split"]
-    train, val, record = _folder(view, image_size, cache_dir)
+    for key in ("root", "layout", "split", "include_normal"):
+        view[key] = folder[key]
+    train, val, record = _folder(view, image_size, None)
     # root: the dataset's name, not the temporary folder (eval writes the folder again)
-    record.update(root=f"tfds:{data_cfg.tfds_name}", tfds=data_cfg.tfds_name,
-                  tfds_data_dir=data_cfg.tfds_data_dir, tfds_version=folder["version"])
-    what = f"TFDS {data_cfg.tfds_name} {folder['version']} ({folder['data_dir']}, split {data_cfg.split})"
+    record.update(root=f"tfds:{folder['name']}", tfds=folder["name"], tfds_split=data_cfg.split,
+                  tfds_data_dir=folder["data_dir"], tfds_version=folder["version"],
+                  tfds_sha256=folder["sha256"])
+    what = f"TFDS {folder['name']} {folder['version']} ({folder['path']}, split {data_cfg.split})"
     return train, val, record, what
 
 
@@ -187,7 +196,10 @@ def _sources(config, workdir: str | None) -> TrainData:
     for name, fields in config.data.sources.items():
         one = ml_collections.ConfigDict(config.to_dict())
         one.data = _one_source(config.data, name, fields)
-        built = build_data(one, workdir, _log=False, _fingerprints=f"fingerprints/{name}")
+        try:
+            built = build_data(one, workdir, _log=False, _fingerprints=f"fingerprints/{name}")
+        except DatasetError as e:  # name the source: its keys are config.data.sources.<name>.*
+            raise DatasetError(f"config.data.sources.{name}: {e}") from e
         parts.append((name, built.train, float(fields.weight)))
         vals.append((name, built.val, 1.0))
         records[name] = built.split_record
@@ -215,8 +227,7 @@ def build_data(config, workdir: str | None = None, *, _log: bool = True,
     elif data_cfg.source == "pack":  # one .npz of originals (hanet_jax.data.pack)
         train, val, record, what = _pack(data_cfg, size)
     elif data_cfg.source == "tfds":  # prepared with hanet_jax.data.tfds_builders
-        cache = storage.path(workdir) / _fingerprints if workdir is not None else None
-        train, val, record, what = _tfds(data_cfg, size, cache)
+        train, val, record, what = _tfds(data_cfg, size)
     else:
         # The grouped split's image fingerprints, cached (atomic writes: safe for many processes).
         cache = storage.path(workdir) / _fingerprints if workdir is not None else None
