@@ -10,7 +10,8 @@ grouped split at a short budget and compare them on the validation images.
 `--study variants` runs the paper's ablation: the recipe's last arm (the default recipe) with
 each of the four model variants, each compared with the full model.
 `--study spend` (with `--budget cpu2h`, the reproduce runs' profile) asks how to spend the
-two-hour CPU budget: the default recipe at 128, 160 and 192 px and with deep supervision.
+two-hour CPU budget: the default recipe at 128, 160 and 192 px, with deep supervision, and at
+128 px for 30 epochs (160 px's compute spent on epochs).
 `--study weights --dataset joint` trains configs/joint.py (DATA_ROOT/BUSI and DATA_ROOT/UDIAT)
 with the sources' sampling weights of each arm; its table adds each source's validation Dice.
 
@@ -67,12 +68,15 @@ ARMS = {
 VARIANT_ARMS = {v: {**ARMS["+bce_dice"], "model.variant": v} for v in VARIANTS}
 # How to spend the two-hour budget (run with --budget cpu2h): the default recipe at the
 # profile's 128 px, at larger inputs (the bottleneck grows from 4x4 to 5x5 or 6x6 positions for
-# the TAM to attend over), and with deep supervision; each compared with the first arm.
+# the TAM to attend over), with deep supervision, and with more epochs instead of pixels; each
+# compared with the first arm.
 SPEND_ARMS = {"128px": dict(recipes.BEYOND_RELEASE),
               "160px": {**recipes.BEYOND_RELEASE, "model.image_size": 160},
               "160px+deep_supervision": {**recipes.BEYOND_RELEASE, "model.image_size": 160,
                                          "model.deep_supervision": True},
-              "192px": {**recipes.BEYOND_RELEASE, "model.image_size": 192}}
+              "192px": {**recipes.BEYOND_RELEASE, "model.image_size": 192},
+              # the compute of 160 px (1.56x) spent on epochs instead of pixels
+              "128px_30ep": {**recipes.BEYOND_RELEASE, "num_epochs": 30}}
 # The sources' sampling weights of a joint run (--dataset joint): equal draws from each (the
 # default), and BUSI weighted by its 3.2 times as many originals (402 groups to UDIAT's 125).
 WEIGHT_ARMS = {"equal": dict(recipes.BEYOND_RELEASE),
