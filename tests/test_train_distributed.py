@@ -1,5 +1,6 @@
 """Data parallelism: 8 simulated devices, and two processes over jax.distributed (gloo), train
-the tiny config and must match this process's one-device run.
+the tiny config and must match this process's one-device run; a SIGTERM to one of the two
+processes stops both at one step, and the rerun resumes to the uninterrupted run bit for bit.
 
 "Within float tolerance" is measured, not guessed: the same one-device run fed every batch in
 reverse order is the same mathematical step (the loss and the batch-wide BatchNorm do not care
@@ -104,11 +105,22 @@ def test_training_with_the_handlers_off_matches_them_on(ref_steps, rounding):
     _within_rounding(losses, ref_steps[0], params, ref_steps[1], rounding, "handlers off vs on")
 
 
-def test_two_processes_train_together_and_match_one_process(ref, ref_steps, rounding, tmp_path):
-    port, workdir = helpers.free_port(), tmp_path / "w"
-    helpers.run_processes([helpers.worker_command(workdir, tmp_path / f"out{i}.npz", num_processes=2,
+@pytest.fixture(scope="module")
+def two_processes(ref, tmp_path_factory):
+    """The tiny config trained by two jax.distributed processes together, uninterrupted:
+    (workdir, [(params, summary) of process 0, of process 1]). The SIGTERM test below resumes
+    to this run; one run serves both (each costs about 100 s on 2 cores)."""
+    del ref  # the compilation cache it enables
+    tmp = tmp_path_factory.mktemp("two_processes")
+    port, workdir = helpers.free_port(), tmp / "w"
+    helpers.run_processes([helpers.worker_command(workdir, tmp / f"out{i}.npz", num_processes=2,
                                                   process_id=i, port=port) for i in range(2)])
-    (p0, s0), (p1, s1) = (helpers.load_result(tmp_path / f"out{i}.npz") for i in range(2))
+    return workdir, [helpers.load_result(tmp / f"out{i}.npz") for i in range(2)]
+
+
+def test_two_processes_train_together_and_match_one_process(ref, ref_steps, rounding,
+                                                            two_processes):
+    workdir, ((p0, s0), (p1, s1)) = two_processes
     assert (s0["process_index"], s1["process_index"]) == (0, 1)
     assert p0.keys() == p1.keys() and all(np.array_equal(p0[k], p1[k]) for k in p0)
     assert s0["history"] == s1["history"] or all(
@@ -129,3 +141,36 @@ def test_two_processes_train_together_and_match_one_process(ref, ref_steps, roun
     assert leaves and all(len(leaf.sharding.device_set) == 1 for leaf in leaves)
     x = np.zeros((1, *bundle.image_size, 3), np.float32)
     assert np.isfinite(np.asarray(bundle.model.apply(bundle.variables, x, train=False))).all()
+
+
+def test_a_sigterm_to_one_of_two_processes_stops_both_at_one_step_then_resumes_exactly(
+        two_processes, tmp_path):
+    """JAX's preemption sync point: process 1 alone gets SIGTERM before step 0; both processes
+    save the same step, both exit 143, and rerunning both resumes to the uninterrupted
+    two-process run, bit for bit."""
+    import signal
+
+    def two(workdir, out, **extra):
+        port = helpers.free_port()
+        return [helpers.worker_command(workdir, tmp_path / f"{out}{i}.npz", num_processes=2, process_id=i,
+                                       port=port, **extra) for i in range(2)]
+
+    prefix, workdir = tmp_path / "handshake", tmp_path / "w"
+    procs = [subprocess.Popen(cmd, env=helpers.subprocess_env(devices=1), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+             for cmd in two(workdir, "stopped", sigterm_handshake=prefix, sigterm_process=1)]
+    errors = helpers.signal_at_handshake(procs, prefix, signal.SIGTERM, target=1)
+    assert [p.returncode for p in procs] == [143, 143], [e[-3000:] for e in errors]
+    stopped = [helpers.load_result(tmp_path / f"stopped{i}.npz")[1] for i in range(2)]
+    assert stopped[0]["preempted_at_step"] == stopped[1]["preempted_at_step"]
+    from hanet_jax.checkpoints import training as train_checkpoints
+    with train_checkpoints.make_manager(workdir, read_only=True) as manager:
+        assert manager.all_steps() == [stopped[0]["preempted_at_step"]]
+    helpers.run_processes(two(workdir, "resumed"))
+    plain, resumed = two_processes[1][0], helpers.load_result(tmp_path / "resumed0.npz")
+    assert plain[0].keys() == resumed[0].keys()
+    assert all(np.array_equal(plain[0][k], resumed[0][k]) for k in plain[0])
+    assert resumed[1]["final_train_loss"] == plain[1]["final_train_loss"]
+    print(f"\nSIGTERM to process 1 of 2: exit statuses {[p.returncode for p in procs]}, both saved "
+          f"step {stopped[0]['preempted_at_step']}; rerun's final loss {resumed[1]['final_train_loss']!r}"
+          f" == uninterrupted {plain[1]['final_train_loss']!r}, weights bitwise equal")

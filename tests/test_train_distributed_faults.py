@@ -1,7 +1,6 @@
-"""Faults across processes and devices: a SIGTERM to one of two jax.distributed processes stops
-both at one step and resumes bit for bit, and a run saved on four devices resumes on two and on
-one. (Apart from tests/test_train_distributed.py so that pytest-xdist's two workers, which take
-whole files, share the long multi-process tests.)"""
+"""Faults across devices: a run saved on four devices resumes on two and on one. (Apart from
+tests/test_train_distributed.py, which also holds the SIGTERM to one of two processes, so that
+pytest-xdist's two workers, which take whole files, share the long multi-process tests.)"""
 
 import json
 import subprocess
@@ -16,39 +15,6 @@ import _train_helpers as helpers
 def ref(request, tmp_path_factory):
     helpers.enable_compilation_cache(request.config, tmp_path_factory)
     return helpers.reference_run(tmp_path_factory)
-
-
-def test_a_sigterm_to_one_of_two_processes_stops_both_at_one_step_then_resumes_exactly(ref, tmp_path):
-    """JAX's preemption sync point: process 1 alone gets SIGTERM before step 0; both processes
-    save the same step, both exit 143, and rerunning both resumes to the uninterrupted
-    two-process run, bit for bit."""
-    import signal
-
-    def two(workdir, out, **extra):
-        port = helpers.free_port()
-        return [helpers.worker_command(workdir, tmp_path / f"{out}{i}.npz", num_processes=2, process_id=i,
-                                       port=port, **extra) for i in range(2)]
-
-    helpers.run_processes(two(tmp_path / "plain", "plain"))
-    prefix, workdir = tmp_path / "handshake", tmp_path / "w"
-    procs = [subprocess.Popen(cmd, env=helpers.subprocess_env(devices=1), stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-             for cmd in two(workdir, "stopped", sigterm_handshake=prefix, sigterm_process=1)]
-    errors = helpers.signal_at_handshake(procs, prefix, signal.SIGTERM, target=1)
-    assert [p.returncode for p in procs] == [143, 143], [e[-3000:] for e in errors]
-    stopped = [helpers.load_result(tmp_path / f"stopped{i}.npz")[1] for i in range(2)]
-    assert stopped[0]["preempted_at_step"] == stopped[1]["preempted_at_step"]
-    from hanet_jax.checkpoints import training as train_checkpoints
-    with train_checkpoints.make_manager(workdir, read_only=True) as manager:
-        assert manager.all_steps() == [stopped[0]["preempted_at_step"]]
-    helpers.run_processes(two(workdir, "resumed"))
-    plain, resumed = helpers.load_result(tmp_path / "plain0.npz"), helpers.load_result(tmp_path / "resumed0.npz")
-    assert plain[0].keys() == resumed[0].keys()
-    assert all(np.array_equal(plain[0][k], resumed[0][k]) for k in plain[0])
-    assert resumed[1]["final_train_loss"] == plain[1]["final_train_loss"]
-    print(f"\nSIGTERM to process 1 of 2: exit statuses {[p.returncode for p in procs]}, both saved "
-          f"step {stopped[0]['preempted_at_step']}; rerun's final loss {resumed[1]['final_train_loss']!r}"
-          f" == uninterrupted {plain[1]['final_train_loss']!r}, weights bitwise equal")
 
 
 @pytest.mark.slow
