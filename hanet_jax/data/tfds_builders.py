@@ -240,16 +240,21 @@ def materialised_folder(name: str, data_dir: str | None, split: str = "train") -
         layout = builder.LAYOUT
         root = os.path.join(storage.scratch_folder("hanet_tfds_"),
                             _RELEASE_FOLDERS.get(full, full.replace("/", "-")))
-        digest, labels = hashlib.sha256(), set()
-        records = sorted(tfds.as_numpy(builder.as_dataset(split=split)),
-                         key=lambda r: layouts.natural_key(r["stem"].decode()))
-        for record in records:
+        # One record at a time (a split at full size does not fit in memory twice over); the
+        # digest combines each record's own in stem order, whatever order TFDS reads them in.
+        per_stem, labels = {}, set()
+        for record in tfds.as_numpy(builder.as_dataset(split=split)):
             stem, label = record["stem"].decode(), record["label"].decode()
-            for part in (record["stem"], record["image"].tobytes(), record["mask"].tobytes()):
-                digest.update(part)
+            one = hashlib.sha256(record["stem"])
+            one.update(record["image"].tobytes())
+            one.update(record["mask"].tobytes())
+            per_stem[stem] = one.digest()
             labels.add(label)
             layouts.write_example(root, layout, split, stem, record["image"],
                                   record["mask"][..., 0], label)
+        digest = hashlib.sha256()
+        for stem in sorted(per_stem, key=layouts.natural_key):
+            digest.update(per_stem[stem])
         _MATERIALISED[key] = {"root": root, "layout": layout,
                               "split": split if layout == "processed" else "train",
                               "include_normal": layouts.BUSI_NORMAL in labels,
