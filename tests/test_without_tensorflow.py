@@ -26,10 +26,9 @@ def _run(args, env, timeout=600):
 
 
 def test_train_resume_eval_and_predict_without_tensorflow(tmp_path):
-    # one persistent compilation cache for the five processes: the resume, eval and predict
-    # reuse the steps the first run compiled (as a user's second command would)
-    env = env_without_tensorflow(tmp_path, CUDA_VISIBLE_DEVICES="", HANET_CPU_DEVICES="1",
-                                 JAX_COMPILATION_CACHE_DIR=str(tmp_path / "xla"))
+    # the session's compilation cache (conftest) is in the environment: the resume, eval and
+    # predict reuse the steps the first run compiled, as a user's second command would
+    env = env_without_tensorflow(tmp_path, CUDA_VISIBLE_DEVICES="", HANET_CPU_DEVICES="1")
     probe = _run(["-c", "import importlib.util, sys\n"
                         "from hanet_jax.tensorflow_cpu import tensorflow_available\n"
                         "print(tensorflow_available())"], env)
