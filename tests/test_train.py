@@ -337,3 +337,19 @@ def test_folder_run_records_its_held_out_splits_for_eval(ref, tmp_path):
     assert eval_cli.main(["--checkpoint", w, "--run_split", "val", "--threshold_from_split",
                           "val", "--out", str(out)]) == 2
     assert eval_cli.main(["--checkpoint", w, "--out", str(out)]) == 2
+
+
+def test_the_abstract_state_has_the_created_states_shapes_dtypes_and_shardings():
+    # What the lowering tests trace the train step with, instead of compiling the init.
+    from hanet_jax.train.state import abstract_train_state
+
+    config = helpers.tiny_config()
+    model, state, mesh = _fresh_state(config)
+    tx, plateau, _ = optimizer_from_config(config.optimizer)
+    abstract = abstract_train_state(model, config.model.image_size, tx, plateau, mesh)
+    got = jax.tree_util.tree_flatten_with_path(abstract)
+    want = jax.tree_util.tree_flatten_with_path(state)
+    assert [p for p, _ in got[0]] == [p for p, _ in want[0]] and got[1] == want[1]
+    for (path, a), (_, s) in zip(got[0], want[0]):
+        assert (a.shape, a.dtype, a.sharding, a.weak_type) == (
+            s.shape, s.dtype, s.sharding, s.weak_type), jax.tree_util.keystr(path)
