@@ -98,12 +98,12 @@ def _restore_only(config, workdir, out):
     from hanet_jax.train.init_from import resolve_model_config
     from hanet_jax.train.optimizer import optimizer_from_config
     from hanet_jax.train.sharding import make_mesh, to_host
-    from hanet_jax.train.state import create_train_state
+    from hanet_jax.train.state import abstract_train_state
 
     model = model_from_config(resolve_model_config(config.model.to_dict(), config.init_from))
     tx, plateau, _ = optimizer_from_config(config.optimizer)
-    like = create_train_state(model, config.model.image_size, tx, plateau, config.seed, make_mesh(),
-                              ema=float(config.optimizer.ema_decay) > 0)
+    like = abstract_train_state(model, config.model.image_size, tx, plateau, make_mesh(),
+                                ema=float(config.optimizer.ema_decay) > 0)
     with ckpt.make_manager(workdir, read_only=True) as manager:
         state, meta = ckpt.restore_latest(manager, like)
     leaves = traverse_util.flatten_dict(flax.serialization.to_state_dict(to_host(state)), sep="/")

@@ -80,13 +80,13 @@ def _lowered_step_text(config) -> str:
     from hanet_jax.train.init_from import resolve_model_config
     from hanet_jax.train.optimizer import optimizer_from_config
     from hanet_jax.train.sharding import make_mesh
-    from hanet_jax.train.state import create_train_state
+    from hanet_jax.train.state import abstract_train_state
     from hanet_jax.train.steps import compiled_steps
 
     model = model_from_config(resolve_model_config(config.model.to_dict(), config.init_from))
     tx, plateau, _ = optimizer_from_config(config.optimizer)
     mesh = make_mesh()
-    state = create_train_state(model, config.model.image_size, tx, plateau, config.seed, mesh)
+    state = abstract_train_state(model, config.model.image_size, tx, plateau, mesh)
     size = config.model.image_size
     batch = pipeline.to_global_batch({"image": np.zeros((config.batch_size, size, size, 3), np.float32),
                                       "mask": np.zeros((config.batch_size, size, size, 1), np.float32)}, mesh)

@@ -50,7 +50,7 @@ from hanet_jax.train.keras_callbacks import EarlyStopping
 from hanet_jax.train.metrics import TrainMetrics
 from hanet_jax.train.optimizer import learning_rate_schedule, optimizer_from_config
 from hanet_jax.train.sharding import batch_sharded, make_mesh, replicate, to_host
-from hanet_jax.train.state import TrainState, create_train_state
+from hanet_jax.train.state import TrainState, abstract_train_state, create_train_state
 from hanet_jax.train.steps import Steps, compiled_steps
 from hanet_jax.json_files import write_json
 
@@ -196,11 +196,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                  mfu.float32_matmul_mode(), config.model.dtype)
     logging.info("peak FLOP/s from: %s", run.peak.source)
     try:
-        state = create_train_state(model, config.model.image_size, tx, plateau, config.seed, mesh,
-                                   ema=ema_decay > 0)
         progress = {"history": [], "stopper": dataclasses.asdict(stopper), "train_metrics": None,
                     "wall_seconds": 0.0}
-        restored = ckpt.restore_latest(manager, state)
+        # A resume restores every field of the state into its shapes and shardings: the init
+        # program is compiled and run only for a fresh run.
+        restored = manager.latest_step() is not None and ckpt.restore_latest(
+            manager, abstract_train_state(model, config.model.image_size, tx, plateau, mesh,
+                                          ema=ema_decay > 0))
+        if not restored:
+            state = create_train_state(model, config.model.image_size, tx, plateau, config.seed,
+                                       mesh, ema=ema_decay > 0)
         if restored:
             state, progress = restored
             if progress["steps_per_epoch"] != spe:
