@@ -118,9 +118,14 @@ def test_the_default_keeps_the_two_latest_and_the_best(ref):
 
 # ------------------------------------------------------------------------------ resume
 @pytest.mark.parametrize("kind", DAMAGE)
-def test_resume_falls_back_to_the_previous_step_and_continues_exactly(ref, tmp_path, caplog, kind):
+def test_resume_falls_back_to_the_previous_step_and_continues_exactly(ref, tmp_path, caplog, kind,
+                                                                     monkeypatch):
     workdir = _copy(ref, tmp_path)
     reason = _damage(workdir / "checkpoints" / "4", kind)
+
+    def no_init(*args, **kwargs):
+        raise AssertionError("a resume created a fresh state (the init program)")
+    monkeypatch.setattr(train_lib, "create_train_state", no_init)  # restores into shapes only
     with caplog.at_level(logging.WARNING):
         result = train_lib.train_and_evaluate(helpers.tiny_config(), str(workdir))
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
