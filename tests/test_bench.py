@@ -3,6 +3,8 @@
 import json
 import math
 
+import pytest
+
 from hanet_jax.bench import keras_comparison as bench_lib
 
 
@@ -76,6 +78,7 @@ def test_tf_matmul_probe_times_a_real_matmul():
     assert 0.01 < flops.tf_peak_matmul_gflops(256, repeats=2) < 10_000
 
 
+@pytest.mark.slow
 def test_bench_isolated_runs_each_side_in_its_own_process_ours_split_over_the_cpu(monkeypatch):
     # What bench.py does: each side built and timed in a worker process of its own, so the two
     # frameworks' thread pools do not share a process (docs/performance.md, round 10); ours

@@ -69,6 +69,7 @@ def test_the_loss_halves_its_weights_per_stage_against_the_resized_mask():
     assert float(got) == pytest.approx(float(bce(fine, mask)), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_the_train_step_trains_every_stages_head():
     from hanet_jax.train.keras_callbacks import ReduceLROnPlateau
     from hanet_jax.train.optimizer import make_tx

@@ -52,6 +52,7 @@ def _recomputed(steps: int) -> tuple[dict, dict]:
     return {k: d * expected[k] + (1 - d) * live[k] for k in live}, live
 
 
+@pytest.mark.slow
 def test_training_keeps_the_average_of_the_live_weights(ema_run):
     """The EMA of a 4-step run recomputed from the live weights after each step."""
     assert ema_run[1].summary["steps"] == 4
@@ -63,6 +64,7 @@ def test_training_keeps_the_average_of_the_live_weights(ema_run):
     assert helpers.max_param_difference(got, live) > 1e-4
 
 
+@pytest.mark.slow
 def test_best_checkpoint_and_load_bundle_hold_the_average(ema_run, tmp_path_factory):
     workdir, result = ema_run
     summary = result.summary
@@ -83,6 +85,7 @@ def test_best_checkpoint_and_load_bundle_hold_the_average(ema_run, tmp_path_fact
                for a, b in zip(result.summary["history"], plain, strict=True))
 
 
+@pytest.mark.slow
 def test_preempted_run_resumes_the_average_exactly(ema_run, tmp_path):
     config = helpers.tiny_config(optimizer__ema_decay=DECAY)
 
@@ -103,6 +106,7 @@ def test_preempted_run_resumes_the_average_exactly(ema_run, tmp_path):
         [r["val_loss"] for r in reference.summary["history"]]
 
 
+@pytest.mark.slow
 def test_resuming_with_the_other_setting_names_the_key(ema_run, tmp_path):
     workdir = tmp_path / "w"
     shutil.copytree(ema_run[0], workdir)

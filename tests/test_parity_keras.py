@@ -108,6 +108,7 @@ def run(*args):
     return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_cli_port_then_predict_matches_keras(tmp_path):
     keras_model, path = saved_random_keras(tmp_path, "full", (64, 64), seed=5)
     ckpt = tmp_path / "ported"

@@ -121,6 +121,7 @@ def _assert_resumed_exactly(resumed, ref):
         assert helpers.without_timings(got) == helpers.without_timings(want)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_to_a_subprocess_saves_and_exits_non_zero_then_resumes_exactly(ref, tmp_path, sig, status):
     # A preempted run must look like a failure to a scheduler (so it is rerun), as a shell reports
@@ -143,6 +144,7 @@ def test_a_signal_to_a_subprocess_saves_and_exits_non_zero_then_resumes_exactly(
     _assert_resumed_exactly(resumed, ref)
 
 
+@pytest.mark.slow
 def test_a_sigterm_at_an_epochs_end_saves_first_and_validates_on_resume(ref, tmp_path):
     # Step 1 ends epoch 0 (2 steps per epoch): the signal arrives before it, the step runs, and
     # the run saves at once, with no validation pass in the grace period; the resume runs epoch
@@ -232,6 +234,7 @@ def test_init_from_encoder_only_checkpoint(ref, tmp_path):
         apply_init_from(state, source, "all", mesh)
 
 
+@pytest.mark.slow
 def test_training_from_a_ported_imagenet_encoder(ref, tmp_path):
     """A torchvision-style encoder checkpoint: its BN eps and ImageNet normalisation come along
     (input_normalization "auto"), the encoder is loaded, and training runs."""

@@ -23,6 +23,8 @@ import _train_helpers as helpers
 from hanet_jax.ops.cpu import conv as cpu_conv
 from hanet_jax.ops.cpu import settings, targets
 
+pytestmark = pytest.mark.slow  # every test here trains in subprocesses or on 8 devices
+
 NUM_STEPS = 4
 
 
