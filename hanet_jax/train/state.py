@@ -88,8 +88,9 @@ def abstract_train_state(model: nn.Module, image_size: int, tx, plateau, mesh: M
                          ema: bool = False) -> TrainState:
     """`create_train_state`'s result as shapes, dtypes and shardings (replicated over `mesh`,
     not weakly typed, as `replicate` places the host's values), with nothing compiled or run:
-    enough to trace and lower the train step for any platform (the lowering tests, FLOP counts),
-    without compiling the init program (about 20 s for a tiny encoder on this CPU)."""
+    the target a resume restores into, and enough to trace and lower the train step for any
+    platform (tests/test_lowering.py), without compiling the init program (about 20 s for a
+    tiny encoder on this 2-core CPU under load)."""
     shapes = jax.eval_shape(_jit_init(model, image_size, tx, plateau, ema), 0)
     sharding = replicated(mesh)
     return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding), shapes)
