@@ -168,6 +168,7 @@ def test_predict_exported_gives_the_checkpoint_masks(checkpoint, exported, tmp_p
     assert compared == 3
 
 
+@pytest.mark.slow
 def test_an_ensemble_exports_its_members_average(checkpoint, tmp_path):
     directory, model, variables = checkpoint
     save_variables(tmp_path / "other", trained_like_variables(model, SIZE, seed=3),

@@ -65,8 +65,9 @@ def saved_random_keras(tmp_path, variant, size, seed=0):
     return model, path
 
 
-@pytest.mark.parametrize("variant, size", [("full", (64, 96)), ("no_tam", (64, 64)),
-                                           ("no_tam_no_sfeb", (64, 64)), ("baseline", (64, 64))])
+@pytest.mark.parametrize("variant, size", [  # the full model in the quick loop, the rest slow
+    ("full", (64, 96)), *(pytest.param(v, (64, 64), marks=pytest.mark.slow)
+                          for v in ("no_tam", "no_tam_no_sfeb", "baseline"))])
 def test_port_matches_keras(tmp_path, variant, size):
     keras_model, path = saved_random_keras(tmp_path, variant, size, seed=11)
     variables = load_keras_hanet(path, variant, size)

@@ -262,6 +262,7 @@ def torch_reference(sd, x_nhwc):
     return {k: v.permute(0, 2, 3, 1).numpy() for k, v in out.items()}
 
 
+@pytest.mark.slow
 def test_torch_port_reproduces_torchvision_forward(tmp_path):
     torch = pytest.importorskip("torch")
     from hanet_jax.port.torch_densenet import TORCH_EPS, load_torch_densenet121, state_dict_to_flax

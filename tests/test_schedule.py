@@ -44,6 +44,7 @@ def test_cosine_needs_the_run_length_and_a_known_name():
         config_utils.validate_config(bad)
 
 
+@pytest.mark.slow
 def test_trainer_logs_the_cosine_rate_and_leaves_the_plateau_alone(tmp_path):
     # Early stopping and the plateau would act after 1 flat epoch; the plateau must not.
     config = helpers.tiny_config(optimizer__schedule="cosine", optimizer__plateau_patience=1,

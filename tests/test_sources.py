@@ -72,6 +72,7 @@ def test_an_epoch_draws_each_source_by_its_weight_without_repeats_within_a_pass(
             assert len(np.unique(draws)) == len(draws)  # repeats are distinct draws
 
 
+@pytest.mark.slow
 def test_joint_training_reports_each_sources_validation(roots, tmp_path):
     from hanet_jax.train import loop
 

@@ -185,6 +185,7 @@ def test_a_signal_during_an_epochs_validation_stops_at_its_checkpoint(ref, tmp_p
     _assert_resumed_exactly(train_lib.train_and_evaluate(helpers.tiny_config(), str(workdir)), ref)
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(ref, tmp_path):
     def poison(step, batch):
         if step == 2:
@@ -285,6 +286,7 @@ def test_init_from_through_the_config(ref, tmp_path):
     assert not (tmp_path / "never").exists()
 
 
+@pytest.mark.slow
 def test_bfloat16_step_keeps_float32_params_and_batch_stats(ref):
     config = helpers.tiny_config(model__dtype="bfloat16")
     model, state, mesh = _fresh_state(helpers.tiny_config())  # same tree as float32
