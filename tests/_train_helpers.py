@@ -4,9 +4,10 @@ Compilation dominates these tests (the full DenseNet-121 is always built), so:
 - every test trains the same tiny config (the smoke config at 32x32: batch 8, 2 epochs of 2
   steps), and the jitted steps are cached in-process by `train.steps.compiled_steps`;
 - `reference_run` trains it once per pytest session (memoised here, shared by test modules);
-- XLA executables go to a persistent compilation cache (`.pytest_cache/d/hanet_xla`), shared
-  with the subprocesses, so a subprocess that compiles what the test process already compiled
-  loads it instead, and a second test session compiles nothing.
+- XLA executables go to the session's persistent compilation cache (tests/conftest.py puts
+  `.pytest_cache/d/hanet_xla` in the environment of this process and every subprocess), so a
+  subprocess that compiles what the test process already compiled loads it instead, and a
+  second test session compiles nothing.
 """
 
 from __future__ import annotations
@@ -57,26 +58,6 @@ def tiny_config(**overrides):
     return config
 
 
-# ------------------------------------------------------------------------ compilation cache
-_CACHE_DIR: str | None = None
-
-
-def enable_compilation_cache(pytest_config, tmp_path_factory) -> str:
-    """Points this process's JAX at the shared persistent cache (returns its path)."""
-    global _CACHE_DIR
-    if _CACHE_DIR is None:
-        import jax
-        from jax.experimental.compilation_cache import compilation_cache
-
-        cache = getattr(pytest_config, "cache", None)
-        path = cache.mkdir("hanet_xla") if cache is not None else tmp_path_factory.mktemp("xla")
-        _CACHE_DIR = str(path)
-        jax.config.update("jax_compilation_cache_dir", _CACHE_DIR)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-        compilation_cache.reset_cache()  # re-read the setting even if JAX compiled already
-    return _CACHE_DIR
-
-
 def subprocess_env(devices: int = 1) -> dict:
     env = dict(os.environ)
     env.update(PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
@@ -84,8 +65,6 @@ def subprocess_env(devices: int = 1) -> dict:
     flags = [f for f in env.get("XLA_FLAGS", "").split()
              if not f.startswith("--xla_force_host_platform_device_count")]
     env["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={devices}"])
-    if _CACHE_DIR:
-        env["JAX_COMPILATION_CACHE_DIR"] = _CACHE_DIR
     return env
 
 

@@ -43,8 +43,7 @@ DAMAGE = ("bit_flip", "truncation", "metadata")
 
 
 @pytest.fixture(scope="module")
-def ref(request, tmp_path_factory):
-    helpers.enable_compilation_cache(request.config, tmp_path_factory)
+def ref(tmp_path_factory):
     return helpers.reference_run(tmp_path_factory)
 
 

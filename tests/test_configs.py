@@ -84,9 +84,8 @@ def test_cpu2h_profile_changes_only_its_keys(name):
         helpers.load_config(name, "gpu")
 
 
-def test_smoke_config_trains(request, tmp_path_factory):
+def test_smoke_config_trains(tmp_path_factory):
     """train_and_evaluate on the smoke config (at 32x32, shared with the other training tests)."""
-    helpers.enable_compilation_cache(request.config, tmp_path_factory)
     summary = helpers.reference_run(tmp_path_factory)["summary"]
     assert summary["epochs"] == 2 and np.isfinite(summary["best_val_loss"])
     losses = [epoch["train_loss"] for epoch in summary["history"]]

@@ -22,8 +22,7 @@ DECAY = 0.5  # 4 steps: a decay near 1 would leave the average at the init (warm
 
 
 @pytest.fixture(scope="module")
-def ema_run(request, tmp_path_factory):
-    helpers.enable_compilation_cache(request.config, tmp_path_factory)
+def ema_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("ema")
     result = train_lib.train_and_evaluate(helpers.tiny_config(optimizer__ema_decay=DECAY),
                                           str(workdir))

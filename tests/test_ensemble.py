@@ -60,9 +60,8 @@ def test_ensemble_file_errors_name_the_file(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def two_folds(request, tmp_path_factory):
+def two_folds(tmp_path_factory):
     """A real 2-fold cross-validation of 30 phantoms (6 held out as test), one epoch per run."""
-    helpers.enable_compilation_cache(request.config, tmp_path_factory)
     root = tmp_path_factory.mktemp("cv")
     data_fixtures.write_processed(str(root / "data"), n=30)
     for fold in range(2):

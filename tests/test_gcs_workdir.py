@@ -31,8 +31,7 @@ RUN = f"gs://{BUCKET}/run"
 
 
 @pytest.fixture(scope="module")
-def ref(request, tmp_path_factory):
-    helpers.enable_compilation_cache(request.config, tmp_path_factory)
+def ref(tmp_path_factory):
     return helpers.reference_run(tmp_path_factory)
 
 

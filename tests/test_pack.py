@@ -146,12 +146,10 @@ def test_pack_data_source_checks_the_split_keys_and_resizes(packed):
             train_data.build_data(config)
 
 
-def test_one_epoch_from_the_pack_then_eval_of_its_test_split(packed, tmp_path, request,
-                                                           tmp_path_factory):
+def test_one_epoch_from_the_pack_then_eval_of_its_test_split(packed, tmp_path):
     import eval as eval_cli
     from hanet_jax.train import loop as train_lib
 
-    helpers.enable_compilation_cache(request.config, tmp_path_factory)
     path, meta = packed
     workdir = tmp_path / "w"
     result = train_lib.train_and_evaluate(_pack_config(path, num_epochs=1), str(workdir))

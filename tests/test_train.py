@@ -34,8 +34,7 @@ SUMMARY_KEYS = {"final_train_loss", "best_val_loss", "best_val_dice", "best_step
 
 
 @pytest.fixture(scope="module")
-def ref(request, tmp_path_factory):
-    helpers.enable_compilation_cache(request.config, tmp_path_factory)
+def ref(tmp_path_factory):
     return helpers.reference_run(tmp_path_factory)
 
 

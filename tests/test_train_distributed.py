@@ -29,8 +29,7 @@ NUM_STEPS = 4
 
 
 @pytest.fixture(scope="module")
-def ref(request, tmp_path_factory):
-    helpers.enable_compilation_cache(request.config, tmp_path_factory)
+def ref(tmp_path_factory):
     return helpers.reference_run(tmp_path_factory)
 
 
@@ -108,11 +107,10 @@ def test_training_with_the_handlers_off_matches_them_on(ref_steps, rounding):
 
 
 @pytest.fixture(scope="module")
-def two_processes(ref, tmp_path_factory):
+def two_processes(tmp_path_factory):
     """The tiny config trained by two jax.distributed processes together, uninterrupted:
     (workdir, [(params, summary) of process 0, of process 1]). The SIGTERM test below resumes
     to this run; one run serves both (each costs about 100 s on 2 cores)."""
-    del ref  # the compilation cache it enables
     tmp = tmp_path_factory.mktemp("two_processes")
     port, workdir = helpers.free_port(), tmp / "w"
     helpers.run_processes([helpers.worker_command(workdir, tmp / f"out{i}.npz", num_processes=2,

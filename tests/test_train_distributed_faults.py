@@ -11,13 +11,8 @@ import pytest
 import _train_helpers as helpers
 
 
-@pytest.fixture(scope="module")
-def compilation_cache(request, tmp_path_factory):
-    return helpers.enable_compilation_cache(request.config, tmp_path_factory)
-
-
 @pytest.mark.slow
-def test_a_run_saved_on_four_devices_resumes_on_two_and_on_one(compilation_cache, tmp_path):
+def test_a_run_saved_on_four_devices_resumes_on_two_and_on_one(tmp_path):
     """A preempted job that comes back on another slice: SIGTERM before step 2 of a 4-device
     run (epoch 0 validated, so the plateau and early-stopping state have moved) saves step 3.
     Restored as train.py restores it, on 2 devices and on 1, the step, weights, optimiser,

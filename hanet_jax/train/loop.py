@@ -200,12 +200,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                     "wall_seconds": 0.0}
         # A resume restores every field of the state into its shapes and shardings: the init
         # program is compiled and run only for a fresh run.
-        restored = manager.latest_step() is not None and ckpt.restore_latest(
-            manager, abstract_train_state(model, config.model.image_size, tx, plateau, mesh,
-                                          ema=ema_decay > 0))
-        if not restored:
-            state = create_train_state(model, config.model.image_size, tx, plateau, config.seed,
-                                       mesh, ema=ema_decay > 0)
+        restored = ckpt.restore_latest(manager, abstract_train_state(
+            model, config.model.image_size, tx, plateau, mesh, ema=ema_decay > 0))
         if restored:
             state, progress = restored
             if progress["steps_per_epoch"] != spe:
@@ -215,11 +211,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                     " use a new workdir")
             logging.info("resuming from step %d in %s", int(state.step), manager.directory)
             _note_topology(progress, int(state.step))
-        elif config.init_from:
-            state = apply_init_from(state, config.init_from, config.init_scope, mesh)
-            logging.info("initialised %s from %s", config.init_scope, config.init_from)
         else:
-            writer.write_hparams(config_utils.flatten(config.to_dict()))
+            state = create_train_state(model, config.model.image_size, tx, plateau, config.seed,
+                                       mesh, ema=ema_decay > 0)
+            if config.init_from:
+                state = apply_init_from(state, config.init_from, config.init_scope, mesh)
+                logging.info("initialised %s from %s", config.init_scope, config.init_from)
+            else:
+                writer.write_hparams(config_utils.flatten(config.to_dict()))
         progress["wall_seconds"] -= start_time  # + the time at any save: total over restarts
         return _train_loop(run, state, EarlyStopping(**progress["stopper"]), progress, batch_hook)
     finally:
