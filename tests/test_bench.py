@@ -8,6 +8,7 @@ import pytest
 from hanet_jax.bench import keras_comparison as bench_lib
 
 
+@pytest.mark.slow
 def test_bench_tiny_result_shape():
     # A one-layer-per-block encoder keeps compilation short; test_models checks the real counts.
     import functools
@@ -112,6 +113,7 @@ def test_bench_isolated_side_that_fails_is_named_with_its_traceback():
                       fast_compile=True, isolate=True, model_kwargs={"no_such_field": 1})
 
 
+@pytest.mark.slow
 def test_serving_latency_times_flax_model_jax_and_onnxruntime_in_one_process(monkeypatch):
     # bench.py's last table: each runtime at each batch size, on the same weights (a tiny encoder).
     from hanet_jax.bench import serving_latency

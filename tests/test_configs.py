@@ -84,6 +84,7 @@ def test_cpu2h_profile_changes_only_its_keys(name):
         helpers.load_config(name, "gpu")
 
 
+@pytest.mark.slow
 def test_smoke_config_trains(tmp_path_factory):
     """train_and_evaluate on the smoke config (at 32x32, shared with the other training tests)."""
     summary = helpers.reference_run(tmp_path_factory)["summary"]

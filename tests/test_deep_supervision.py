@@ -36,6 +36,7 @@ def test_the_heads_add_one_1x1_conv_per_decoder_stage_and_nothing_when_off():
         assert heads[f"ds{i}"]["kernel"].shape == (1, 1, filters, 1)
 
 
+@pytest.mark.slow
 def test_inference_is_the_main_heads_alone():
     model_on, on = _init(True)
     model_off, _ = _init(False, shapes_only=True)

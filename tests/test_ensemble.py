@@ -92,6 +92,7 @@ def test_folds_share_the_test_set_and_partition_the_rest(two_folds):
     assert set(s0["val"]) | set(s1["val"]) | set(s0["test"]) == {str(i) for i in range(1, 31)}
 
 
+@pytest.mark.slow
 def test_eval_scores_validation_out_of_fold_and_test_by_the_average(two_folds, tmp_path):
     import eval as eval_cli
 

@@ -70,6 +70,7 @@ def test_the_weights_look_trained(checkpoint):
     assert np.abs(np.asarray(bn["mean"])).max() > 0.1 and np.abs(np.asarray(bn["var"]) - 1).max() > 0.1
 
 
+@pytest.mark.slow
 def test_every_format_matches_the_flax_model(checkpoint, exported):
     _, model, variables = checkpoint
     x = _images()  # five images: not the batch of the export's own check

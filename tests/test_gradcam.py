@@ -42,6 +42,7 @@ def test_interceptor_perturbation_gives_the_gradient_at_the_sfeb_output():
     np.testing.assert_array_equal(y, net.apply(variables, x, train=False))
 
 
+@pytest.mark.slow
 def test_gradcam_maps_have_the_image_size_and_are_finite_non_negative_and_not_all_zero():
     model, variables = tiny_model()
     bundle = Bundle(model, variables, SIZE, {})

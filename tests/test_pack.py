@@ -146,6 +146,7 @@ def test_pack_data_source_checks_the_split_keys_and_resizes(packed):
             train_data.build_data(config)
 
 
+@pytest.mark.slow
 def test_one_epoch_from_the_pack_then_eval_of_its_test_split(packed, tmp_path):
     import eval as eval_cli
     from hanet_jax.train import loop as train_lib

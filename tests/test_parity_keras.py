@@ -93,6 +93,7 @@ def test_port_matches_keras(tmp_path, variant, size):
             assert diff <= 1e-4 * scale, f"{name} ({path_name})"
 
 
+@pytest.mark.slow
 def test_port_rejects_files_that_do_not_fit(tmp_path):
     _, path = saved_random_keras(tmp_path, "full", (64, 64))
     with pytest.raises(PortError, match=r"unexpected array layers/global_spatial_attention"):

@@ -89,12 +89,14 @@ def test_keras_legacy_h5_reproduces_keras(keras_densenet):
     assert_close(flax_outputs(variables, keras_densenet["x"]), keras_densenet["ref"])
 
 
+@pytest.mark.slow
 def test_keras3_weights_h5_reproduces_keras(keras_densenet):
     variables = load_densenet121(keras_densenet["keras3"])
     assert_close(flax_outputs(variables, keras_densenet["x"]), keras_densenet["ref"])
     same_tree(variables, load_densenet121(keras_densenet["legacy"]))
 
 
+@pytest.mark.slow
 def test_keras_with_top_and_keras2_names(keras_densenet):
     """The with-top file (classifier ignored) and Keras 2's `conv1/conv` spelling port the same."""
     from keras.src.legacy.saving.legacy_h5_format import save_weights_to_hdf5_group
@@ -158,6 +160,7 @@ def test_keras_port_errors_name_file_and_arrays(keras_densenet, tmp_path):
         load_densenet121(tmp_path / "nope.h5")
 
 
+@pytest.mark.slow
 def test_encoder_checkpoint_drops_into_hanet(keras_densenet, tmp_path):
     """CLI -> encoder checkpoint -> restore -> HANet(baseline) params["encoder"] -> forward."""
     out = tmp_path / "enc"

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import data_fixtures as fx
 
@@ -100,6 +101,7 @@ def _run_two_workers(root: Path, tmp_path: Path) -> list[dict]:
     return [json.loads((tmp_path / f"p{i}.json").read_text()) for i in range(2)]
 
 
+@pytest.mark.slow
 def test_each_process_decodes_everything_once_and_feeds_only_its_slices(tmp_path):
     from hanet_jax.train import input as train_input
 

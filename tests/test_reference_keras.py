@@ -75,6 +75,7 @@ def test_conv_macs_256_match_the_release_count(full_256):
     assert conv_macs(full_256, include_sublayers=True) == 7_932_211_200 + 64 * (32 + 32 + 256) * 256
 
 
+@pytest.mark.slow
 def test_the_cost_breakdown_reconstructs_the_papers_and_the_profilers_counts(full_256):
     from hanet_jax.bench import flops
 

@@ -100,6 +100,7 @@ def test_a_bad_source_names_its_key(roots):
         validate_config(config)
 
 
+@pytest.mark.slow
 def test_eval_scores_one_source_of_a_joint_run_and_a_model_on_another_runs_test_set(
         roots, tmp_path):
     from hanet_jax.eval import evaluate

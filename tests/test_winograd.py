@@ -156,6 +156,7 @@ TARGETS = """
 
 @needs_handler
 @pytest.mark.skipif(os.uname().machine != "x86_64", reason="x86-64 targets")
+@pytest.mark.slow
 def test_other_targets_match_xla(tmp_path):
     done = run_python(TARGETS, HANET_CACHE_DIR=str(tmp_path))
     assert done.returncode == 0, done.stderr[-3000:]
@@ -184,6 +185,7 @@ def test_conv_of_affine_relu_matches_xla(m, shape, force_m, cpu_settings):
 
 
 @needs_handler
+@pytest.mark.slow
 def test_densenet_inference_reads_batchnorm_into_the_conv(monkeypatch):
     # Inference: the dense layers' second BN + ReLU in the 3x3 conv's handler (BatchNormAffine,
     # the same variables as flax's BatchNorm). Same values as with flax's BatchNorm, with BN
