@@ -11,7 +11,8 @@ resamples the test set's near-duplicate groups. Below the table, the joint model
 single-dataset model on each test set: the Wilcoxon signed-rank test on per-group means (one
 value per original lesion: BUSI's originals appear 5 times and UDIAT's 19 times in the processed
 release; `hanet_jax.eval.compare`), with the number of groups and, for contrast only, the
-per-image p-value; and each model's training wall time. `--doc` writes it between
+per-image p-value; each model's training wall time; and the joint-against-single arm on
+validation (each run's best-epoch validation Dice per dataset, from its summary.json). `--doc` writes it between
 `<!-- cross:begin -->` and `<!-- cross:end -->` of that file; without it, prints.
 """
 
@@ -64,6 +65,18 @@ def _minutes(run: Path) -> str:
     return f"{json.loads(summary.read_text())['wall_seconds'] / 60:.0f}"
 
 
+def _val_dice(run: Path, dataset: str) -> str:
+    """The trainer's validation Dice (threshold 0.5) at the run's best epoch, on `dataset`'s
+    validation images: a single-dataset run's own, or a joint run's of that source."""
+    summary = run / "summary.json"
+    if not summary.is_file():
+        return "–"
+    s = json.loads(summary.read_text())
+    dice = s.get("best_val_dice_by_source", {}).get(dataset) if run.name == "joint" \
+        else (s.get("best_val_dice") if run.name == dataset else None)
+    return "–" if dice is None else f"{dice:.3f}"
+
+
 def table(workdir: Path) -> str:
     cross = workdir / "cross"
     lines = ["| model | BUSI test Dice [95% CI] | UDIAT test Dice [95% CI] | training min |",
@@ -82,6 +95,13 @@ def table(workdir: Path) -> str:
                      f"{r['mean_a']:.3f}; median group difference {r['median_diff']:+.3f}; "
                      f"p = {r['p_value']:.3g} over {r['n_groups']} groups ({r['n_pairs']} images; "
                      f"per image, for contrast only: p = {r['per_image']['p_value']:.3g})")
+    lines += ["", "The arm behind it, on validation images only (the trainer's Dice at 0.5 at "
+              "each run's best epoch; a joint run's per source, the same validation images as "
+              "the single run's):", "",
+              "| model | BUSI val Dice | UDIAT val Dice |", "|---|---|---|"]
+    for model in ("busi", "udiat", "joint"):
+        cells = [_val_dice(workdir / model, dataset) for dataset in DATASETS]
+        lines.append(f"| {MODELS[model]} | {' | '.join(cells)} |")
     lines += ["", f"Written by `python scripts/cross_table.py --workdir {workdir}`."]
     return "\n".join(lines)
 

@@ -31,9 +31,12 @@ def _workdir(tmp_path: Path) -> Path:
     copy of 10 originals and 0.01 worse on 2."""
     w = tmp_path / "w"
     (w / "cross").mkdir(parents=True)
+    val = {"busi": {"best_val_dice": 0.79}, "udiat": {"best_val_dice": 0.81},
+           "joint": {"best_val_dice": 0.8, "best_val_dice_by_source": {"busi": 0.78, "udiat": 0.83}}}
     for model, minutes in (("busi", 30), ("udiat", 35), ("joint", 70)):
         (w / model).mkdir()
-        (w / model / "summary.json").write_text(json.dumps({"wall_seconds": minutes * 60.0}))
+        (w / model / "summary.json").write_text(json.dumps({"wall_seconds": minutes * 60.0,
+                                                            **val[model]}))
     rng = np.random.default_rng(0)
     stems = [f"{g}_{c}" for g in range(12) for c in range(5)]
     base = {s: float(rng.uniform(0.5, 0.9)) for s in stems}
@@ -74,3 +77,11 @@ def test_missing_outputs_leave_a_dash_and_the_doc_is_written_between_markers(tmp
     assert text.startswith("before\n<!-- cross:begin -->\n| model |") and text.endswith("after\n")
     assert "old" not in text and "| joint (BUSI + UDIAT) | 0." in text and " | – | 70 |" in text
     assert "- UDIAT: not yet scored" in text
+
+
+def test_the_validation_arm_sets_joint_against_single_per_source(tmp_path):
+    lines = cross_table.table(_workdir(tmp_path)).splitlines()
+    start = lines.index("| model | BUSI val Dice | UDIAT val Dice |")
+    # a single run has its own dataset's validation Dice only; the joint run one per source
+    assert lines[start + 2:start + 5] == ["| BUSI only | 0.790 | – |", "| UDIAT only | – | 0.810 |",
+                                          "| joint (BUSI + UDIAT) | 0.780 | 0.830 |"]
