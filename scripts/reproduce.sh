@@ -8,10 +8,11 @@
 # `cross`: the generalisation table. A BUSI-only and a UDIAT-only run (WORKDIR/busi, WORKDIR/udiat:
 # this script's single runs) and a joint one (WORKDIR/joint: configs/joint.py, the same recipe and
 # profile, each source holding out the same test and validation images as its single run), each
-# trained or reused; then each model scored on each dataset's held-out test set
+# trained or reused; each model is scored on each dataset's held-out test set
 # (WORKDIR/cross/<model>_on_<dataset>.json and .csv; threshold and post-processing from the
-# model's own validation data) and scripts/cross_table.py prints the 3x2 table with the paired
-# tests of joint against single.
+# model's own validation data; the single models before the joint run trains, so a long or
+# interrupted joint run does not hold their cells back) and scripts/cross_table.py prints the
+# 3x2 table with the paired tests of joint against single.
 #
 # `compare`: HA-Net, U-Net, Attention U-Net and UNet++ (config.model.architecture) on BUSI and on
 # UDIAT, each a run of this script in WORKDIR/<dataset>/<architecture> with the same split, seed,
@@ -78,6 +79,24 @@ if [[ $# -ge 3 && "$1" == cross ]]; then
     done
     source scripts/setup_env.sh
     set -euo pipefail
+    # score MODEL on each test set: the joint run's own images of that source, or the single
+    # run's of that dataset; the threshold and post-processing chosen on the model's own
+    # validation data. A cell already scored is kept.
+    score() {
+        local model="$1" dataset out which
+        mkdir -p "$WORKDIR/cross"
+        for dataset in busi udiat; do
+            out="$WORKDIR/cross/${model}_on_${dataset}"
+            [[ -f "$out.json" ]] && continue
+            if [[ $model == joint ]]; then which=(--source "$dataset")
+            else which=(--split_from "$WORKDIR/$dataset"); fi
+            python eval.py --checkpoint "$WORKDIR/$model" --run_split test "${which[@]}" \
+                --threshold_from_split val --postprocess auto --protocol both \
+                --out "$out.json" --per_image "$out.csv"
+        done
+    }
+    score busi  # the single models' cells first: they need not wait for the joint run
+    score udiat
     PROFILE="${HANET_PROFILE-cpu2h}"
     if [[ ! -f "$WORKDIR/joint/summary.json" ]]; then  # trains, or resumes an interrupted run
         echo "== joint: $WORKDIR/joint"
@@ -85,20 +104,7 @@ if [[ $# -ge 3 && "$1" == cross ]]; then
             --config.data.sources.busi.root="$DATA_ROOT/BUSI" \
             --config.data.sources.udiat.root="$DATA_ROOT/UDIAT" --config.data.test_fraction=0.2 "$@"
     fi
-    mkdir -p "$WORKDIR/cross"
-    for model in busi udiat joint; do
-        for dataset in busi udiat; do
-            out="$WORKDIR/cross/${model}_on_${dataset}"
-            [[ -f "$out.json" ]] && continue
-            # the test images: the joint run's own of that source, or the single run's of that
-            # dataset; the threshold and post-processing: chosen on the model's own validation data
-            if [[ $model == joint ]]; then which=(--source "$dataset")
-            else which=(--split_from "$WORKDIR/$dataset"); fi
-            python eval.py --checkpoint "$WORKDIR/$model" --run_split test "${which[@]}" \
-                --threshold_from_split val --postprocess auto --protocol both \
-                --out "$out.json" --per_image "$out.csv"
-        done
-    done
+    score joint
     python scripts/cross_table.py --workdir "$WORKDIR"
     exit 0
 fi
