@@ -12,8 +12,9 @@ single-dataset model on each test set: the Wilcoxon signed-rank test on per-grou
 value per original lesion: BUSI's originals appear 5 times and UDIAT's 19 times in the processed
 release; `hanet_jax.eval.compare`), with the number of groups and, for contrast only, the
 per-image p-value; each model's training wall time; and the joint-against-single arm on
-validation (each run's best-epoch validation Dice per dataset, from its summary.json). `--doc` writes it between
-`<!-- cross:begin -->` and `<!-- cross:end -->` of that file; without it, prints.
+validation (each run's best-epoch validation Dice per dataset, from its summary.json). `--doc`
+writes it between `<!-- cross:begin -->` and `<!-- cross:end -->` of that file; without it,
+prints.
 """
 
 from __future__ import annotations
@@ -65,15 +66,17 @@ def _minutes(run: Path) -> str:
     return f"{json.loads(summary.read_text())['wall_seconds'] / 60:.0f}"
 
 
-def _val_dice(run: Path, dataset: str) -> str:
-    """The trainer's validation Dice (threshold 0.5) at the run's best epoch, on `dataset`'s
-    validation images: a single-dataset run's own, or a joint run's of that source."""
-    summary = run / "summary.json"
+def _val_dice(workdir: Path, model: str, dataset: str) -> str:
+    """The trainer's validation Dice (threshold 0.5) at `model`'s best epoch, on `dataset`'s
+    validation images: a single-dataset run's own, or the joint run's of that source."""
+    summary = workdir / model / "summary.json"
     if not summary.is_file():
         return "–"
     s = json.loads(summary.read_text())
-    dice = s.get("best_val_dice_by_source", {}).get(dataset) if run.name == "joint" \
-        else (s.get("best_val_dice") if run.name == dataset else None)
+    if model == "joint":
+        dice = s.get("best_val_dice_by_source", {}).get(dataset)
+    else:
+        dice = s.get("best_val_dice") if model == dataset else None
     return "–" if dice is None else f"{dice:.3f}"
 
 
@@ -100,7 +103,7 @@ def table(workdir: Path) -> str:
               "the single run's):", "",
               "| model | BUSI val Dice | UDIAT val Dice |", "|---|---|---|"]
     for model in ("busi", "udiat", "joint"):
-        cells = [_val_dice(workdir / model, dataset) for dataset in DATASETS]
+        cells = [_val_dice(workdir, model, dataset) for dataset in DATASETS]
         lines.append(f"| {MODELS[model]} | {' | '.join(cells)} |")
     lines += ["", f"Written by `python scripts/cross_table.py --workdir {workdir}`."]
     return "\n".join(lines)

@@ -38,8 +38,8 @@ def get_config() -> ml_collections.ConfigDict:
         deep_supervision=False,           # HA-Net: nnU-Net's auxiliary 1x1 heads on the decoder
                                           # stages, trained against the resized mask with
                                           # weights halving per stage; inference: the main head.
-                                          # Off: on BUSI validation it scored 0.779 to 0.790
-                                          # without (docs/results.md, the spend arms)
+                                          # Off: 0.779 on BUSI validation against 0.790
+                                          # without it (docs/results.md, the spend arms)
         image_size=256,                   # square input side, a multiple of 32
     ))
 
